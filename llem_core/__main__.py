@@ -1,0 +1,7 @@
+"""`python -m llem_core` is the `llem` command."""
+
+import sys
+
+from llem_core.cli import main
+
+sys.exit(main())

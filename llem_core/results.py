@@ -1,0 +1,180 @@
+"""The result of one experiment: a versioned schema, atomic writes, and where files live.
+
+Layout of the result files (a retry rewrites its own key and nothing else)::
+
+    <results_dir>/<campaign>/<run_id>/<config_hash>/cycle_<k>.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from llem_core.config import ExperimentConfig
+from llem_core.latency import Distribution
+
+SCHEMA_VERSION = 1
+SUMMARY_MARKER = "llem_result"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class RunSpec(BaseModel):
+    """What `llem run-experiment --spec` reads: a configuration and the run it belongs to."""
+
+    campaign: str | None = None
+    run_id: str | None = None
+    name: str
+    config_hash: str
+    cycle: int = Field(1, ge=1)
+    position: int | None = None
+    config: ExperimentConfig
+    health_check: dict[str, Any] | None = Field(
+        None, description="Readiness thresholds to wait for before this experiment starts.")
+
+
+class Metrics(BaseModel):
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    repetitions: int = Field(description="Times the workload ran inside the measured window.")
+    window_s: float
+    output_tokens_per_s: float
+    requests_per_s: float
+    ttft_s: Distribution
+    tpot_s: Distribution
+    itl_s: Distribution
+    e2e_s: Distribution
+    peak_memory_bytes: int | None
+    peak_memory_source: str
+    warmup_runs: int
+
+
+class EnergyResult(BaseModel):
+    source: str = Field(description="nvml_counter | nvml_power | rapl | none")
+    note: str | None = None
+    raw_j: float | None = None
+    baseline_w: float | None = None
+    baseline_s: float | None = None
+    baseline_source: str | None = None
+    adjusted_j: float | None = None
+    raw_j_per_output_token: float | None = None
+    adjusted_j_per_output_token: float | None = None
+    raw_j_per_request: float | None = None
+    window_s: float | None = None
+    per_device_j: dict[str, float] = Field(default_factory=dict)
+    polled_j: float | None = None
+    counter_vs_polled_rel_diff: float | None = None
+    polled_samples: int = 0
+    counter_update_period_s: float | None = None
+    thermal: dict[str, Any] = Field(default_factory=dict)
+    flags: list[str] = Field(default_factory=list)
+
+
+class Provenance(BaseModel):
+    llem_version: str
+    host: str
+    platform: str
+    python: str
+    libraries: dict[str, str | None]
+    device: str
+    hardware: dict[str, Any]
+    started_at: str
+    finished_at: str
+    timings_s: dict[str, float] = Field(default_factory=dict)
+    in_container: bool = False
+
+
+class ExperimentResult(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    campaign: str | None
+    run_id: str | None
+    name: str
+    config_hash: str
+    cycle: int
+    position: int | None
+    config: ExperimentConfig
+    metrics: Metrics
+    energy: EnergyResult
+    provenance: Provenance
+    health: dict[str, Any] | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+    def summary(self, path: str | None = None) -> dict[str, Any]:
+        """The compact line printed last on stdout (XCom): identity and headline numbers."""
+        m, e = self.metrics, self.energy
+        return {
+            SUMMARY_MARKER: SCHEMA_VERSION,
+            "status": "success",
+            "campaign": self.campaign,
+            "run_id": self.run_id,
+            "name": self.name,
+            "config_hash": self.config_hash,
+            "cycle": self.cycle,
+            "position": self.position,
+            "output_tokens": m.output_tokens,
+            "window_s": round(m.window_s, 6),
+            "output_tokens_per_s": m.output_tokens_per_s,
+            "ttft_p50_s": m.ttft_s.p50,
+            "itl_p50_s": m.itl_s.p50,
+            "energy_source": e.source,
+            "raw_j": e.raw_j,
+            "adjusted_j": e.adjusted_j,
+            "adjusted_j_per_output_token": e.adjusted_j_per_output_token,
+            "result_path": path,
+        }
+
+
+def safe_part(value: str) -> str:
+    """A path component that cannot escape its folder (run ids hold ':' and '+')."""
+    cleaned = _UNSAFE.sub("_", value).strip(".")
+    return cleaned or "_"
+
+
+def result_path(results_dir: str | Path, campaign: str | None, run_id: str | None,
+                config_hash: str, cycle: int) -> Path:
+    return (Path(results_dir) / safe_part(campaign or "adhoc") / safe_part(run_id or "adhoc")
+            / safe_part(config_hash) / f"cycle_{cycle}.json")
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write via a temp file in the same folder and rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_result(result: ExperimentResult, path: str | Path) -> None:
+    write_atomic(path, result.model_dump_json(indent=2))
+
+
+def read_result(path: str | Path) -> ExperimentResult:
+    return ExperimentResult.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+def parse_summary_line(text: str) -> dict[str, Any] | None:
+    """Find the last llem summary JSON line in a process's output."""
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{") and SUMMARY_MARKER in line:
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(obj, dict) and SUMMARY_MARKER in obj:
+                return obj
+    return None

@@ -1,0 +1,209 @@
+"""One experiment, measured: provenance -> idle baseline -> load -> warmup -> window -> result.
+
+The result file is written atomically and only when everything succeeded; a failure
+raises :class:`ExperimentError` with a one-line reason and leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import socket
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+from llem_core.backends.base import BackendError, BatchTiming, get_backend
+from llem_core.backends.prompts import load_texts
+from llem_core.energy import EnergyReading, MeterUnavailable, open_meter
+from llem_core.energy.base import Baseline
+from llem_core.energy.trace import baseline_adjusted, relative_difference
+from llem_core.grid import conflicts
+from llem_core.health import Thresholds, wait_until_ready
+from llem_core.latency import RequestTimeline, compute
+from llem_core.results import (
+    EnergyResult,
+    ExperimentResult,
+    Metrics,
+    Provenance,
+    RunSpec,
+    write_result,
+)
+
+# Counter-vs-polling agreement is only judged on windows long enough for both to settle.
+AGREEMENT_MIN_WINDOW_S = 10.0
+AGREEMENT_MAX_REL_DIFF = 0.05
+MIN_COUNTER_PERIODS = 10
+
+
+class ExperimentError(RuntimeError):
+    """An experiment that cannot produce a trustworthy result; the message is one line."""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def request_timelines(timings: list[BatchTiming]) -> list[RequestTimeline]:
+    """Per request: its batch's start and the times of its own tokens (up to its EOS)."""
+    out = []
+    for t in timings:
+        for n in t.output_lengths:
+            out.append(RequestTimeline(submitted=t.submitted, token_times=t.step_times[:n]))
+    return out
+
+
+def energy_result(reading: EnergyReading | None, baseline: Baseline | None, output_tokens: int,
+                  requests: int, note: str | None, source: str) -> EnergyResult:
+    """Energy figures of a window: raw and baseline-adjusted side by side, with flags."""
+    if reading is None:
+        return EnergyResult(source="none", note=note)
+    flags = []
+    adjusted = None
+    if baseline is not None:
+        adjusted = baseline_adjusted(reading.joules, baseline.watts, reading.window_s)
+        if adjusted < 0:
+            flags.append("adjusted energy is negative: idle baseline exceeds the window's power")
+    rel = None
+    if reading.polled_joules is not None and source == "nvml_counter":
+        rel = relative_difference(reading.joules, reading.polled_joules)
+        if rel is not None and reading.window_s >= AGREEMENT_MIN_WINDOW_S \
+                and rel > AGREEMENT_MAX_REL_DIFF:
+            flags.append(f"energy counter and power polling differ by {rel:.1%} "
+                         f"(> {AGREEMENT_MAX_REL_DIFF:.0%})")
+    period = reading.counter_update_period_s
+    if period and reading.window_s < MIN_COUNTER_PERIODS * period:
+        flags.append(f"window of {reading.window_s:.2f} s is shorter than {MIN_COUNTER_PERIODS} "
+                     f"counter updates ({period:.3f} s each): energy is imprecise")
+    for dev, th in reading.thermal.items():
+        if isinstance(th, dict) and th.get("throttle_reasons"):
+            flags.append(f"{dev} throttled: {', '.join(th['throttle_reasons'])}")
+    return EnergyResult(
+        source=reading.source, note=note, raw_j=reading.joules,
+        baseline_w=baseline.watts if baseline else None,
+        baseline_s=baseline.seconds if baseline else None,
+        baseline_source=baseline.source if baseline else None,
+        adjusted_j=adjusted,
+        raw_j_per_output_token=reading.joules / output_tokens if output_tokens else None,
+        adjusted_j_per_output_token=(adjusted / output_tokens
+                                     if adjusted is not None and output_tokens else None),
+        raw_j_per_request=reading.joules / requests if requests else None,
+        window_s=reading.window_s, per_device_j=reading.per_device_j,
+        polled_j=reading.polled_joules, counter_vs_polled_rel_diff=rel,
+        polled_samples=reading.polled_samples,
+        counter_update_period_s=reading.counter_update_period_s,
+        thermal=reading.thermal, flags=flags)
+
+
+def run(spec: RunSpec, out_path: str | Path | None = None,
+        log: Callable[[str], None] = lambda _m: None) -> ExperimentResult:
+    """Run one experiment and, if ``out_path`` is given, write its result atomically."""
+    cfg = spec.config
+    problems = conflicts(cfg)
+    if problems:
+        raise ExperimentError(f"configuration {spec.name!r} cannot run: {'; '.join(problems)}")
+    started = _now()
+    timings_s: dict[str, float] = {}
+    health = None
+    if spec.health_check:
+        hc = spec.health_check
+        log(f"waiting for GPU readiness (up to {hc.get('timeout_s', 600)} s)")
+        health = wait_until_ready(
+            cfg.gpus, Thresholds(hc.get("max_temperature_c", 80.0),
+                                 hc.get("max_memory_used_pct", 10.0),
+                                 hc.get("allow_foreign_processes", False)),
+            timeout_s=float(hc.get("timeout_s", 600.0)),
+            poll_s=float(hc.get("poll_s", 5.0)))
+    try:
+        backend = get_backend(cfg)
+    except BackendError as exc:
+        raise ExperimentError(str(exc)) from exc
+    try:
+        meter = open_meter(cfg.energy, cfg.gpus, backend.device.startswith("cuda"))
+    except MeterUnavailable as exc:
+        raise ExperimentError(f"energy meter {cfg.energy.meter}: {exc}") from exc
+    warnings: list[str] = []
+    try:
+        hardware = meter.hardware()
+        baseline = None
+        if meter.source != "none" and cfg.energy.baseline_s > 0:
+            log(f"measuring idle baseline for {cfg.energy.baseline_s} s")
+            t = time.perf_counter()
+            baseline = meter.idle(cfg.energy.baseline_s)
+            timings_s["baseline"] = time.perf_counter() - t
+        elif meter.source != "none":
+            warnings.append("no idle baseline (energy.baseline_s is 0): adjusted energy is null")
+        try:
+            texts = load_texts(cfg.prompts)
+        except (OSError, ValueError) as exc:
+            raise ExperimentError(f"prompts: {exc}") from exc
+        log(f"loading {cfg.model} ({cfg.dtype}) on {backend.device}")
+        load_info = backend.load()
+        timings_s["load"] = load_info["load_s"]
+        batches = backend.prepare(texts)
+        t = time.perf_counter()
+        for i in range(cfg.warmup_runs):
+            backend.generate(batches[i % len(batches)])
+        timings_s["warmup"] = time.perf_counter() - t
+        backend.reset_peak_memory()
+        log("measuring")
+        timings: list[BatchTiming] = []
+        repetitions = 0
+        meter.begin()
+        t0 = time.perf_counter()
+        while True:
+            for b in batches:
+                timings.append(backend.generate(b))
+            repetitions += 1
+            if time.perf_counter() - t0 >= cfg.energy.min_window_s:
+                break
+        t1 = time.perf_counter()
+        reading = meter.end() if meter.source != "none" else None
+        window = t1 - t0
+        peak, peak_src = backend.peak_memory()
+        versions = backend.versions()
+    except BackendError as exc:
+        raise ExperimentError(str(exc)) from exc
+    finally:
+        meter.close()
+        backend.close()
+
+    latency = compute(request_timelines(timings))
+    requests = sum(len(t.output_lengths) for t in timings)
+    out_tokens = sum(sum(t.output_lengths) for t in timings)
+    in_tokens = sum(sum(t.input_lengths) for t in timings)
+    metrics = Metrics(
+        requests=requests, input_tokens=in_tokens, output_tokens=out_tokens,
+        repetitions=repetitions, window_s=window,
+        output_tokens_per_s=out_tokens / window, requests_per_s=requests / window,
+        ttft_s=latency.ttft_s, tpot_s=latency.tpot_s, itl_s=latency.itl_s, e2e_s=latency.e2e_s,
+        peak_memory_bytes=peak, peak_memory_source=peak_src, warmup_runs=cfg.warmup_runs)
+    note = hardware.get("reason") if meter.source == "none" else None
+    energy = energy_result(reading, baseline, out_tokens, requests, note, meter.source)
+    timings_s["window"] = window
+    provenance = Provenance(
+        llem_version=_version("llem-airflow") or "unknown",
+        host=socket.gethostname(), platform=platform.platform(),
+        python=sys.version.split()[0],
+        libraries={**versions, "nvidia-ml-py": _version("nvidia-ml-py")},
+        device=backend.device, hardware={**hardware, "model": load_info},
+        started_at=started, finished_at=_now(), timings_s=timings_s,
+        in_container=Path("/.dockerenv").exists() or os.environ.get("LLEM_IN_CONTAINER") == "1")
+    result = ExperimentResult(
+        campaign=spec.campaign, run_id=spec.run_id, name=spec.name,
+        config_hash=spec.config_hash, cycle=spec.cycle, position=spec.position, config=cfg,
+        metrics=metrics, energy=energy, provenance=provenance, health=health,
+        warnings=warnings + energy.flags)
+    if out_path is not None:
+        write_result(result, out_path)
+    return result
