@@ -165,6 +165,9 @@ def pydantic_errors(
             name = str(loc[-1])
             parent = [p for p in loc[:-1] if not _is_tag(loc, p)]
             reason = f"unknown key {name!r}{suggest(name, fields_at(root, list(parent)))}"
+        elif err["type"] == "union_tag_invalid":
+            ctx = err.get("ctx", {})
+            reason = f"unknown type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
         elif err["type"] == "missing":
             reason = "required field is missing"
         elif reason.startswith("Value error, "):
@@ -235,7 +238,8 @@ def validate_campaign_data(data: Any, file: str, base_dir: Path | None = None) -
     """Validate parsed YAML; raise CampaignFileError listing every problem found."""
     if not isinstance(data, dict):
         kind = type(data).__name__ if data is not None else "an empty document"
-        raise CampaignFileError(file, [FieldError("(top level)", f"expected a mapping, got {kind}")])
+        raise CampaignFileError(
+            file, [FieldError("(top level)", f"expected a mapping, got {kind}")])
     try:
         cfg = CampaignConfig.model_validate(data)
     except ValidationError as exc:

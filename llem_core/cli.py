@@ -115,19 +115,23 @@ def _read_spec(path: str | None):
         source, text = f"${SPEC_ENV}", os.environ[SPEC_ENV]
     else:
         raise ValueError(f"give --spec FILE or set {SPEC_ENV}")
-    data = json.loads(text)
-    if isinstance(data, dict) and "config" not in data:
-        # A bare ExperimentConfig: run it as cycle 1 of no campaign.
-        from llem_core.config import ExperimentConfig
-        from llem_core.grid import config_hash, derived_name
-
-        cfg = ExperimentConfig.model_validate(data)
-        data = {"name": cfg.name or derived_name({}), "config_hash": config_hash(cfg),
-                "config": cfg.model_dump(mode="json")}
     try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source}: invalid JSON: {exc}") from None
+    from llem_core.config import ExperimentConfig
+    from llem_core.grid import config_hash, derived_name
+
+    try:
+        if isinstance(data, dict) and "config" not in data:
+            # A bare ExperimentConfig: run it as cycle 1 of no campaign.
+            cfg = ExperimentConfig.model_validate(data)
+            data = {"name": cfg.name or derived_name({}), "config_hash": config_hash(cfg),
+                    "config": cfg.model_dump(mode="json")}
         return RunSpec.model_validate(data)
     except ValidationError as exc:
-        reasons = "; ".join(f"{e.path}: {e.reason}" for e in pydantic_errors(exc, RunSpec))
+        root = RunSpec if "config" in data else ExperimentConfig
+        reasons = "; ".join(f"{e.path}: {e.reason}" for e in pydantic_errors(exc, root))
         raise ValueError(f"{source}: {reasons}") from None
 
 

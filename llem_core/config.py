@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 # Airflow DAG ids allow letters, digits, '-', '.', '_' and at most 250 characters; the
 # factory prefixes "llem_".
@@ -86,7 +86,21 @@ class JsonlPrompts(Strict):
     limit: int | None = Field(None, ge=1, description="Use at most this many prompts.")
 
 
-PromptSource = Annotated[BuiltinPrompts | JsonlPrompts, Field(discriminator="kind")]
+def _tag(field: str, default: str):
+    """Discriminator that treats a missing tag as the default variant."""
+
+    def get(value: Any) -> str:
+        if isinstance(value, dict):
+            return str(value.get(field, default))
+        return str(getattr(value, field, default))
+
+    return Discriminator(get)
+
+
+PromptSource = Annotated[
+    Annotated[BuiltinPrompts, Tag("builtin")] | Annotated[JsonlPrompts, Tag("jsonl")],
+    _tag("kind", "builtin"),
+]
 
 
 class Decoding(Strict):
@@ -171,7 +185,8 @@ class ExperimentConfig(Strict):
     def _backend_available(cls, v: Backend) -> Backend:
         if v not in AVAILABLE_BACKENDS:
             names = ", ".join(b.value for b in AVAILABLE_BACKENDS)
-            raise ValueError(f"backend {Backend(v).value!r} is not available yet (available: {names})")
+            raise ValueError(
+                f"backend {Backend(v).value!r} is not available yet (available: {names})")
         return v
 
     @field_validator("gpus")
@@ -269,7 +284,10 @@ class LocalRunner(Strict):
     host: str = Field("local", min_length=1, description="Host name used in GPU pool names.")
 
 
-RunnerConfig = Annotated[DockerRunner | LocalRunner, Field(discriminator="type")]
+RunnerConfig = Annotated[
+    Annotated[DockerRunner, Tag("docker")] | Annotated[LocalRunner, Tag("local")],
+    _tag("type", "docker"),
+]
 
 
 class CampaignConfig(Strict):

@@ -58,13 +58,19 @@ class LatencyReport(BaseModel):
     itl_s: Distribution
     e2e_s: Distribution
     itl_counts: list[int]
+    ttft_each: list[float | None]
+    e2e_each: list[float | None]
 
 
 def compute(requests: Sequence[RequestTimeline]) -> LatencyReport:
     ttft, tpot, itl, e2e, counts = [], [], [], [], []
+    ttft_each: list[float | None] = []
+    e2e_each: list[float | None] = []
     for r in requests:
         if not r.token_times:
             counts.append(0)
+            ttft_each.append(None)
+            e2e_each.append(None)
             continue
         times = np.asarray(r.token_times, dtype=float)
         if np.any(np.diff(times) < 0) or times[0] < r.submitted:
@@ -73,6 +79,8 @@ def compute(requests: Sequence[RequestTimeline]) -> LatencyReport:
         last = times[-1] - r.submitted
         ttft.append(first)
         e2e.append(last)
+        ttft_each.append(first)
+        e2e_each.append(last)
         gaps = np.diff(times)
         itl.extend(gaps.tolist())
         counts.append(int(gaps.size))
@@ -80,4 +88,4 @@ def compute(requests: Sequence[RequestTimeline]) -> LatencyReport:
             tpot.append((last - first) / (times.size - 1))
     return LatencyReport(ttft_s=Distribution.of(ttft), tpot_s=Distribution.of(tpot),
                          itl_s=Distribution.of(itl), e2e_s=Distribution.of(e2e),
-                         itl_counts=counts)
+                         itl_counts=counts, ttft_each=ttft_each, e2e_each=e2e_each)

@@ -1,4 +1,4 @@
-"""Order the runs of a campaign: every configuration x every cycle, interleaved, shuffled or grouped.
+"""Order the runs of a campaign: each config x each cycle, interleaved, shuffled or grouped.
 
 Cycles are numbered from 1; positions (the global execution order) from 0.
 """

@@ -38,6 +38,15 @@ class RunSpec(BaseModel):
         None, description="Readiness thresholds to wait for before this experiment starts.")
 
 
+class PerRequest(BaseModel):
+    """Per-request figures of the measured window, in request order."""
+
+    output_tokens: list[int]
+    itl_count: list[int]
+    ttft_s: list[float | None]
+    e2e_s: list[float | None]
+
+
 class Metrics(BaseModel):
     requests: int
     input_tokens: int
@@ -53,6 +62,7 @@ class Metrics(BaseModel):
     peak_memory_bytes: int | None
     peak_memory_source: str
     warmup_runs: int
+    per_request: PerRequest | None = None
 
 
 class EnergyResult(BaseModel):

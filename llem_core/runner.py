@@ -28,6 +28,7 @@ from llem_core.results import (
     EnergyResult,
     ExperimentResult,
     Metrics,
+    PerRequest,
     Provenance,
     RunSpec,
     write_result,
@@ -179,6 +180,9 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
         backend.close()
 
     latency = compute(request_timelines(timings))
+    per_request = PerRequest(
+        output_tokens=[n for t in timings for n in t.output_lengths],
+        itl_count=latency.itl_counts, ttft_s=latency.ttft_each, e2e_s=latency.e2e_each)
     requests = sum(len(t.output_lengths) for t in timings)
     out_tokens = sum(sum(t.output_lengths) for t in timings)
     in_tokens = sum(sum(t.input_lengths) for t in timings)
@@ -187,7 +191,8 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
         repetitions=repetitions, window_s=window,
         output_tokens_per_s=out_tokens / window, requests_per_s=requests / window,
         ttft_s=latency.ttft_s, tpot_s=latency.tpot_s, itl_s=latency.itl_s, e2e_s=latency.e2e_s,
-        peak_memory_bytes=peak, peak_memory_source=peak_src, warmup_runs=cfg.warmup_runs)
+        peak_memory_bytes=peak, peak_memory_source=peak_src, warmup_runs=cfg.warmup_runs,
+        per_request=per_request)
     note = hardware.get("reason") if meter.source == "none" else None
     energy = energy_result(reading, baseline, out_tokens, requests, note, meter.source)
     timings_s["window"] = window

@@ -8,6 +8,7 @@ reasons are sampled with it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -201,10 +202,8 @@ class NvmlMeter:
         self._stop.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join()
-        try:
+        with contextlib.suppress(self._nv.NVMLError):
             self._nv.nvmlShutdown()
-        except self._nv.NVMLError:
-            pass
 
 
 def _text(value: str | bytes) -> str:
