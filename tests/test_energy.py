@@ -1,4 +1,4 @@
-"""Energy arithmetic on recorded/synthetic traces, RAPL on a sysfs tree, NVML on a simulated library."""
+"""Energy arithmetic on traces, RAPL on a sysfs tree, NVML against a simulated library."""
 
 from __future__ import annotations
 

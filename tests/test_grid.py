@@ -74,7 +74,8 @@ def test_hash_is_stable_and_ignores_name():
 
 
 def test_same_name_different_config_made_unique():
-    r = expand(campaign(experiments=[{"name": "x", "batch_size": 1}, {"name": "x", "batch_size": 2}]))
+    r = expand(campaign(experiments=[{"name": "x", "batch_size": 1},
+                                     {"name": "x", "batch_size": 2}]))
     names = [s.name for s in r.specs]
     assert len(set(names)) == 2 and all(n.startswith("x#") for n in names)
 

@@ -1,4 +1,4 @@
-"""`llem run-experiment` on the tiny local model: a real generation, measured, in a fresh process."""
+"""`llem run-experiment` on the tiny local model: a real, measured generation in a fresh process."""
 
 from __future__ import annotations
 
