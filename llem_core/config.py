@@ -15,7 +15,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 # Airflow DAG ids allow letters, digits, '-', '.', '_' and at most 250 characters; the
 # factory prefixes "llem_".
@@ -211,6 +219,11 @@ class Execution(Strict):
     """How the grid is repeated and ordered."""
 
     cycles: int = Field(3, ge=1, le=100, description="Times every configuration is run.")
+    max_cycles: int | None = Field(
+        None, ge=1, le=100,
+        description="Most cycles a triggered run may ask for (default: cycles); the DAG has "
+        "one task group per possible cycle.",
+    )
     ordering: Ordering = Field(
         Ordering.interleaved,
         description="interleaved: every cycle runs all configs in one order; shuffled: a seeded "
@@ -225,6 +238,17 @@ class Execution(Strict):
     experiment_timeout_s: float | None = Field(
         None, gt=0.0, description="Kill an experiment that runs longer than this."
     )
+
+
+    @model_validator(mode="after")
+    def _max_cycles_covers_cycles(self) -> Execution:
+        if self.max_cycles is not None and self.max_cycles < self.cycles:
+            raise ValueError(f"max_cycles ({self.max_cycles}) < cycles ({self.cycles})")
+        return self
+
+    @property
+    def cycle_limit(self) -> int:
+        return self.max_cycles or self.cycles
 
 
 class Health(Strict):

@@ -188,3 +188,105 @@ def parse_summary_line(text: str) -> dict[str, Any] | None:
             if isinstance(obj, dict) and SUMMARY_MARKER in obj:
                 return obj
     return None
+
+
+# -- tables ------------------------------------------------------------------------------
+# Metric columns of the tidy table: stable names, documented in the README.
+METRIC_COLUMNS: dict[str, str] = {
+    "energy_raw_j": "J",
+    "energy_adjusted_j": "J",
+    "j_per_token_raw": "J/token",
+    "j_per_token_adjusted": "J/token",
+    "tokens_per_s": "tokens/s",
+    "requests_per_s": "requests/s",
+    "ttft_mean_s": "s",
+    "ttft_p50_s": "s",
+    "ttft_p90_s": "s",
+    "itl_mean_s": "s",
+    "itl_p50_s": "s",
+    "itl_p90_s": "s",
+    "tpot_mean_s": "s",
+    "e2e_p50_s": "s",
+}
+
+
+class LoadProblem(BaseModel):
+    path: str
+    reason: str
+
+
+def row_of(r: ExperimentResult, path: str | None = None) -> dict[str, Any]:
+    """One tidy row: identity, flattened config (config.*), metrics, provenance."""
+    m, e, p = r.metrics, r.energy, r.provenance
+    row: dict[str, Any] = {
+        "campaign": r.campaign, "run_id": r.run_id, "config_name": r.name,
+        "config_hash": r.config_hash, "cycle": r.cycle, "position": r.position,
+        "status": "success", "schema_version": r.schema_version,
+        "energy_source": e.source,
+        "energy_raw_j": e.raw_j, "energy_adjusted_j": e.adjusted_j,
+        "j_per_token_raw": e.raw_j_per_output_token,
+        "j_per_token_adjusted": e.adjusted_j_per_output_token,
+        "baseline_w": e.baseline_w, "energy_window_s": e.window_s,
+        "energy_flags": "; ".join(e.flags) or None,
+        "tokens_per_s": m.output_tokens_per_s, "requests_per_s": m.requests_per_s,
+        "output_tokens": m.output_tokens, "input_tokens": m.input_tokens,
+        "requests": m.requests, "window_s": m.window_s, "repetitions": m.repetitions,
+        "ttft_mean_s": m.ttft_s.mean, "ttft_p50_s": m.ttft_s.p50, "ttft_p90_s": m.ttft_s.p90,
+        "itl_mean_s": m.itl_s.mean, "itl_p50_s": m.itl_s.p50, "itl_p90_s": m.itl_s.p90,
+        "tpot_mean_s": m.tpot_s.mean, "e2e_p50_s": m.e2e_s.p50,
+        "peak_memory_bytes": m.peak_memory_bytes,
+        "device": p.device, "host": p.host, "started_at": p.started_at,
+        "finished_at": p.finished_at, "llem_version": p.llem_version,
+        "torch": p.libraries.get("torch"), "transformers": p.libraries.get("transformers"),
+        "gpu_name": ", ".join(str(g.get("name")) for g in p.hardware.get("gpus", [])) or None,
+        "driver": p.hardware.get("driver"),
+        "result_path": path,
+    }
+    for k, v in _flat(r.config.model_dump(mode="json")).items():
+        row[f"config.{k}"] = v if not isinstance(v, list | dict) else json.dumps(v)
+    return row
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "extra":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older result document to the current schema, or raise ValueError why not."""
+    version = data.get("schema_version")
+    if version == SCHEMA_VERSION:
+        return data
+    if version is None:
+        raise ValueError("no schema_version: not an llem result file")
+    raise ValueError(f"schema_version {version} is not supported by this llem "
+                     f"(supports {SCHEMA_VERSION})")
+
+
+def load_results(root: str | Path) -> tuple[list[tuple[str, ExperimentResult]], list[LoadProblem]]:
+    """Every result JSON under ``root`` (recursively); unreadable ones are reported, not dropped."""
+    ok: list[tuple[str, ExperimentResult]] = []
+    problems: list[LoadProblem] = []
+    for path in sorted(Path(root).rglob("cycle_*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            ok.append((str(path), ExperimentResult.model_validate(migrate(data))))
+        except json.JSONDecodeError as exc:
+            problems.append(LoadProblem(path=str(path), reason=f"corrupt JSON: {exc.msg}"))
+        except (ValueError, OSError) as exc:
+            problems.append(LoadProblem(path=str(path),
+                                        reason=str(exc).splitlines()[0][:300]))
+    for tmp in sorted(Path(root).rglob(".cycle_*.tmp")):
+        problems.append(LoadProblem(path=str(tmp), reason="half-written temp file (a crash?)"))
+    return ok, problems
+
+
+def to_frame(results: list[tuple[str, ExperimentResult]]):
+    import pandas as pd
+
+    return pd.DataFrame([row_of(r, p) for p, r in results])

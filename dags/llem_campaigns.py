@@ -1,0 +1,8 @@
+"""Airflow DAG file: one llem DAG per campaigns/*.yaml (folder: $LLEM_CAMPAIGNS_DIR).
+
+Kept tiny on purpose; the factory lives in the llem_airflow package.
+"""
+
+from llem_airflow.factory import build_all
+
+build_all(__file__, globals())

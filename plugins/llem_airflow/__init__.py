@@ -1,0 +1,1 @@
+"""llem_airflow: the Airflow side of llem (DAG factory, operators, sensors, plugin)."""
