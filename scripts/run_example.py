@@ -1,0 +1,154 @@
+"""The main job: run the example campaign end to end on a local Airflow.
+
+Builds the tiny model if needed, starts Airflow (SQLite, LocalExecutor) as processes,
+triggers ``llem_example-cpu`` through the REST API with params, shows progress, then
+prints the per-configuration confidence-interval table and the results folder. Uses
+Docker when a daemon is reachable and the experiment image exists (or can be built),
+the local subprocess runner otherwise, and says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+console = Console()
+
+
+def docker_usable(image: str, build: bool) -> tuple[bool, str]:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        client.ping()
+    except Exception as exc:  # any failure means: no usable daemon
+        return False, f"no Docker daemon reachable ({type(exc).__name__})"
+    try:
+        client.images.get(image)
+        return True, f"Docker daemon reachable, image {image} present"
+    except Exception:
+        if not build:
+            return False, f"image {image} missing"
+    r = subprocess.run([str(REPO / "scripts" / "build_test_image.sh"), image],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        return False, f"image {image} could not be built: {r.stdout[-500:]} {r.stderr[-500:]}"
+    return True, f"Docker daemon reachable, image {image} built"
+
+
+def prepare_campaign(src: Path, work: Path, runner: str, image: str) -> Path:
+    data = yaml.safe_load(src.read_text())
+    base = data.setdefault("base", {})
+    model = base.get("model", "")
+    if model.startswith(("./", "../")):
+        base["model"] = str((src.parent / model).resolve())
+    data["results_dir"] = str((REPO / "results").resolve())
+    data["runner"] = {"type": "docker", "image": image} if runner == "docker" \
+        else {"type": "local"}
+    out = work / "campaigns" / src.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def print_table(digest: dict) -> None:
+    t = Table(title="per-configuration means with 95% bootstrap CI")
+    cols = [("tokens_per_s", "tokens/s", 1), ("j_per_token_adjusted", "J/token (adj.)", 4),
+            ("ttft_p50_s", "TTFT p50 ms", 1000), ("itl_p50_s", "ITL p50 ms", 1000)]
+    t.add_column("configuration")
+    t.add_column("n", justify="right")
+    for _, label, _ in cols:
+        t.add_column(label, justify="right")
+    for row in digest.get("table", []):
+        cells = []
+        for key, _, scale in cols:
+            m = row.get(key) or {}
+            if m.get("mean") is None:
+                cells.append("—")
+                continue
+            f = (lambda v, s=scale: f"{v * s:.3g}" if s != 4 else f"{v:.4g}")
+            ci = f" [{f(m['ci_low'])}, {f(m['ci_high'])}]" if m.get("ci_low") is not None \
+                else " (no CI)"
+            cells.append(f(m["mean"]) + ci)
+        t.add_row(row["config_name"], str(row["n"]), *cells)
+    console.print(t)
+    for m in digest.get("missing", []):
+        console.print(f"[red]missing[/]: {m['name']} cycle {m['cycle']}: {m['reason']}")
+    for n in digest.get("notes", []):
+        console.print(f"[yellow]note[/]: {n}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--campaign", type=Path, default=REPO / "campaigns" / "example-cpu.yaml")
+    ap.add_argument("--runner", choices=["auto", "docker", "local"], default="auto")
+    ap.add_argument("--image", default="llem-experiment:test")
+    ap.add_argument("--work", type=Path, default=REPO / ".llem")
+    ap.add_argument("--port", type=int, default=28080)
+    ap.add_argument("--cycles", type=int)
+    args = ap.parse_args()
+
+    model = REPO / "models" / "tiny-llama"
+    if not (model / "config.json").exists():
+        console.print(f"building the tiny model at {model}")
+        from llem_core.tinymodel import build_tiny_model
+
+        build_tiny_model(model)
+    runner = args.runner
+    if runner in ("auto", "docker"):
+        ok, why = docker_usable(args.image, build=True)
+        if runner == "docker" and not ok:
+            console.print(f"[red]docker runner requested but {why}[/]")
+            return 1
+        runner = "docker" if ok else "local"
+        console.print(f"runner: [bold]{runner}[/] ({why})")
+    else:
+        console.print("runner: [bold]local[/] (requested)")
+    campaign = prepare_campaign(args.campaign, args.work, runner, args.image)
+    cfg = yaml.safe_load(campaign.read_text())
+    dag_id = f"llem_{cfg['campaign']}"
+
+    from llem_airflow.stack import AirflowStack
+
+    stack = AirflowStack(home=args.work / "airflow", campaigns=campaign.parent, port=args.port)
+    console.print(f"starting Airflow (SQLite, LocalExecutor) in {stack.home} ...")
+    with stack:
+        api = stack.client()
+        api.wait_for_dag(dag_id)
+        conf = {"cycles": args.cycles or cfg.get("execution", {}).get("cycles", 2)}
+        run_id = f"example__{int(time.time())}"
+        r = api.trigger(dag_id, conf, run_id)
+        if r.status_code >= 400:
+            console.print(f"[red]trigger refused[/]: {r.status_code} {r.text}")
+            return 1
+        console.print(f"triggered {dag_id} run {run_id} with {conf} "
+                      f"(UI: http://127.0.0.1:{args.port}/dags/{dag_id})")
+
+        def progress(state: str, tis: list[dict]) -> None:
+            exp = [t for t in tis if t["task_id"].endswith(".experiment")
+                   and t.get("map_index", -1) >= 0]
+            done = sum(t["state"] == "success" for t in exp)
+            failed = sum(t["state"] in ("failed", "upstream_failed") for t in exp)
+            sys.stdout.write(f"\r  run {state}: {done}/{len(exp)} experiments done, "
+                             f"{failed} failed   ")
+            sys.stdout.flush()
+
+        state = api.wait_run(dag_id, run_id, timeout_s=1800, progress=progress)
+        print()
+        digest = api.xcom(dag_id, run_id, "aggregate")
+    console.print(f"run finished: [bold]{state}[/]")
+    print_table(digest)
+    console.print(f"results folder: {digest['run_dir']}")
+    return 0 if state == "success" and not digest.get("missing") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
