@@ -59,6 +59,10 @@ def prepare_campaign(src: Path, work: Path, runner: str, image: str) -> Path:
     return out
 
 
+def _fmt(v: float, scale: float) -> str:
+    return f"{v * scale:.3g}" if scale != 4 else f"{v:.4g}"
+
+
 def print_table(digest: dict) -> None:
     t = Table(title="per-configuration means with 95% bootstrap CI")
     cols = [("tokens_per_s", "tokens/s", 1), ("j_per_token_adjusted", "J/token (adj.)", 4),
@@ -74,10 +78,9 @@ def print_table(digest: dict) -> None:
             if m.get("mean") is None:
                 cells.append("—")
                 continue
-            f = (lambda v, s=scale: f"{v * s:.3g}" if s != 4 else f"{v:.4g}")
-            ci = f" [{f(m['ci_low'])}, {f(m['ci_high'])}]" if m.get("ci_low") is not None \
-                else " (no CI)"
-            cells.append(f(m["mean"]) + ci)
+            ci = f" [{_fmt(m['ci_low'], scale)}, {_fmt(m['ci_high'], scale)}]" \
+                if m.get("ci_low") is not None else " (no CI)"
+            cells.append(_fmt(m["mean"], scale) + ci)
         t.add_row(row["config_name"], str(row["n"]), *cells)
     console.print(t)
     for m in digest.get("missing", []):

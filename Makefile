@@ -1,0 +1,44 @@
+# The README's commands. Everything installs into .venv (torch: the CPU build on disk).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.llem-installed
+
+.PHONY: setup example test test-fast lint image tiny-model bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[pytorch,airflow,report,dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+tiny-model: setup
+	test -f models/tiny-llama/config.json || $(BIN)/llem make-tiny-model models/tiny-llama
+
+## The main job: the example campaign end to end on a local Airflow (SQLite, CPU).
+example: setup tiny-model
+	$(BIN)/python scripts/run_example.py
+
+## The tests (Docker and Airflow integration tests included).
+test: setup
+	$(BIN)/python -m pytest -ra
+
+test-fast: setup
+	$(BIN)/python -m pytest -ra -m "not integration and not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+
+image: setup
+	PYTHON=$(BIN)/python scripts/build_test_image.sh
+
+bench: setup tiny-model
+	$(BIN)/python bench/harness_overhead.py
+	$(BIN)/python bench/bootstrap_vectorised.py
+
+clean:
+	rm -rf .llem results build
