@@ -23,7 +23,7 @@ from airflow.sdk import DAG, Param, TaskGroup, task
 from llem_airflow.grid_cache import grid_summary
 from llem_airflow.pools import pool_for
 from llem_core.campaign_file import LoadedCampaign
-from llem_core.config import CampaignConfig, DockerRunner, LocalRunner, Ordering, is_local_path
+from llem_core.config import CampaignConfig, DockerRunner, LocalRunner, Ordering
 
 CAMPAIGNS_ENV = "LLEM_CAMPAIGNS_DIR"
 ENUM_LIMIT = 500  # beyond this many configurations the trigger form takes free names
@@ -140,19 +140,6 @@ def _plan_runs(cfg: CampaignConfig, params: dict[str, Any], run_id: str) -> dict
     return out
 
 
-def _model_paths(cfg: CampaignConfig) -> list[str]:
-    """Local model directories to mount read-only into experiment containers."""
-    paths = set()
-    for frag in [cfg.base, *cfg.experiments]:
-        m = frag.get("model")
-        if isinstance(m, str) and is_local_path(m):
-            paths.add(m)
-    for m in cfg.grid.get("model", []):
-        if isinstance(m, str) and is_local_path(m):
-            paths.add(m)
-    return sorted(paths)
-
-
 def _experiment_operator(cfg: CampaignConfig, cycle: int, runs: Any, pool: str):
     ex = cfg.execution
     common: dict[str, Any] = {
@@ -192,7 +179,7 @@ def _experiment_operator(cfg: CampaignConfig, cycle: int, runs: Any, pool: str):
     return LlemDockerOperator.partial(
         image=runner.image, docker_url=runner.docker_url, mounts=mounts, environment=env,
         device_requests=devices, shm_size=_bytes(runner.shm_size), results_dir=cfg.results_dir,
-        model_paths=_model_paths(cfg), user=f"{os.getuid()}:{os.getgid()}",
+        user=f"{os.getuid()}:{os.getgid()}",
         queue=runner.queue or "default", **common).expand(run=runs)
 
 
@@ -251,6 +238,18 @@ def build_dag(loaded: LoadedCampaign, text: str) -> DAG:
             digest["xcom_results"] = len(seen)
             return digest
 
+        @task(task_id="verify_complete")
+        def verify_complete(digest: dict[str, Any]) -> None:
+            """Fail the run while any planned experiment lacks a result: a campaign that
+            silently lost runs must not look successful. Clearing the failed experiment
+            with its downstream re-runs aggregate and this check."""
+            from airflow.sdk.exceptions import AirflowException
+
+            missing = digest.get("missing") or []
+            if missing:
+                names = ", ".join(f"{m['name']} (cycle {m['cycle']})" for m in missing)
+                raise AirflowException(f"{len(missing)} planned run(s) have no result: {names}")
+
         previous: Any = plan()
         for k in range(1, cfg.execution.cycle_limit + 1):
             from llem_airflow.sensors import GpuReadySensor
@@ -265,7 +264,9 @@ def build_dag(loaded: LoadedCampaign, text: str) -> DAG:
                 _experiment_operator(cfg, k, ready.output, pool)
             previous >> group
             previous = group
-        previous >> aggregate()
+        digest = aggregate()
+        previous >> digest
+        verify_complete(digest)
     return dag
 
 

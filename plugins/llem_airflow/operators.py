@@ -62,8 +62,7 @@ class LlemDockerOperator(_GapMixin, DockerOperator):
 
     ui_color = "#dbeafe"
 
-    def __init__(self, *, run: dict[str, Any], config_gap_s: float = 0.0,
-                 model_paths: list[str] | None = None, results_dir: str,
+    def __init__(self, *, run: dict[str, Any], config_gap_s: float = 0.0, results_dir: str,
                  **kwargs: Any) -> None:
         kwargs.setdefault("network_mode", "none")
         kwargs.setdefault("auto_remove", "success")
@@ -72,7 +71,6 @@ class LlemDockerOperator(_GapMixin, DockerOperator):
         super().__init__(**kwargs)
         self.run = run
         self.config_gap_s = config_gap_s
-        self.model_paths = model_paths or []
         self.results_dir = results_dir
 
     def execute(self, context: Any) -> Any:
@@ -86,7 +84,13 @@ class LlemDockerOperator(_GapMixin, DockerOperator):
         mounts = list(self.mounts or [])
         mounts.append(Mount(target=self.results_dir, source=self.results_dir, type="bind",
                             read_only=False))
-        for p in self.model_paths:
+        model = json.loads(self.run["spec_json"])["config"]["model"]
+        from llem_core.config import is_local_path
+
+        # Only this run's model, and only if it exists: a missing one must fail inside the
+        # container with llem's one-line reason, not as a Docker mount error.
+        if is_local_path(model) and Path(model).expanduser().is_dir():
+            p = str(Path(model).expanduser())
             mounts.append(Mount(target=p, source=p, type="bind", read_only=True))
         self.mounts = mounts
         super().execute(context)

@@ -1,0 +1,280 @@
+"""Real Airflow (scheduler, dag-processor, triggerer, api-server; SQLite, LocalExecutor) and a
+real Docker daemon: campaigns run as DAGs end to end, driven through the REST API v2."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+IMAGE = "llem-experiment:test"
+
+
+def docker_ok() -> str | None:
+    try:
+        r = subprocess.run(["docker", "info"], capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    return None if r.returncode == 0 else r.stderr.decode()[-300:]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def campaign(name: str, model: Path, results: Path, *, runner: dict, grid: dict,
+             cycles: int = 2, ordering: str = "interleaved", **extra) -> dict:
+    base = {"model": str(model), "dtype": "float32", "device": "cpu", "max_input_tokens": 16,
+            "max_output_tokens": 4, "min_output_tokens": 4, "warmup_runs": 0,
+            "prompts": {"kind": "builtin", "count": 2, "length": 16},
+            "energy": {"meter": "none"}}
+    base.update(extra.pop("base", {}))
+    return {"campaign": name, "base": base, "grid": grid,
+            "execution": {"cycles": cycles, "ordering": ordering, "seed": 7,
+                          **extra.pop("execution", {})},
+            "runner": runner, "results_dir": str(results), **extra}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, tiny_model):
+    problem = docker_ok()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs a Docker daemon: {problem}")
+        pytest.skip(f"no Docker daemon: {problem}")
+    r = subprocess.run([str(REPO / "scripts" / "build_test_image.sh"), IMAGE],
+                       capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+    root = tmp_path_factory.mktemp("airflow")
+    camps = root / "campaigns"
+    camps.mkdir()
+    results = root / "results"
+    docker = {"type": "docker", "image": IMAGE}
+    local = {"type": "local"}
+    files = {
+        "docker2x2": campaign("docker2x2", tiny_model, results, runner=docker,
+                              grid={"batch_size": [1, 2]}),
+        "shuffled": campaign("shuffled", tiny_model, results, runner=local,
+                             grid={"seed": [1, 2, 3]}, ordering="shuffled"),
+        "failing": campaign("failing", tiny_model, results, runner=docker,
+                            grid={"batch_size": [1]},
+                            experiments=[{"name": "broken", "model": str(root / "later")}],
+                            cycles=1),
+        "overlap-a": campaign("overlap-a", tiny_model, results, runner=local,
+                              grid={"seed": [1, 2]}),
+        "overlap-b": campaign("overlap-b", tiny_model, results, runner=docker,
+                              grid={"seed": [3, 4]}),
+    }
+    for name, data in files.items():
+        (camps / f"{name}.yaml").write_text(yaml.safe_dump(data))
+    (camps / "broken.yaml").write_text(
+        "campaign: broken\nbase: {model: m, batch_size: 1}\ngrid: {batch_sise: [1, 2]}\n")
+
+    from llem_airflow.stack import AirflowStack
+
+    s = AirflowStack(home=root / "home", campaigns=camps, port=free_port())
+    s.start()
+    s.root = root  # type: ignore[attr-defined]
+    yield s
+    s.stop()
+    logs = root / "home"
+    if os.environ.get("LLEM_KEEP_LOGS"):
+        shutil.copytree(logs, Path(os.environ["LLEM_KEEP_LOGS"]), dirs_exist_ok=True)
+
+
+def run_and_wait(api, dag_id: str, conf: dict | None = None, timeout_s: float = 900) -> str:
+    api.wait_for_dag(dag_id)
+    run_id = f"t_{dag_id}_{time.time_ns()}"
+    r = api.trigger(dag_id, conf or {}, run_id)
+    assert r.status_code in (200, 201), r.text
+    return run_id
+
+
+def experiments(api, dag_id: str, run_id: str) -> list[dict]:
+    tis = api.task_instances(dag_id, run_id)
+    return [t for t in tis if t["task_id"].endswith(".experiment") and t["map_index"] >= 0]
+
+
+def _t(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def test_campaign_runs_in_containers_and_aggregates_cis(stack):
+    api = stack.client()
+    dag_id = "llem_docker2x2"
+    run_id = run_and_wait(api, dag_id)
+    assert api.wait_run(dag_id, run_id) == "success"
+    exps = experiments(api, dag_id, run_id)
+    assert len(exps) == 4 and all(t["state"] == "success" for t in exps)
+    # the experiment XCom is the parsed result summary, with the run's identity
+    summary = api.xcom(dag_id, run_id, "cycle_1.experiment", map_index=0)
+    assert summary["status"] == "success" and summary["cycle"] == 1
+    assert summary["name"] == "batch_size=1" and Path(summary["result_path"]).exists()
+    digest = api.xcom(dag_id, run_id, "aggregate")
+    assert digest["missing"] == [] and digest["results"] == 4
+    rows = {r["config_name"]: r for r in digest["table"]}
+    assert set(rows) == {"batch_size=1", "batch_size=2"}
+    for row in rows.values():
+        tps = row["tokens_per_s"]
+        assert row["n"] == 2 and tps["ci_low"] <= tps["mean"] <= tps["ci_high"]
+    run_dir = Path(digest["run_dir"])
+    for f in ("results.parquet", "summary.csv", "summary.md"):
+        assert (run_dir / f).exists()
+    # map index labels show config and cycle
+    assert {t["rendered_map_index"] for t in exps} >= {"batch_size=1 · cycle 1"}
+    # experiments ran in containers
+    from llem_core.results import read_result
+
+    r = read_result(summary["result_path"])
+    assert r.provenance.in_container
+
+
+def _executed_order(api, dag_id, run_id) -> list[tuple[str, int]]:
+    plan = api.xcom(dag_id, run_id, "plan", key="plan")
+    by_key = {}
+    for t in experiments(api, dag_id, run_id):
+        summary = api.xcom(dag_id, run_id, t["task_id"], map_index=t["map_index"])
+        by_key[(summary["name"], summary["cycle"])] = _t(t["start_date"])
+    executed = sorted(by_key, key=by_key.get)
+    planned = [(p["name"], p["cycle"]) for p in plan]
+    return executed, planned
+
+
+def test_executed_order_equals_plan_interleaved(stack):
+    api = stack.client()
+    dag_id = "llem_docker2x2"
+    run_id = run_and_wait(api, dag_id, {"ordering": "interleaved"})
+    assert api.wait_run(dag_id, run_id) == "success"
+    executed, planned = _executed_order(api, dag_id, run_id)
+    assert executed == planned
+    assert planned == [("batch_size=1", 1), ("batch_size=2", 1), ("batch_size=1", 2),
+                       ("batch_size=2", 2)]
+
+
+def test_executed_order_equals_plan_shuffled_local_runner(stack):
+    api = stack.client()
+    dag_id = "llem_shuffled"
+    run_id = run_and_wait(api, dag_id)
+    assert api.wait_run(dag_id, run_id) == "success"
+    executed, planned = _executed_order(api, dag_id, run_id)
+    assert executed == planned and len(planned) == 6
+    # the DAG's plan is llem's plan for the same seed
+    from llem_core import plan
+    from llem_core.grid import load_and_expand
+
+    _, report = load_and_expand(stack.campaigns / "shuffled.yaml")
+    expected = plan.build(report.specs, 2, "shuffled", 7)
+    assert planned == [(r.spec.name, r.cycle) for r in expected]
+
+
+def test_failure_is_isolated_then_resumed_by_clearing(stack, tiny_model):
+    api = stack.client()
+    dag_id = "llem_failing"
+    run_id = run_and_wait(api, dag_id)
+    assert api.wait_run(dag_id, run_id) == "failed"
+    exps = {api.xcom(dag_id, run_id, "plan", key="plan")[t["map_index"]]["name"]: t
+            for t in experiments(api, dag_id, run_id)}
+    assert exps["broken"]["state"] == "failed"
+    assert exps["batch_size=1"]["state"] == "success"
+    states = {t["task_id"]: t["state"] for t in api.task_instances(dag_id, run_id)}
+    assert states["aggregate"] == "success" and states["verify_complete"] == "failed"
+    digest = api.xcom(dag_id, run_id, "aggregate")
+    assert [m["name"] for m in digest["missing"]] == ["broken"]
+    good_start = exps["batch_size=1"]["start_date"]
+    good_try = exps["batch_size=1"]["try_number"]
+
+    # fix: the missing model appears; clear only the failed experiment (and downstream)
+    shutil.copytree(tiny_model, stack.root / "later")
+    api.clear(dag_id, run_id, [["cycle_1.experiment", exps["broken"]["map_index"]]])
+    assert api.wait_run(dag_id, run_id) == "success"
+    after = {t["map_index"]: t for t in experiments(api, dag_id, run_id)}
+    assert after[exps["broken"]["map_index"]]["state"] == "success"
+    untouched = after[exps["batch_size=1"]["map_index"]]
+    assert untouched["start_date"] == good_start and untouched["try_number"] == good_try
+    digest = api.xcom(dag_id, run_id, "aggregate")
+    assert digest["missing"] == [] and digest["results"] == 2
+
+
+def test_two_campaigns_never_overlap_on_one_gpu_pool(stack):
+    api = stack.client()
+    for d in ("llem_overlap-a", "llem_overlap-b"):
+        api.wait_for_dag(d)
+    ra = run_and_wait(api, "llem_overlap-a")
+    rb = run_and_wait(api, "llem_overlap-b")
+    assert api.wait_run("llem_overlap-a", ra) == "success"
+    assert api.wait_run("llem_overlap-b", rb) == "success"
+    spans = sorted((_t(t["start_date"]), _t(t["end_date"]), t["dag_id"])
+                   for d, r in (("llem_overlap-a", ra), ("llem_overlap-b", rb))
+                   for t in experiments(api, d, r))
+    assert len(spans) == 8 and {s[2] for s in spans} == {"llem_overlap-a", "llem_overlap-b"}
+    for (_s0, e0, _), (s1, _, _) in itertools.pairwise(spans):
+        assert s1 >= e0, f"overlap: {spans}"
+    assert {t["pool"] for t in experiments(api, "llem_overlap-a", ra)} == {"llem_local_cpu"}
+
+
+def test_trigger_params_are_validated(stack):
+    api = stack.client()
+    dag_id = "llem_docker2x2"
+    api.wait_for_dag(dag_id)
+    for bad in ({"cycles": 0}, {"cycles": 3}, {"ordering": "random"},
+                {"configs": ["nope"]}, {"max_output_tokens": "many"}):
+        r = api.trigger(dag_id, bad)
+        assert r.status_code == 400, (bad, r.status_code, r.text)
+    # a dry run plans but runs nothing
+    run_id = run_and_wait(api, dag_id, {"dry_run": True, "configs": ["batch_size=2"]})
+    assert api.wait_run(dag_id, run_id) == "success"
+    plan = api.xcom(dag_id, run_id, "plan", key="plan")
+    assert [(p["name"], p["cycle"]) for p in plan] == [("batch_size=2", 1), ("batch_size=2", 2)]
+    tis = api.task_instances(dag_id, run_id)
+    assert not experiments(api, dag_id, run_id)
+    assert {t["state"] for t in tis if t["task_id"].endswith("gpu_ready")} == {"skipped"}
+
+
+def test_broken_campaign_is_an_import_error_and_others_load(stack):
+    api = stack.client()
+    api.wait_for_dag("llem_docker2x2")
+    deadline = time.time() + 120
+    errors = []
+    while time.time() < deadline and not errors:
+        errors = [e for e in api.import_errors() if "broken.yaml" in e["stack_trace"]]
+        time.sleep(2)
+    assert errors, api.import_errors()
+    trace = errors[0]["stack_trace"]
+    assert "grid.batch_sise" in trace and "did you mean 'batch_size'" in trace
+    dags = {d["dag_id"] for d in api.get("/dags", limit=100)["dags"]}
+    assert {"llem_docker2x2", "llem_shuffled", "llem_failing"} <= dags
+    assert "llem_broken" not in dags
+
+
+def test_docker_and_local_runner_write_the_same_result_schema(stack):
+    results = stack.root / "results"
+    docker = next((results / "docker2x2").rglob("cycle_1.json"))
+    local = next((results / "shuffled").rglob("cycle_1.json"))
+    a, b = json.loads(docker.read_text()), json.loads(local.read_text())
+
+    def shape(d, prefix=""):
+        keys = set()
+        for k, v in d.items():
+            if k in ("extra", "per_device_j", "thermal", "hardware", "libraries"):
+                keys.add(prefix + k)
+                continue
+            keys |= shape(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k}
+        return keys
+
+    assert shape(a) == shape(b)
+    assert a["provenance"]["in_container"] and not b["provenance"]["in_container"]
