@@ -203,7 +203,9 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
         libraries={**versions, "nvidia-ml-py": _version("nvidia-ml-py")},
         device=backend.device, hardware={**hardware, "model": load_info},
         started_at=started, finished_at=_now(), timings_s=timings_s,
-        in_container=Path("/.dockerenv").exists() or os.environ.get("LLEM_IN_CONTAINER") == "1")
+        # Set by the experiment image and the Docker runner (/.dockerenv is unreliable:
+        # the worker itself may run in a container).
+        in_container=os.environ.get("LLEM_IN_CONTAINER") == "1")
     result = ExperimentResult(
         campaign=spec.campaign, run_id=spec.run_id, name=spec.name,
         config_hash=spec.config_hash, cycle=spec.cycle, position=spec.position, config=cfg,
