@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from llem_core.backends.pytorch import PytorchBackend
 from llem_core.backends.prompts import load_texts
+from llem_core.backends.pytorch import PytorchBackend
 from llem_core.config import ExperimentConfig
 from llem_core.tinymodel import TINY_ARCH, build_tiny_model
 

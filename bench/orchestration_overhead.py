@@ -33,6 +33,7 @@ def campaign(name: str, runner: dict, results: Path) -> dict:
 
 def main() -> int:
     from llem_airflow.stack import AirflowStack
+
     from llem_core.results import read_result
 
     with tempfile.TemporaryDirectory() as tmp:

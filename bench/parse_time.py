@@ -1,8 +1,9 @@
 """DAG parse time of a 10-configuration vs a 10,000-configuration campaign.
 
 Each parse runs in a fresh `python -c` that loads dags/ with Airflow's DagBag, as the
-dag-processor does; the time is DagBag's (both llem DAG files), Airflow's import excluded. "cold" has no grid cache (the first parse of a new file version),
-"warm" is every later parse (the dag-processor loop, every worker task).
+dag-processor does; the time is DagBag's (both llem DAG files), Airflow's import
+excluded. "cold" has no grid cache (the first parse of a new file version), "warm" is
+every later parse (the dag-processor loop, every worker task).
 """
 
 from __future__ import annotations

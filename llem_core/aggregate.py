@@ -75,6 +75,8 @@ def aggregate_dir(run_dir: str | Path, planned: list[dict[str, Any]] | None = No
     run_dir = Path(run_dir)
     results, problems = load_results(run_dir)
     df = to_frame(results)
+    if not df.empty:
+        df = df.sort_values(["position", "cycle"], na_position="last", kind="stable")
     notes = list(notes or [])
     notes += [f"unreadable result {p.path}: {p.reason}" for p in problems]
     missing: list[dict[str, Any]] = []

@@ -162,6 +162,83 @@ def cmd_run_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ci_options(args: argparse.Namespace):
+    from llem_core.stats import CIOptions
+
+    return CIOptions(confidence=args.confidence, n_resamples=args.resamples, seed=args.seed)
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from llem_core.aggregate import aggregate_dir
+    from llem_core.results import load_results, to_frame
+    from llem_core.stats import compare
+
+    if not Path(args.results_dir).is_dir():
+        err.print(f"error: {args.results_dir}: no such folder")
+        return 1
+    group_by = [g.strip() for g in args.group_by.split(",")] if args.group_by else None
+    digest = aggregate_dir(args.results_dir, group_by=group_by, opts=_ci_options(args))
+    results, _ = load_results(args.results_dir)
+    comparison = []
+    if results:
+        try:
+            cmp_df = compare(to_frame(results), args.reference, opts=_ci_options(args))
+            comparison = json.loads(cmp_df.to_json(orient="records"))
+        except ValueError as exc:
+            err.print(f"error: {exc}")
+            return 1
+    if args.json:
+        _print_json({**digest, "comparison": comparison})
+        return 0 if digest["results"] else 1
+    if not digest["results"]:
+        err.print(f"error: no result files under {args.results_dir}")
+        return 1
+    key = next(iter(digest["table"][0])) if digest["table"] else "config_name"
+    t = Table(title=f"{args.results_dir}: means with {args.confidence:.0%} bootstrap CI")
+    metrics = ["tokens_per_s", "j_per_token_adjusted", "ttft_p50_s", "itl_p50_s"]
+    t.add_column(key)
+    t.add_column("n", justify="right")
+    for m in metrics:
+        t.add_column(m, justify="right")
+    for row in digest["table"]:
+        cells = []
+        for m in metrics:
+            v = row.get(m) or {}
+            if v.get("mean") is None:
+                cells.append("—")
+            elif v.get("ci_low") is None:
+                cells.append(f"{v['mean']:.4g} (no CI)")
+            else:
+                cells.append(f"{v['mean']:.4g} [{v['ci_low']:.4g}, {v['ci_high']:.4g}]")
+        t.add_row(str(row[key]), str(row["n"]), *cells)
+    out.print(t)
+    for c in comparison:
+        if c["excludes_zero"] and c["metric"] in ("tokens_per_s", "j_per_token_adjusted"):
+            out.print(f"{c['config_name']} vs {c['reference']}: {c['metric']} ratio "
+                      f"{c['ratio']:.3f} [{c['ratio_ci_low']:.3f}, {c['ratio_ci_high']:.3f}]")
+    for p in digest["problems"]:
+        out.print(f"[red]unreadable[/]: {p['path']}: {p['reason']}", highlight=False)
+    for n in digest["notes"]:
+        out.print(f"[yellow]note[/]: {n}", highlight=False)
+    out.print(f"wrote {', '.join(v for v in digest['files'].values() if v)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from llem_core.report import write_report
+
+    if not Path(args.results_dir).is_dir():
+        err.print(f"error: {args.results_dir}: no such folder")
+        return 1
+    try:
+        path = write_report(args.results_dir, args.output, args.reference, _ci_options(args))
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        return 1
+    out.print(f"report written to {path}")
+    return 0
+
+
 def cmd_make_tiny_model(args: argparse.Namespace) -> int:
     from llem_core.tinymodel import build_tiny_model
 
@@ -192,6 +269,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="result JSON path")
     r.add_argument("--results-dir", help="write under <dir>/<campaign>/<run>/<hash>/cycle_<k>.json")
     r.set_defaults(func=cmd_run_experiment)
+
+    for name, fn, helptext in (("aggregate", cmd_aggregate, "CI table of a results folder"),
+                               ("report", cmd_report, "self-contained HTML report")):
+        a = sub.add_parser(name, help=helptext)
+        a.add_argument("results_dir")
+        a.add_argument("--reference", help="configuration compared against (default: first)")
+        a.add_argument("--confidence", type=float, default=0.95)
+        a.add_argument("--resamples", type=int, default=9999)
+        a.add_argument("--seed", type=int, default=0)
+        if name == "aggregate":
+            a.add_argument("--group-by", help="comma-separated config fields")
+            a.add_argument("--json", action="store_true")
+        else:
+            a.add_argument("-o", "--output", default="report.html")
+        a.set_defaults(func=fn)
 
     t = sub.add_parser("make-tiny-model", help="build a tiny random-weight model locally")
     t.add_argument("out")

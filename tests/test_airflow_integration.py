@@ -80,6 +80,11 @@ def stack(tmp_path_factory, tiny_model):
         "overlap-b": campaign("overlap-b", tiny_model, results, runner=docker,
                               grid={"seed": [3, 4]}),
     }
+    example = yaml.safe_load((REPO / "campaigns" / "example-cpu.yaml").read_text())
+    example["base"]["model"] = str(tiny_model)
+    example["runner"] = local
+    example["results_dir"] = str(results)
+    files["example-cpu"] = example
     for name, data in files.items():
         (camps / f"{name}.yaml").write_text(yaml.safe_dump(data))
     (camps / "broken.yaml").write_text(
@@ -278,3 +283,77 @@ def test_docker_and_local_runner_write_the_same_result_schema(stack):
 
     assert shape(a) == shape(b)
     assert a["provenance"]["in_container"] and not b["provenance"]["in_container"]
+
+
+def test_plugin_page_and_report_in_headless_chromium(stack):
+    """Real Debian chromium driven by selenium with Debian's chromedriver (nothing
+    downloaded): the "LLM energy" page lists the run, its report shows every
+    configuration with its interval, and the charts are there."""
+    if not Path("/usr/bin/chromium").exists() or not Path("/usr/bin/chromedriver").exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI needs Debian's chromium and chromium-driver")
+        pytest.skip("chromium/chromedriver not installed (apt-get install chromium "
+                    "chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    api = stack.client()
+    dag_id = "llem_example-cpu"
+    run_id = run_and_wait(api, dag_id)
+    assert api.wait_run(dag_id, run_id) == "success"
+    digest = api.xcom(dag_id, run_id, "aggregate")
+    assert Path(digest["files"]["report"]).exists()
+    names = {r["config_name"] for r in digest["table"]}
+    assert names == {"batch_size=1", "batch_size=4"}
+
+    out = REPO / "test-output"
+    out.mkdir(exist_ok=True)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1280,2400",
+                f"--user-data-dir={stack.root / 'chrome'}"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    try:
+        base = f"http://127.0.0.1:{stack.port}"
+        driver.get(f"{base}/llem/")
+        assert "LLM energy campaigns" in driver.page_source
+        row = [r for r in driver.find_elements(By.CSS_SELECTOR, "tbody tr")
+               if run_id.replace(":", "_") in r.text or "example-cpu" in r.text]
+        assert row, driver.page_source[:2000]
+        driver.save_screenshot(str(out / "plugin-index.png"))
+        row[0].find_element(By.LINK_TEXT, "report").click()
+        assert "Per-configuration means" in driver.page_source
+        table = driver.find_elements(By.TAG_NAME, "table")[0]
+        body = table.text
+        for name in names:
+            lines = [ln for ln in body.splitlines() if ln.startswith(name + " tokens_per_s")]
+            assert lines, body[:3000]
+            cells = lines[0].split()
+            # n, mean, ci_low, ci_high are numbers: an interval is shown
+            nums = [c for c in cells if c.replace(".", "").replace("e-", "").replace(
+                "e+", "").isdigit()]
+            assert len(nums) >= 4, lines[0]
+        charts = driver.find_elements(By.CSS_SELECTOR, "figure.chart svg")
+        assert len(charts) >= 4
+        driver.save_screenshot(str(out / "plugin-report.png"))
+        # the page inside Airflow's own UI (nav entry -> iframe)
+        driver.get(f"{base}/plugin/llem")
+        time.sleep(3)
+        driver.save_screenshot(str(out / "airflow-ui-llem.png"))
+    finally:
+        driver.quit()
+    # the experiment task links to its result JSON, served by the plugin
+    link = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/cycle_1.experiment/links",
+                   map_index=0)
+    url = link.get("Result JSON")
+    assert url and url.startswith("/llem/file?path=")
+    import httpx
+
+    r = httpx.get(f"{base}{url}")
+    assert r.status_code == 200 and r.json()["cycle"] == 1
+    outside = httpx.get(f"{base}/llem/file", params={"path": "/etc/passwd"})
+    assert outside.status_code == 404

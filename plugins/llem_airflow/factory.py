@@ -212,32 +212,6 @@ def build_dag(loaded: LoadedCampaign, text: str) -> DAG:
         def plan(**context: Any) -> dict[str, Any]:
             return _plan_runs(cfg, dict(context["params"]), context["run_id"])
 
-        @task(task_id="aggregate", trigger_rule="all_done")
-        def aggregate(**context: Any) -> dict[str, Any]:
-            from llem_core.aggregate import aggregate_dir
-
-            ti = context["ti"]
-            planned = ti.xcom_pull(task_ids="plan", key="plan") or []
-            run_dir = ti.xcom_pull(task_ids="plan", key="run_dir")
-            if run_dir is None:
-                raise RuntimeError("the plan task produced no plan: nothing to aggregate")
-            if context["params"].get("dry_run"):
-                return {"dry_run": True, "planned": planned, "run_dir": run_dir}
-            ready = ti.xcom_pull(task_ids=[f"cycle_{k}.gpu_ready"
-                                           for k in range(1, cfg.execution.cycle_limit + 1)],
-                                 key="readiness")
-            notes = [f"cycle {r['cycle']}: GPU not ready after {r['waited_s']:.0f} s "
-                     f"({'; '.join(r['reasons'])}); ran anyway"
-                     for r in (ready or []) if isinstance(r, dict) and r.get("timed_out")]
-            summaries = ti.xcom_pull(task_ids=[f"cycle_{k}.experiment" for k in
-                                               range(1, cfg.execution.cycle_limit + 1)])
-            seen = {(s["config_hash"], s["cycle"]) for s in (summaries or [])
-                    if isinstance(s, dict) and "config_hash" in s}
-            digest = aggregate_dir(run_dir, planned, group_by=cfg.group_by or None,
-                                   notes=notes)
-            digest["xcom_results"] = len(seen)
-            return digest
-
         @task(task_id="verify_complete")
         def verify_complete(digest: dict[str, Any]) -> None:
             """Fail the run while any planned experiment lacks a result: a campaign that
@@ -264,9 +238,13 @@ def build_dag(loaded: LoadedCampaign, text: str) -> DAG:
                 _experiment_operator(cfg, k, ready.output, pool)
             previous >> group
             previous = group
-        digest = aggregate()
+        from llem_airflow.operators import LlemAggregateOperator
+
+        digest = LlemAggregateOperator(task_id="aggregate",
+                                       cycle_limit=cfg.execution.cycle_limit,
+                                       group_by=cfg.group_by or None)
         previous >> digest
-        verify_complete(digest)
+        verify_complete(digest.output)
     return dag
 
 

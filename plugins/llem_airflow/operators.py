@@ -19,6 +19,8 @@ from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
+from llem_airflow.links import ReportLink, ResultJsonLink, report_url, result_url
+
 SPEC_ENV = "LLEM_SPEC_JSON"
 MAP_INDEX_TEMPLATE = "{{ task.run['name'] }} · cycle {{ task.run['cycle'] }}"
 
@@ -44,6 +46,8 @@ class _GapMixin:
     config_gap_s: float
 
     def _finish(self, context: Any, summary: dict[str, Any]) -> dict[str, Any]:
+        context["ti"].xcom_push(key=ResultJsonLink().xcom_key,
+                                value=result_url(summary["result_path"]))
         if self.config_gap_s > 0:
             from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 
@@ -61,6 +65,7 @@ class LlemDockerOperator(_GapMixin, DockerOperator):
     """A fresh container per experiment, no network, results folder mounted at its host path."""
 
     ui_color = "#dbeafe"
+    operator_extra_links = (ResultJsonLink(),)
 
     def __init__(self, *, run: dict[str, Any], config_gap_s: float = 0.0, results_dir: str,
                  **kwargs: Any) -> None:
@@ -101,6 +106,7 @@ class LlemLocalOperator(_GapMixin, BaseOperator):
     """A fresh Python subprocess per experiment, for machines without Docker."""
 
     ui_color = "#dcfce7"
+    operator_extra_links = (ResultJsonLink(),)
 
     def __init__(self, *, run: dict[str, Any], config_gap_s: float = 0.0,
                  python: str | None = None, **kwargs: Any) -> None:
@@ -127,6 +133,51 @@ class LlemLocalOperator(_GapMixin, BaseOperator):
         if proc.wait() != 0:
             raise AirflowException(f"llem run-experiment exited {proc.returncode}: {last}")
         return self._finish(context, read_summary(self.run))
+
+
+class LlemAggregateOperator(BaseOperator):
+    """Aggregate a campaign run: statistics, summary files, the HTML report, and the
+    compact per-configuration table as XCom. Runs whatever happened upstream (all_done)."""
+
+    ui_color = "#ede9fe"
+    operator_extra_links = (ReportLink(),)
+
+    def __init__(self, *, cycle_limit: int, group_by: list[str] | None = None,
+                 plan_task_id: str = "plan", **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.cycle_limit = cycle_limit
+        self.group_by = group_by
+        self.plan_task_id = plan_task_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from llem_core.aggregate import aggregate_dir
+        from llem_core.report import write_report
+
+        ti = context["ti"]
+        planned = ti.xcom_pull(task_ids=self.plan_task_id, key="plan") or []
+        run_dir = ti.xcom_pull(task_ids=self.plan_task_id, key="run_dir")
+        if run_dir is None:
+            raise AirflowException("the plan task produced no plan: nothing to aggregate")
+        if context["params"].get("dry_run"):
+            return {"dry_run": True, "planned": planned, "run_dir": run_dir, "missing": []}
+        cycles = range(1, self.cycle_limit + 1)
+        ready = ti.xcom_pull(task_ids=[f"cycle_{k}.gpu_ready" for k in cycles],
+                             key="readiness") or []
+        notes = [f"cycle {r['cycle']}: GPU not ready after {r['waited_s']:.0f} s "
+                 f"({'; '.join(r['reasons'])}); ran anyway"
+                 for r in ready if isinstance(r, dict) and r.get("timed_out")]
+        notes += [f"cycle {r['cycle']}: no GPU readiness check ({r['no_gpu']})"
+                  for r in ready[:1] if isinstance(r, dict) and r.get("no_gpu")]
+        summaries = ti.xcom_pull(task_ids=[f"cycle_{k}.experiment" for k in cycles]) or []
+        digest = aggregate_dir(run_dir, planned, group_by=self.group_by, notes=notes)
+        digest["xcom_results"] = sum(1 for s in summaries
+                                     if isinstance(s, dict) and "config_hash" in s)
+        if digest["results"]:
+            report = write_report(run_dir, Path(run_dir) / "report.html")
+            digest["files"]["report"] = str(report)
+            ti.xcom_push(key=ReportLink().xcom_key, value=report_url(run_dir))
+        return digest
 
 
 def summary_json(summary: dict[str, Any]) -> str:
