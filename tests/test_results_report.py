@@ -84,8 +84,8 @@ def test_aggregate_cli_json_and_files(tmp_path, capsys):
     assert rows["big"]["n"] == 5
     tps = rows["big"]["tokens_per_s"]
     assert tps["ci_low"] < 403 < tps["ci_high"]
-    cmp_ = [c for c in data["comparison"] if c["config_name"] == "big"
-            and c["metric"] == "tokens_per_s"][0]
+    cmp_ = next(c for c in data["comparison"] if c["config_name"] == "big"
+            and c["metric"] == "tokens_per_s")
     assert cmp_["excludes_zero"] and abs(cmp_["diff_mean"] - 300) < 1e-9
     csv = pd.read_csv(run / "summary.csv")
     assert {"config_name", "metric", "ci_low", "ci_high", "ci_method"} <= set(csv.columns)
