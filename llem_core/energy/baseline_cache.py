@@ -1,0 +1,50 @@
+"""Idle baselines cached per GPU for a limited time, with the age recorded on use.
+
+Measuring idle power takes seconds to minutes per experiment; on a dedicated GPU the
+idle floor changes slowly, so a recent measurement taken at a similar temperature is
+reused. The cache is a small JSON file per device in the llem cache folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from llem_core.energy.base import Baseline
+from llem_core.results import safe_part, write_atomic
+
+
+def cache_path(device_key: str) -> Path:
+    base = os.environ.get("LLEM_CACHE_DIR") or Path.home() / ".cache" / "llem"
+    return Path(base) / "baselines" / f"{safe_part(device_key)}.json"
+
+
+def load(device_key: str, max_age_s: float, temperature_c: float | None,
+         band_c: float | None, now: float | None = None) -> tuple[Baseline, float] | None:
+    """A cached baseline and its age, if young enough and taken within the temperature band."""
+    if max_age_s <= 0:
+        return None
+    try:
+        data = json.loads(cache_path(device_key).read_text())
+    except (OSError, ValueError):
+        return None
+    age = (now if now is not None else time.time()) - float(data["measured_at"])
+    if age < 0 or age > max_age_s:
+        return None
+    cached_t = data.get("temperature_c")
+    if band_c is not None and temperature_c is not None and cached_t is not None \
+            and abs(cached_t - temperature_c) > band_c:
+        return None
+    b = data["baseline"]
+    return Baseline(watts=b["watts"], seconds=b["seconds"], source=b["source"],
+                    per_device_w=b.get("per_device_w", {})), age
+
+
+def store(device_key: str, baseline: Baseline, temperature_c: float | None,
+          now: float | None = None) -> None:
+    write_atomic(cache_path(device_key), json.dumps({
+        "measured_at": now if now is not None else time.time(),
+        "temperature_c": temperature_c, "baseline": asdict(baseline)}))
