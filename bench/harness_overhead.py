@@ -28,7 +28,8 @@ SMALL_ARCH = {**TINY_ARCH, "hidden_size": 256, "intermediate_size": 688, "num_hi
 def bench(model_dir: Path, batch_size: int) -> tuple[float, float]:
     cfg = ExperimentConfig(model=str(model_dir), dtype="float32", device="cpu",
                            batch_size=batch_size, max_input_tokens=64, max_output_tokens=32,
-                           min_output_tokens=32, prompts={"count": 16, "length": 64})
+                           min_output_tokens=32, prompts={"count": 16, "length": 64},
+                           energy={"meter": "none", "min_window_s": 0})
     be = PytorchBackend(cfg)
     be.load()
     batches = be.prepare(load_texts(cfg.prompts))

@@ -25,7 +25,8 @@ def campaign(name: str, runner: dict, results: Path) -> dict:
     return {"campaign": name,
             "base": {"model": str(REPO / "models" / "tiny-llama"), "dtype": "float32",
                      "device": "cpu", "max_input_tokens": 32, "max_output_tokens": 16,
-                     "min_output_tokens": 16, "warmup_runs": 1, "energy": {"meter": "none"},
+                     "min_output_tokens": 16, "warmup_runs": 1,
+                     "energy": {"meter": "none", "min_window_s": 0},
                      "prompts": {"count": 8, "length": 32}},
             "grid": {"batch_size": [1, 4][:CONFIGS]},
             "execution": {"cycles": CYCLES}, "runner": runner, "results_dir": str(results)}

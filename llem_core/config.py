@@ -143,8 +143,28 @@ class EnergyConfig(Strict):
         0.1, gt=0.0, le=10.0, description="Power polling interval (cross-check and fallback)."
     )
     min_window_s: float = Field(
-        0.0, ge=0.0, le=3600.0,
-        description="Repeat the measured workload until the window lasts at least this long.",
+        10.0, ge=0.0, le=3600.0,
+        description="Repeat the measured workload until the window lasts at least this long "
+        "(NVML's counter updates every ~100 ms and averaged power settles in ~1 s: short "
+        "windows read 0 J or large relative errors).",
+    )
+    baseline_cache_s: float = Field(
+        0.0, ge=0.0, le=86_400.0,
+        description="Reuse an idle baseline measured on the same GPU within this many "
+        "seconds (its age is recorded); 0 measures it for every experiment.",
+    )
+    baseline_band_c: float | None = Field(
+        5.0, gt=0.0, le=50.0,
+        description="A cached baseline is reused only if it was taken within this many "
+        "degrees C of the GPU's current temperature.",
+    )
+    start_temperature_max_c: float | None = Field(
+        None, gt=0.0, le=120.0,
+        description="Before measuring, wait until the GPU is at most this warm.",
+    )
+    start_wait_s: float = Field(
+        300.0, ge=0.0, le=86_400.0,
+        description="Longest wait for start_temperature_max_c (then measure and flag it).",
     )
 
 
@@ -179,6 +199,13 @@ class ExperimentConfig(Strict):
     warmup_runs: int = Field(
         1, ge=0, le=100, description="Unmeasured runs of one batch after loading the model."
     )
+    warmup_cv_threshold: float | None = Field(
+        None, gt=0.0, le=1.0,
+        description="Continue warming up until the coefficient of variation of the last "
+        "warmup_cv_window runs' latency is below this (capped by warmup_max_runs).",
+    )
+    warmup_cv_window: int = Field(3, ge=2, le=50, description="Runs the CV is computed over.")
+    warmup_max_runs: int = Field(20, ge=1, le=1000, description="Cap of the warm-up.")
     seed: int = Field(0, ge=0, description="Seed of torch and of sampling.")
     gpus: list[int] = Field(
         default_factory=lambda: [0], description="GPU indices the experiment uses and meters."

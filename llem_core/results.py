@@ -62,6 +62,8 @@ class Metrics(BaseModel):
     peak_memory_bytes: int | None
     peak_memory_source: str
     warmup_runs: int
+    warmup_cv: float | None = None
+    warmup_converged: bool | None = None
     per_request: PerRequest | None = None
 
 
@@ -72,6 +74,8 @@ class EnergyResult(BaseModel):
     baseline_w: float | None = None
     baseline_s: float | None = None
     baseline_source: str | None = None
+    baseline_cache_age_s: float | None = Field(
+        None, description="Age of a reused cached baseline; null when measured for this run.")
     adjusted_j: float | None = None
     raw_j_per_output_token: float | None = None
     adjusted_j_per_output_token: float | None = None

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from llem_core.backends.base import BackendError, BatchTiming, get_backend
 from llem_core.backends.prompts import load_texts
@@ -33,6 +34,7 @@ from llem_core.results import (
     RunSpec,
     write_result,
 )
+from llem_core.warmup import warm_up
 
 # Counter-vs-polling agreement is only judged on windows long enough for both to settle.
 AGREEMENT_MIN_WINDOW_S = 10.0
@@ -106,6 +108,34 @@ def energy_result(reading: EnergyReading | None, baseline: Baseline | None, outp
         thermal=reading.thermal, flags=flags)
 
 
+def _baseline(meter: Any, cfg: Any, hardware: dict[str, Any],
+              log: Callable[[str], None]) -> tuple[Baseline, float | None]:
+    """Idle power before the model loads: reused from the per-GPU cache when recent and
+    taken at a similar temperature, else measured (and cached)."""
+    from llem_core.energy import baseline_cache
+
+    key = "+".join(str(g.get("uuid") or g.get("index")) for g in hardware.get("gpus", [])) \
+        or meter.source
+    temperature = None
+    if meter.source.startswith("nvml"):
+        try:
+            from llem_core.health import read_gpus
+
+            temperature = max(s.temperature_c for s in read_gpus(cfg.gpus))
+        except Exception:
+            temperature = None
+    e = cfg.energy
+    cached = baseline_cache.load(key, e.baseline_cache_s, temperature, e.baseline_band_c)
+    if cached is not None:
+        log(f"reusing idle baseline {cached[0].watts:.1f} W measured {cached[1]:.0f} s ago")
+        return cached
+    log(f"measuring idle baseline for {e.baseline_s} s")
+    baseline = meter.idle(e.baseline_s)
+    if e.baseline_cache_s > 0:
+        baseline_cache.store(key, baseline, temperature)
+    return baseline, None
+
+
 def run(spec: RunSpec, out_path: str | Path | None = None,
         log: Callable[[str], None] = lambda _m: None) -> ExperimentResult:
     """Run one experiment and, if ``out_path`` is given, write its result atomically."""
@@ -136,12 +166,21 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
     warnings: list[str] = []
     try:
         hardware = meter.hardware()
+        on_gpu = meter.source.startswith("nvml")
+        if on_gpu and cfg.energy.start_temperature_max_c is not None:
+            log(f"waiting until the GPU is at most {cfg.energy.start_temperature_max_c} C")
+            start_wait = wait_until_ready(
+                cfg.gpus, Thresholds(cfg.energy.start_temperature_max_c, 100.0, True),
+                timeout_s=cfg.energy.start_wait_s, poll_s=2.0)
+            health = {**(health or {}), "start_temperature_wait": start_wait}
+            if start_wait.get("timed_out"):
+                warnings.append(f"GPU still above {cfg.energy.start_temperature_max_c} C after "
+                                f"{start_wait['waited_s']:.0f} s: measured anyway")
         baseline = None
+        cache_age = None
         if meter.source != "none" and cfg.energy.baseline_s > 0:
-            log(f"measuring idle baseline for {cfg.energy.baseline_s} s")
-            t = time.perf_counter()
-            baseline = meter.idle(cfg.energy.baseline_s)
-            timings_s["baseline"] = time.perf_counter() - t
+            baseline, cache_age = _baseline(meter, cfg, hardware, log)
+            timings_s["baseline"] = 0.0 if cache_age is not None else baseline.seconds
         elif meter.source != "none":
             warnings.append("no idle baseline (energy.baseline_s is 0): adjusted energy is null")
         try:
@@ -153,8 +192,19 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
         timings_s["load"] = load_info["load_s"]
         batches = backend.prepare(texts)
         t = time.perf_counter()
-        for i in range(cfg.warmup_runs):
-            backend.generate(batches[i % len(batches)])
+        count = [0]
+
+        def one_warmup() -> float:
+            t_run = time.perf_counter()
+            backend.generate(batches[count[0] % len(batches)])
+            count[0] += 1
+            return time.perf_counter() - t_run
+
+        warm = warm_up(one_warmup, cfg.warmup_runs, cfg.warmup_cv_threshold,
+                       cfg.warmup_cv_window, max(cfg.warmup_max_runs, cfg.warmup_runs))
+        if warm.converged is False:
+            warnings.append(f"warm-up did not settle: CV {warm.final_cv:.3f} > "
+                            f"{cfg.warmup_cv_threshold} after {warm.runs} runs")
         timings_s["warmup"] = time.perf_counter() - t
         backend.reset_peak_memory()
         log("measuring")
@@ -191,10 +241,12 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
         repetitions=repetitions, window_s=window,
         output_tokens_per_s=out_tokens / window, requests_per_s=requests / window,
         ttft_s=latency.ttft_s, tpot_s=latency.tpot_s, itl_s=latency.itl_s, e2e_s=latency.e2e_s,
-        peak_memory_bytes=peak, peak_memory_source=peak_src, warmup_runs=cfg.warmup_runs,
+        peak_memory_bytes=peak, peak_memory_source=peak_src, warmup_runs=warm.runs,
+        warmup_cv=warm.final_cv, warmup_converged=warm.converged,
         per_request=per_request)
     note = hardware.get("reason") if meter.source == "none" else None
     energy = energy_result(reading, baseline, out_tokens, requests, note, meter.source)
+    energy.baseline_cache_age_s = cache_age
     timings_s["window"] = window
     provenance = Provenance(
         llem_version=_version("llem-airflow") or "unknown",

@@ -41,7 +41,7 @@ def campaign(name: str, model: Path, results: Path, *, runner: dict, grid: dict,
     base = {"model": str(model), "dtype": "float32", "device": "cpu", "max_input_tokens": 16,
             "max_output_tokens": 4, "min_output_tokens": 4, "warmup_runs": 0,
             "prompts": {"kind": "builtin", "count": 2, "length": 16},
-            "energy": {"meter": "none"}}
+            "energy": {"meter": "none", "min_window_s": 0}}
     base.update(extra.pop("base", {}))
     return {"campaign": name, "base": base, "grid": grid,
             "execution": {"cycles": cycles, "ordering": ordering, "seed": 7,
@@ -349,7 +349,7 @@ def test_plugin_page_and_report_in_headless_chromium(stack):
     # the experiment task links to its result JSON, served by the plugin
     link = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/cycle_1.experiment/links",
                    map_index=0)
-    url = link.get("Result JSON")
+    url = link["extra_links"].get("Result JSON")
     assert url and url.startswith("/llem/file?path=")
     import httpx
 

@@ -20,7 +20,7 @@ def spec_file(tmp_path: Path, model: Path, **over) -> Path:
     data = {"model": str(model), "dtype": "float32", "device": "cpu", "batch_size": 2,
             "max_input_tokens": 24, "max_output_tokens": 12, "min_output_tokens": 12,
             "prompts": {"kind": "builtin", "count": 4, "length": 24, "seed": 1},
-            "warmup_runs": 1, "energy": {"meter": "auto", "baseline_s": 0.2}}
+            "warmup_runs": 1, "energy": {"meter": "auto", "baseline_s": 0.2, "min_window_s": 0}}
     data.update(over)
     cfg = ExperimentConfig.model_validate(data)
     spec = RunSpec(campaign="unit", run_id="manual__2026-01-01T00:00:00+00:00", name="n",
@@ -74,7 +74,7 @@ def test_min_window_repeats_workload(tiny_model, tmp_path):
 
 
 def test_results_dir_layout(tiny_model, tmp_path):
-    spec = spec_file(tmp_path, tiny_model, energy={"meter": "none"})
+    spec = spec_file(tmp_path, tiny_model, energy={"meter": "none", "min_window_s": 0})
     p = llem("run-experiment", "--spec", str(spec), "--results-dir", str(tmp_path / "res"))
     assert p.returncode == 0, p.stderr
     s = json.loads(p.stdout.strip().splitlines()[-1])
@@ -110,7 +110,7 @@ def test_conflicting_spec_is_rejected(tiny_model, tmp_path):
 
 def test_spec_from_environment(tiny_model, tmp_path, monkeypatch):
     """The Docker runner passes the spec as an environment value: data, never shell."""
-    spec = spec_file(tmp_path, tiny_model, energy={"meter": "none"},
+    spec = spec_file(tmp_path, tiny_model, energy={"meter": "none", "min_window_s": 0},
                      extra={"note": "x; rm -rf / $(touch pwned)"})
     env_p = subprocess.run(
         [sys.executable, "-m", "llem_core", "run-experiment", "--out", str(tmp_path / "r.json")],
@@ -119,3 +119,39 @@ def test_spec_from_environment(tiny_model, tmp_path, monkeypatch):
     assert env_p.returncode == 0, env_p.stderr
     assert read_result(tmp_path / "r.json").config.extra["note"] == "x; rm -rf / $(touch pwned)"
     assert not (tmp_path / "pwned").exists()
+
+
+def test_warmup_until_stable_is_recorded(tiny_model, tmp_path):
+    spec = spec_file(tmp_path, tiny_model, energy={"meter": "none", "min_window_s": 0},
+                     warmup_runs=2, warmup_cv_threshold=0.9, warmup_cv_window=2)
+    out = tmp_path / "r.json"
+    p = llem("run-experiment", "--spec", str(spec), "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    m = read_result(out).metrics
+    assert m.warmup_runs >= 2 and m.warmup_converged is True
+    assert m.warmup_cv is not None and m.warmup_cv <= 0.9
+
+
+def test_baseline_reused_from_cache_with_age(tmp_path, monkeypatch):
+    from llem_core.energy.base import Baseline
+    from llem_core.runner import _baseline
+
+    monkeypatch.setenv("LLEM_CACHE_DIR", str(tmp_path))
+
+    class Meter:
+        source = "rapl"
+        calls = 0
+
+        def idle(self, seconds):
+            Meter.calls += 1
+            return Baseline(watts=42.0, seconds=seconds, source="rapl")
+
+    cfg = ExperimentConfig(model="m", energy={"baseline_s": 0.5, "baseline_cache_s": 600})
+    hw = {"domains": {"intel-rapl:0": "package-0"}}
+    _b1, age1 = _baseline(Meter(), cfg, hw, lambda _m: None)
+    b2, age2 = _baseline(Meter(), cfg, hw, lambda _m: None)
+    assert Meter.calls == 1 and age1 is None
+    assert b2.watts == 42.0 and age2 is not None and age2 >= 0
+    no_cache = ExperimentConfig(model="m", energy={"baseline_s": 0.5})
+    _baseline(Meter(), no_cache, hw, lambda _m: None)
+    assert Meter.calls == 2
