@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[pytorch,airflow,report,dev]"
+	$(BIN)/pip install -q -e ".[pytorch,airflow,report,distributed,dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -42,3 +42,12 @@ bench: setup tiny-model
 
 clean:
 	rm -rf .llem results build
+
+## Production images: the Airflow image and the CUDA experiment image (needs a registry).
+images: setup
+	rm -rf build/prod && mkdir -p build/prod/wheels
+	$(BIN)/pip wheel -q --no-deps -w build/prod/wheels .
+	cp docker/Dockerfile.airflow build/prod/Dockerfile
+	docker build -t llem-airflow:latest build/prod
+	cp docker/Dockerfile build/prod/Dockerfile
+	docker build -t llem-experiment:pytorch build/prod

@@ -234,7 +234,9 @@ def build_dag(loaded: LoadedCampaign, text: str) -> DAG:
                     task_id="gpu_ready", cycle=k, gpus=gpus, thresholds=thresholds,
                     ready_timeout_s=health.timeout_s,
                     gap_s=cfg.execution.cycle_gap_s if k > 1 else 0.0,
-                    poke_interval=health.poke_interval_s, trigger_rule="all_done")
+                    poke_interval=health.poke_interval_s, trigger_rule="all_done",
+                    # it reads the GPU of the server the experiments run on
+                    queue=cfg.runner.queue or "default")
                 _experiment_operator(cfg, k, ready.output, pool)
             previous >> group
             previous = group

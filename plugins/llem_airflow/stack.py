@@ -60,7 +60,10 @@ class AirflowStack:
     port: int = 28080
     dags: Path = REPO / "dags"
     extra_env: dict[str, str] = field(default_factory=dict)
-    components: tuple[str, ...] = ("scheduler", "dag-processor", "triggerer", "api-server")
+    # each component: an `airflow` sub-command, e.g. "scheduler" or
+    # ("celery", "worker", "--queues", "gpu-a,default")
+    components: tuple[str | tuple[str, ...], ...] = (
+        "scheduler", "dag-processor", "triggerer", "api-server")
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -83,9 +86,11 @@ class AirflowStack:
         for name, desc in pools_of(self.campaigns).items():
             self.cli("pools", "set", name, "1", desc, "--include-deferred")
         for comp in self.components:
-            log = open(self.home / f"{comp}.log", "ab")  # noqa: SIM115 - lives with the process
-            self.procs[comp] = subprocess.Popen(
-                [self.airflow, comp], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            args = (comp,) if isinstance(comp, str) else tuple(comp)
+            name = "-".join(a.strip("-").replace(",", "_") for a in args)[:80]
+            log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
+            self.procs[name] = subprocess.Popen(
+                [self.airflow, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
         self.wait_healthy(timeout_s)
         return self
