@@ -75,8 +75,12 @@ class AirflowStack:
         return str(Path(sys.executable).parent / "airflow")
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([self.airflow, *args], env=self.env, capture_output=True,
-                              text=True, check=check, timeout=600)
+        r = subprocess.run([self.airflow, *args], env=self.env, capture_output=True,
+                           text=True, timeout=600)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"airflow {' '.join(args)} exited {r.returncode}:\n"
+                               f"{(r.stdout + r.stderr)[-3000:]}")
+        return r
 
     def start(self, timeout_s: float = 180) -> AirflowStack:
         self.home.mkdir(parents=True, exist_ok=True)
