@@ -124,7 +124,7 @@ def stack(postgres, redis, tmp_path_factory, tiny_model):
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg}",
             "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{redis}/0",
-            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{pg}",
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{pg}",
         },
         components=("scheduler", "dag-processor", "triggerer", "api-server",
                     (*worker, "--queues", "gpu-a,default", "--celery-hostname", "worker-a@%h"),
