@@ -15,11 +15,10 @@ from rich.table import Table
 
 from llem_core.campaign_file import CampaignFileError, pydantic_errors
 from llem_core.config import Ordering
+from llem_core.results import SPEC_ENV
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-
-SPEC_ENV = "LLEM_SPEC_JSON"
 
 
 def _print_json(obj: Any) -> None:

@@ -21,6 +21,8 @@ from llem_core.latency import Distribution
 
 SCHEMA_VERSION = 1
 SUMMARY_MARKER = "llem_result"
+# Runners hand the spec to `llem run-experiment` in this environment variable (as data).
+SPEC_ENV = "LLEM_SPEC_JSON"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 

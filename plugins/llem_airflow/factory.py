@@ -141,6 +141,8 @@ def _plan_runs(cfg: CampaignConfig, params: dict[str, Any], run_id: str) -> dict
 
 
 def _experiment_operator(cfg: CampaignConfig, cycle: int, runs: Any, pool: str):
+    from llem_airflow.operators import MAP_INDEX_TEMPLATE
+
     ex = cfg.execution
     common: dict[str, Any] = {
         "task_id": "experiment",
@@ -148,7 +150,7 @@ def _experiment_operator(cfg: CampaignConfig, cycle: int, runs: Any, pool: str):
         "retries": ex.retries,
         "retry_delay": timedelta(seconds=30),
         "config_gap_s": ex.config_gap_s,
-        "map_index_template": "{{ task.run['name'] }} · cycle {{ task.run['cycle'] }}",
+        "map_index_template": MAP_INDEX_TEMPLATE,
         "max_active_tis_per_dagrun": 1,
     }
     if ex.experiment_timeout_s:

@@ -20,8 +20,8 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 from llem_airflow.links import ReportLink, ResultJsonLink, report_url, result_url
+from llem_core.results import SPEC_ENV
 
-SPEC_ENV = "LLEM_SPEC_JSON"
 MAP_INDEX_TEMPLATE = "{{ task.run['name'] }} · cycle {{ task.run['cycle'] }}"
 
 
@@ -179,6 +179,3 @@ class LlemAggregateOperator(BaseOperator):
             ti.xcom_push(key=ReportLink().xcom_key, value=report_url(run_dir))
         return digest
 
-
-def summary_json(summary: dict[str, Any]) -> str:
-    return json.dumps(summary, separators=(",", ":"))
