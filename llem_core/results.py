@@ -76,6 +76,8 @@ class EnergyResult(BaseModel):
     baseline_w: float | None = None
     baseline_s: float | None = None
     baseline_source: str | None = None
+    baseline_temperature_c: float | None = Field(
+        None, description="GPU temperature when the idle baseline was taken.")
     baseline_cache_age_s: float | None = Field(
         None, description="Age of a reused cached baseline; null when measured for this run.")
     adjusted_j: float | None = None

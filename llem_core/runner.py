@@ -108,6 +108,21 @@ def energy_result(reading: EnergyReading | None, baseline: Baseline | None, outp
         thermal=reading.thermal, flags=flags)
 
 
+def baseline_band_flag(baseline_c: float | None, thermal: dict[str, Any],
+                       band_c: float | None) -> str | None:
+    """Idle power rises with temperature: flag a baseline taken far from the window's
+    start temperature (hottest GPU), since subtracting it would bias adjusted energy."""
+    starts = [t.get("temperature_start_c") for t in thermal.values() if isinstance(t, dict)]
+    starts = [s for s in starts if s is not None]
+    if baseline_c is None or band_c is None or not starts:
+        return None
+    start = max(starts)
+    if abs(start - baseline_c) > band_c:
+        return (f"idle baseline taken at {baseline_c:.0f} C but the window started at "
+                f"{start:.0f} C (band {band_c:.0f} C): adjusted energy may be biased")
+    return None
+
+
 def _baseline(meter: Any, cfg: Any, hardware: dict[str, Any],
               log: Callable[[str], None]) -> tuple[Baseline, float | None]:
     """Idle power before the model loads: reused from the per-GPU cache when recent and
@@ -131,6 +146,7 @@ def _baseline(meter: Any, cfg: Any, hardware: dict[str, Any],
         return cached
     log(f"measuring idle baseline for {e.baseline_s} s")
     baseline = meter.idle(e.baseline_s)
+    baseline.temperature_c = temperature
     if e.baseline_cache_s > 0:
         baseline_cache.store(key, baseline, temperature)
     return baseline, None
@@ -247,6 +263,12 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
     note = hardware.get("reason") if meter.source == "none" else None
     energy = energy_result(reading, baseline, out_tokens, requests, note, meter.source)
     energy.baseline_cache_age_s = cache_age
+    if baseline is not None:
+        energy.baseline_temperature_c = baseline.temperature_c
+        band_flag = baseline_band_flag(baseline.temperature_c, energy.thermal,
+                                       cfg.energy.baseline_band_c)
+        if band_flag:
+            energy.flags.append(band_flag)
     timings_s["window"] = window
     provenance = Provenance(
         llem_version=_version("llem-airflow") or "unknown",

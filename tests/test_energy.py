@@ -225,3 +225,14 @@ def test_nvml_meter_against_simulated_library(monkeypatch):
 
 def test_numpy_trapezoid_exists():
     assert hasattr(np, "trapezoid")
+
+
+def test_baseline_temperature_band_flag():
+    from llem_core.runner import baseline_band_flag
+
+    thermal = {"gpu0": {"temperature_start_c": 62.0}, "gpu1": {"temperature_start_c": 55.0}}
+    assert baseline_band_flag(60.0, thermal, 5.0) is None
+    assert "taken at 50 C but the window started at 62 C" in baseline_band_flag(50.0, thermal,
+                                                                                5.0)
+    assert baseline_band_flag(None, thermal, 5.0) is None
+    assert baseline_band_flag(50.0, {}, 5.0) is None

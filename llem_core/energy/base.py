@@ -18,6 +18,7 @@ class Baseline:
     seconds: float
     source: str
     per_device_w: dict[str, float] = field(default_factory=dict)
+    temperature_c: float | None = None
 
 
 @dataclass

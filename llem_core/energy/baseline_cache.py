@@ -40,7 +40,7 @@ def load(device_key: str, max_age_s: float, temperature_c: float | None,
         return None
     b = data["baseline"]
     return Baseline(watts=b["watts"], seconds=b["seconds"], source=b["source"],
-                    per_device_w=b.get("per_device_w", {})), age
+                    per_device_w=b.get("per_device_w", {}), temperature_c=cached_t), age
 
 
 def store(device_key: str, baseline: Baseline, temperature_c: float | None,
