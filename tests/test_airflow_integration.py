@@ -353,6 +353,8 @@ def test_plugin_page_and_report_in_headless_chromium(stack):
     assert url and url.startswith("/llem/file?path=")
     import httpx
 
+    report = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/aggregate/links")
+    assert report["extra_links"]["Campaign report"].startswith("/llem/report?run_dir=")
     r = httpx.get(f"{base}{url}")
     assert r.status_code == 200 and r.json()["cycle"] == 1
     outside = httpx.get(f"{base}/llem/file", params={"path": "/etc/passwd"})

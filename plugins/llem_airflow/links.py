@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
@@ -10,11 +11,16 @@ URL_PREFIX = "/llem"
 
 
 def result_url(result_path: str) -> str:
-    return f"{URL_PREFIX}/file?path={result_path}"
+    return f"{URL_PREFIX}/file?path={quote(result_path)}"
 
 
 def report_url(run_dir: str) -> str:
-    return f"{URL_PREFIX}/report?run_dir={run_dir}"
+    return f"{URL_PREFIX}/report?run_dir={quote(run_dir)}"
+
+
+# Airflow 3 calls get_link on the worker when the task finishes and stores the URL in
+# XCom under xcom_key; the api-server serves it from there. The operator instance is the
+# one that ran, so it still knows its run.
 
 
 class ResultJsonLink(BaseOperatorLink):
@@ -23,9 +29,8 @@ class ResultJsonLink(BaseOperatorLink):
     name = "Result JSON"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        # Airflow 3's api-server resolves links from the XCom under xcom_key, which the
-        # operator pushes when it finishes; this method is not called there.
-        return ""
+        run = getattr(operator, "run", None)
+        return result_url(run["result_path"]) if isinstance(run, dict) else ""
 
 
 class ReportLink(BaseOperatorLink):
@@ -34,4 +39,5 @@ class ReportLink(BaseOperatorLink):
     name = "Campaign report"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        return ""
+        run_dir = getattr(operator, "report_run_dir", None)
+        return report_url(run_dir) if run_dir else ""

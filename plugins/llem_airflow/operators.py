@@ -19,7 +19,7 @@ from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from llem_airflow.links import ReportLink, ResultJsonLink, report_url, result_url
+from llem_airflow.links import ReportLink, ResultJsonLink
 from llem_core.results import SPEC_ENV
 
 MAP_INDEX_TEMPLATE = "{{ task.run['name'] }} · cycle {{ task.run['cycle'] }}"
@@ -46,8 +46,6 @@ class _GapMixin:
     config_gap_s: float
 
     def _finish(self, context: Any, summary: dict[str, Any]) -> dict[str, Any]:
-        context["ti"].xcom_push(key=ResultJsonLink().xcom_key,
-                                value=result_url(summary["result_path"]))
         if self.config_gap_s > 0:
             from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 
@@ -149,6 +147,7 @@ class LlemAggregateOperator(BaseOperator):
         self.cycle_limit = cycle_limit
         self.group_by = group_by
         self.plan_task_id = plan_task_id
+        self.report_run_dir: str | None = None
 
     def execute(self, context: Any) -> dict[str, Any]:
         from llem_core.aggregate import aggregate_dir
@@ -176,6 +175,6 @@ class LlemAggregateOperator(BaseOperator):
         if digest["results"]:
             report = write_report(run_dir, Path(run_dir) / "report.html")
             digest["files"]["report"] = str(report)
-            ti.xcom_push(key=ReportLink().xcom_key, value=report_url(run_dir))
+            self.report_run_dir = run_dir  # read by ReportLink when the task finishes
         return digest
 
