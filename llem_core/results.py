@@ -154,10 +154,14 @@ def safe_part(value: str) -> str:
     return cleaned or "_"
 
 
+def run_dir(results_dir: str | Path, campaign: str | None, run_id: str | None) -> Path:
+    """The folder of one campaign run: its result files and its tables."""
+    return Path(results_dir) / safe_part(campaign or "adhoc") / safe_part(run_id or "adhoc")
+
+
 def result_path(results_dir: str | Path, campaign: str | None, run_id: str | None,
                 config_hash: str, cycle: int) -> Path:
-    return (Path(results_dir) / safe_part(campaign or "adhoc") / safe_part(run_id or "adhoc")
-            / safe_part(config_hash) / f"cycle_{cycle}.json")
+    return run_dir(results_dir, campaign, run_id) / safe_part(config_hash) / f"cycle_{cycle}.json"
 
 
 def write_atomic(path: str | Path, text: str) -> None:

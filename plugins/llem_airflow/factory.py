@@ -86,7 +86,7 @@ def _plan_runs(cfg: CampaignConfig, params: dict[str, Any], run_id: str) -> dict
     """Expand the grid for this run's params and lay the runs out per cycle."""
     from llem_core import plan as planmod
     from llem_core.grid import config_hash, expand_or_raise
-    from llem_core.results import RunSpec, result_path
+    from llem_core.results import RunSpec, result_path, run_dir
 
     report = expand_or_raise(cfg)
     specs = report.specs
@@ -136,7 +136,7 @@ def _plan_runs(cfg: CampaignConfig, params: dict[str, Any], run_id: str) -> dict
             if not params.get("dry_run"):
                 out[f"cycle_{stage_no}"].append({**entry, "spec_json": spec.model_dump_json()})
     out["plan"] = listing
-    out["run_dir"] = str(result_path(cfg.results_dir, cfg.campaign, run_id, "x", 1).parent.parent)
+    out["run_dir"] = str(run_dir(cfg.results_dir, cfg.campaign, run_id))
     return out
 
 
