@@ -205,7 +205,7 @@ def build_report(run_dir: str | Path, reference: str | None = None,
         pr = r.metrics.per_request
         if pr is None:
             continue
-        d = per_request.setdefault(r.name, {"ttft": [], "e2e": []})
+        d = per_request.setdefault(r.name, {"ttft": []})
         d["ttft"].extend(x for x in pr.ttft_s if x is not None)
     itl = {r.name: {"itl": []} for _, r in results}
     for _, r in results:
