@@ -3,6 +3,6 @@
 Kept tiny on purpose; the factory lives in the llem_airflow package.
 """
 
-from llem_airflow.factory import build_all
+from llem_airflow.factory import register_dags
 
-build_all(__file__, globals())
+register_dags(globals())

@@ -32,10 +32,10 @@ def _file_error(exc: CampaignFileError) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from llem_core.grid import load_and_expand
+    from llem_core.planning import load_and_place
 
     try:
-        loaded, report = load_and_expand(args.campaign)
+        loaded, report = load_and_place(args.campaign)
     except CampaignFileError as exc:
         return _file_error(exc)
     if args.json:
@@ -76,10 +76,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from llem_core import plan
-    from llem_core.grid import load_and_expand
+    from llem_core.planning import load_and_place
 
     try:
-        loaded, report = load_and_expand(args.campaign)
+        loaded, report = load_and_place(args.campaign)
     except CampaignFileError as exc:
         return _file_error(exc)
     ex = loaded.config.execution

@@ -21,11 +21,6 @@ class ExperimentRun(BaseModel):
     cycle: int
     position: int
 
-    @property
-    def key(self) -> str:
-        """Identity of a run inside a campaign run: what a retry rewrites and nothing else."""
-        return f"{self.spec.config_hash}/cycle_{self.cycle}"
-
 
 def build(
     specs: Sequence[ExperimentSpec], cycles: int, ordering: Ordering | str, seed: int = 0

@@ -80,7 +80,3 @@ def test_stages_split_cycles():
     st_ = stages(runs, 3)
     assert [[r.cycle for r in s] for s in st_] == [[1, 1, 1], [2, 2, 2]]
 
-
-def test_run_key():
-    [r] = build(specs(1), 1, "interleaved")
-    assert r.key == f"{r.spec.config_hash}/cycle_1"

@@ -2,7 +2,8 @@
 
 The DAG file is parsed again and again (dag-processor loop, every worker task); the grid
 is expanded once per version of the campaign file, so parse time stays flat as the grid
-grows: a parse reads the cached names instead of expanding 10,000 combinations.
+grows: a parse reads the cached names and placement instead of expanding 10,000
+combinations.
 """
 
 from __future__ import annotations
@@ -10,24 +11,46 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
-from typing import Any
+
+from pydantic import BaseModel
 
 from llem_core import __version__
-from llem_core.campaign_file import CampaignFileError, FieldError, LoadedCampaign
+from llem_core.cache import cache_root
+from llem_core.campaign_file import CampaignFileError, FieldError
+from llem_core.discovery import Campaign
 from llem_core.grid import NoValidConfigError, expand_or_raise
+from llem_core.placement import Placement, PlacementError, campaign_placement
 from llem_core.results import write_atomic
 
 
+class GridSummary(BaseModel):
+    """What the DAG needs of a campaign's grid at parse time."""
+
+    names: list[str]
+    generated: int
+    filtered: int
+    warnings: list[str]
+    placement: Placement
+
+
 def cache_dir() -> Path:
-    base = os.environ.get("LLEM_CACHE_DIR") or Path.home() / ".cache" / "llem"
-    return Path(base) / "grids"
+    return cache_root() / "grids"
 
 
-def grid_summary(loaded: LoadedCampaign, text: str) -> dict[str, Any]:
-    """Names and counts of the valid configurations; raises CampaignFileError if none."""
-    key = hashlib.sha256(f"{__version__}\0{loaded.path.resolve()}\0{text}".encode()).hexdigest()
+def _summarise(campaign: Campaign) -> GridSummary:
+    cfg = campaign.loaded.config
+    report = expand_or_raise(cfg)
+    placement = campaign_placement(cfg.runner, [(s.name, s.config) for s in report.specs])
+    return GridSummary(names=[s.name for s in report.specs], generated=report.generated,
+                       filtered=len(report.filtered), warnings=report.warnings,
+                       placement=placement)
+
+
+def grid_summary(campaign: Campaign) -> GridSummary:
+    """Names, counts and placement of the valid configurations; CampaignFileError if none."""
+    key = hashlib.sha256(
+        f"{__version__}\0{campaign.path.resolve()}\0{campaign.text}".encode()).hexdigest()
     path = cache_dir() / f"{key[:32]}.json"
     try:
         cached = json.loads(path.read_text())
@@ -35,15 +58,15 @@ def grid_summary(loaded: LoadedCampaign, text: str) -> dict[str, Any]:
         cached = None
     if cached is None:
         try:
-            report = expand_or_raise(loaded.config)
-            cached = {"names": [s.name for s in report.specs], "generated": report.generated,
-                      "filtered": len(report.filtered), "warnings": report.warnings,
-                      "error": None}
+            cached = {"summary": _summarise(campaign).model_dump(mode="json")}
         except NoValidConfigError as exc:
-            cached = {"error": str(exc)}
+            cached = {"error": ["grid", str(exc)]}
+        except PlacementError as exc:
+            cached = {"error": ["runner.gpus", str(exc)]}
         # A read-only home still parses, only slower.
         with contextlib.suppress(OSError):
             write_atomic(path, json.dumps(cached))
     if cached.get("error"):
-        raise CampaignFileError(str(loaded.path), [FieldError("grid", cached["error"])])
-    return cached
+        field, reason = cached["error"]
+        raise CampaignFileError(str(campaign.path), [FieldError(field, reason)])
+    return GridSummary.model_validate(cached["summary"])

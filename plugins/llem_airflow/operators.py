@@ -1,16 +1,23 @@
 """Experiment tasks: one fresh Docker container (default) or one fresh subprocess per run.
 
 Both run the same `llem run-experiment`, hand it the spec as an environment value (data,
-never shell or Jinja), and return the *parsed result summary* read back from the result
-file: DockerOperator's default XCom (the last log line) could be a stderr line.
+never shell or Jinja), hold a lock on each of the run's host GPUs while it runs, and
+return the *parsed result summary* read back from the result file: DockerOperator's
+default XCom (the last log line) could be a stderr line.
+
+Resume never re-measures: a run whose result for this DAG run already exists and
+validates (same campaign, run, configuration hash and cycle) returns that result without
+measuring, and says so in its log. Re-measuring is a deliberate act: remove the result
+file, then clear the task.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,31 +26,93 @@ from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from llem_airflow.links import ReportLink, ResultJsonLink
-from llem_core.results import SPEC_ENV
+from llem_airflow.links import ResultJsonLink
+from llem_core.gpu_lock import hold_gpus
+from llem_core.planning import PlannedRun
+from llem_core.results import SPEC_ENV, ExperimentResult, read_result
 
 MAP_INDEX_TEMPLATE = "{{ task.run['name'] }} · cycle {{ task.run['cycle'] }}"
+HOST_ENV = "LLEM_HOST_NAME"
+# What a local experiment process inherits from the worker: never its secrets
+# (metadata DB URL, Fernet key, JWT secret live in AIRFLOW__* variables).
+LOCAL_ENV_KEEP = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+                  "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
+                  "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "OMP_NUM_THREADS",
+                  "MKL_NUM_THREADS", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE",
+                  "TRANSFORMERS_OFFLINE", "TRANSFORMERS_CACHE", "OPENBLAS_CORETYPE",
+                  "OPENBLAS_L2_SIZE")
+LOCAL_ENV_PREFIXES = ("LC_", "LLEM_")
 
 
-def read_summary(run: dict[str, Any]) -> dict[str, Any]:
+def _matches(result: ExperimentResult, run: PlannedRun) -> bool:
+    spec = run.spec
+    return (result.campaign, result.run_id, result.config_hash, result.cycle) == \
+        (spec.campaign, spec.run_id, run.config_hash, run.cycle)
+
+
+def read_summary(run: PlannedRun) -> dict[str, Any]:
     """The result file the experiment wrote, reduced to its summary plus the run's identity."""
-    from llem_core.results import read_result
-
-    path = Path(run["result_path"])
+    path = Path(run.result_path)
     if not path.exists():
         raise AirflowException(f"experiment finished but wrote no result at {path}")
     result = read_result(path)
-    if (result.config_hash, result.cycle) != (run["config_hash"], run["cycle"]):
-        raise AirflowException(f"{path} holds {result.config_hash}/cycle {result.cycle}, "
-                               f"expected {run['config_hash']}/cycle {run['cycle']}")
+    if not _matches(result, run):
+        raise AirflowException(f"{path} holds {result.config_hash}/cycle {result.cycle} of "
+                               f"run {result.run_id}, expected {run.config_hash}/cycle "
+                               f"{run.cycle} of {run.spec.run_id}")
     return result.summary(str(path))
 
 
-class _GapMixin:
-    """After an experiment, rest for config_gap_s deferred: no worker slot is held, and the
-    GPU pool (include_deferred) keeps the GPU reserved so the next run cannot start early."""
+def existing_summary(run: PlannedRun) -> dict[str, Any] | None:
+    """The summary of this run's result if it was already measured, else None.
 
+    A file that is there but cannot be trusted is never replaced as a side effect: the
+    task fails and says how to re-measure.
+    """
+    path = Path(run.result_path)
+    if not path.exists():
+        return None
+    try:
+        result = read_result(path)
+    except (OSError, ValueError) as exc:
+        raise AirflowException(
+            f"{path} exists but is not a valid result ({str(exc).splitlines()[0][:200]}); "
+            "it is kept: move it away and clear this task to measure again") from None
+    if not _matches(result, run):
+        raise AirflowException(f"{path} holds another run's result; it is kept: move it away "
+                               "and clear this task to measure again")
+    return {**result.summary(str(path)), "reused": True}
+
+
+class _ExperimentMixin:
+    """What both runners share: the validated run, resume, GPU locks and the config gap.
+
+    After an experiment it rests for config_gap_s deferred: no worker slot is held, and
+    the GPU pool (include_deferred) keeps the GPU reserved so the next run cannot start
+    early.
+    """
+
+    run: dict[str, Any]
     config_gap_s: float
+    log: Any
+
+    @property
+    def planned(self) -> PlannedRun:
+        return PlannedRun.model_validate(self.run)
+
+    def _measure(self, context: Any, launch: Any) -> dict[str, Any]:
+        run = self.planned
+        done = existing_summary(run)
+        if done is not None:
+            self.log.info("%s (cycle %d) was already measured at %s: returning that result "
+                          "without measuring again (remove the file and clear this task to "
+                          "re-measure)", run.name, run.cycle, run.result_path)
+            return done
+        with hold_gpus(run.placement.host_gpus, self.log.info) as waited:
+            if waited > 1:
+                self.log.info("waited %.0f s for GPUs %s", waited, run.placement.host_gpus)
+            launch(context, run)
+        return self._finish(context, read_summary(run))
 
     def _finish(self, context: Any, summary: dict[str, Any]) -> dict[str, Any]:
         if self.config_gap_s > 0:
@@ -59,11 +128,13 @@ class _GapMixin:
         return summary or {}
 
 
-class LlemDockerOperator(_GapMixin, DockerOperator):
+class LlemDockerOperator(_ExperimentMixin, DockerOperator):
     """A fresh container per experiment, no network, results folder mounted at its host path."""
 
     ui_color = "#dbeafe"
     operator_extra_links = (ResultJsonLink(),)
+    # Campaign strings (image, mounts, environment) are data: nothing is rendered by Jinja.
+    template_fields: Sequence[str] = ()
 
     def __init__(self, *, run: dict[str, Any], config_gap_s: float = 0.0, results_dir: str,
                  **kwargs: Any) -> None:
@@ -71,36 +142,59 @@ class LlemDockerOperator(_GapMixin, DockerOperator):
         kwargs.setdefault("auto_remove", "success")
         kwargs.setdefault("mount_tmp_dir", False)
         kwargs.setdefault("command", None)
+        kwargs.setdefault("privileged", False)
         super().__init__(**kwargs)
         self.run = run
         self.config_gap_s = config_gap_s
         self.results_dir = results_dir
 
     def execute(self, context: Any) -> Any:
+        return self._measure(context, self._launch)
+
+    def _launch(self, context: Any, run: PlannedRun) -> None:
         from docker.types import Mount
 
         Path(self.results_dir).mkdir(parents=True, exist_ok=True)
-        # Set here, after templating: the spec is data and must never be rendered by Jinja.
-        self.environment = {**(self.environment or {}), SPEC_ENV: self.run["spec_json"],
-                            "HOME": "/tmp", "LLEM_IN_CONTAINER": "1", "PYTHONUNBUFFERED": "1"}
-        self.command = ["llem", "run-experiment", "--out", self.run["result_path"]]
+        self.environment = {**(self.environment or {}), SPEC_ENV: run.spec.model_dump_json(),
+                            "HOME": "/tmp", "LLEM_IN_CONTAINER": "1", "PYTHONUNBUFFERED": "1",
+                            HOST_ENV: socket.gethostname()}
+        self.command = ["llem", "run-experiment", "--out", run.result_path]
         mounts = list(self.mounts or [])
         mounts.append(Mount(target=self.results_dir, source=self.results_dir, type="bind",
                             read_only=False))
-        model = json.loads(self.run["spec_json"])["config"]["model"]
-        from llem_core.config import is_local_path
-
-        # Only this run's model, and only if it exists: a missing one must fail inside the
-        # container with llem's one-line reason, not as a Docker mount error.
-        if is_local_path(model) and Path(model).expanduser().is_dir():
-            p = str(Path(model).expanduser())
-            mounts.append(Mount(target=p, source=p, type="bind", read_only=True))
+        mounts += [Mount(target=p, source=p, type="bind", read_only=True)
+                   for p in run_inputs(run)]
         self.mounts = mounts
-        super().execute(context)
-        return self._finish(context, read_summary(self.run))
+        DockerOperator.execute(self, context)
 
 
-class LlemLocalOperator(_GapMixin, BaseOperator):
+def run_inputs(run: PlannedRun) -> list[str]:
+    """Host paths an experiment reads: its local model folder and its JSONL prompts.
+
+    Only those that exist: a missing one must fail inside the container with llem's
+    one-line reason, not as a Docker mount error.
+    """
+    from llem_core.config import is_local_path
+
+    cfg = run.spec.config
+    paths = []
+    if is_local_path(cfg.model) and Path(cfg.model).expanduser().is_dir():
+        paths.append(str(Path(cfg.model).expanduser()))
+    if cfg.prompts.kind == "jsonl" and Path(cfg.prompts.path).is_file():
+        paths.append(str(Path(cfg.prompts.path)))
+    return paths
+
+
+def local_environment(spec_json: str, source: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a local experiment process: an allow-list, plus its spec."""
+    source = dict(os.environ if source is None else source)
+    env = {k: v for k, v in source.items()
+           if k in LOCAL_ENV_KEEP or k.startswith(LOCAL_ENV_PREFIXES)}
+    env.update({SPEC_ENV: spec_json, "PYTHONUNBUFFERED": "1", HOST_ENV: socket.gethostname()})
+    return env
+
+
+class LlemLocalOperator(_ExperimentMixin, BaseOperator):
     """A fresh Python subprocess per experiment, for machines without Docker."""
 
     ui_color = "#dcfce7"
@@ -114,13 +208,14 @@ class LlemLocalOperator(_GapMixin, BaseOperator):
         self.python = python
 
     def execute(self, context: Any) -> Any:
+        return self._measure(context, self._launch)
+
+    def _launch(self, context: Any, run: PlannedRun) -> None:
         cmd = [self.python or sys.executable, "-m", "llem_core", "run-experiment",
-               "--out", self.run["result_path"]]
-        env = {**os.environ, SPEC_ENV: self.run["spec_json"], "PYTHONUNBUFFERED": "1"}
-        self.log.info("running %s (%s, cycle %s)", " ".join(cmd), self.run["name"],
-                      self.run["cycle"])
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
+               "--out", run.result_path]
+        self.log.info("running %s (%s, cycle %s)", " ".join(cmd), run.name, run.cycle)
+        proc = subprocess.Popen(cmd, env=local_environment(run.spec.model_dump_json()),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         last = ""
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -130,51 +225,3 @@ class LlemLocalOperator(_GapMixin, BaseOperator):
                 last = line
         if proc.wait() != 0:
             raise AirflowException(f"llem run-experiment exited {proc.returncode}: {last}")
-        return self._finish(context, read_summary(self.run))
-
-
-class LlemAggregateOperator(BaseOperator):
-    """Aggregate a campaign run: statistics, summary files, the HTML report, and the
-    compact per-configuration table as XCom. Runs whatever happened upstream (all_done)."""
-
-    ui_color = "#ede9fe"
-    operator_extra_links = (ReportLink(),)
-
-    def __init__(self, *, cycle_limit: int, group_by: list[str] | None = None,
-                 plan_task_id: str = "plan", **kwargs: Any) -> None:
-        kwargs.setdefault("trigger_rule", "all_done")
-        super().__init__(**kwargs)
-        self.cycle_limit = cycle_limit
-        self.group_by = group_by
-        self.plan_task_id = plan_task_id
-        self.report_run_dir: str | None = None
-
-    def execute(self, context: Any) -> dict[str, Any]:
-        from llem_core.aggregate import aggregate_dir
-        from llem_core.report import write_report
-
-        ti = context["ti"]
-        planned = ti.xcom_pull(task_ids=self.plan_task_id, key="plan") or []
-        run_dir = ti.xcom_pull(task_ids=self.plan_task_id, key="run_dir")
-        if run_dir is None:
-            raise AirflowException("the plan task produced no plan: nothing to aggregate")
-        if context["params"].get("dry_run"):
-            return {"dry_run": True, "planned": planned, "run_dir": run_dir, "missing": []}
-        cycles = range(1, self.cycle_limit + 1)
-        ready = ti.xcom_pull(task_ids=[f"cycle_{k}.gpu_ready" for k in cycles],
-                             key="readiness") or []
-        notes = [f"cycle {r['cycle']}: GPU not ready after {r['waited_s']:.0f} s "
-                 f"({'; '.join(r['reasons'])}); ran anyway"
-                 for r in ready if isinstance(r, dict) and r.get("timed_out")]
-        notes += [f"cycle {r['cycle']}: no GPU readiness check ({r['no_gpu']})"
-                  for r in ready[:1] if isinstance(r, dict) and r.get("no_gpu")]
-        summaries = ti.xcom_pull(task_ids=[f"cycle_{k}.experiment" for k in cycles]) or []
-        digest = aggregate_dir(run_dir, planned, group_by=self.group_by, notes=notes)
-        digest["xcom_results"] = sum(1 for s in summaries
-                                     if isinstance(s, dict) and "config_hash" in s)
-        if digest["results"]:
-            report = write_report(run_dir, Path(run_dir) / "report.html")
-            digest["files"]["report"] = str(report)
-            self.report_run_dir = run_dir  # read by ReportLink when the task finishes
-        return digest
-

@@ -1,8 +1,10 @@
 """One Airflow pool with one slot per GPU (and one per host for CPU runs).
 
-Every experiment task of every campaign that uses a GPU takes that GPU's pool, so two
-campaigns triggered together queue up instead of sharing a GPU. The pools count deferred
-tasks, so an experiment resting through its config gap keeps its GPU.
+Every experiment task takes the pool of its placement (:mod:`llem_core.placement`): the
+pool of the lowest *host* GPU it uses, so two campaigns triggered together queue up
+instead of sharing a GPU; an experiment on several GPUs also locks each of them while
+it runs. The pools count deferred tasks, so an experiment resting through its config
+gap keeps its GPU.
 
 Airflow 3 forbids database access while parsing DAGs, so pools are created by a command,
 idempotently: ``llem-airflow pools`` (the main job and the compose init service run it).
@@ -13,39 +15,30 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from llem_core.config import CampaignConfig
+from llem_airflow.grid_cache import grid_summary
+from llem_core.campaign_file import CampaignFileError
+from llem_core.discovery import iter_campaigns
 
 
-def pool_name(host: str, gpu: int | None) -> str:
-    return f"llem_{host}_cpu" if gpu is None else f"llem_{host}_gpu{gpu}"
-
-
-def pool_for(cfg: CampaignConfig) -> str:
-    """The pool of a campaign: its runner's host and the first GPU its experiments use."""
-    if cfg.base.get("device") == "cpu":
-        return pool_name(cfg.runner.host, None)
-    gpus = cfg.base.get("gpus") or [0]
-    return pool_name(cfg.runner.host, int(gpus[0]))
-
-
-def pools_of(folder: Path) -> dict[str, str]:
-    from llem_core.campaign_file import CampaignFileError, load_campaign
-
+def pools_of(folder: Path) -> tuple[dict[str, str], list[str]]:
+    """Pool name -> description for every valid campaign, and the problems found."""
+    campaigns, file_errors = iter_campaigns(folder)
+    errors = [line for exc in file_errors for line in exc.lines()]
     out: dict[str, str] = {}
-    for path in sorted(folder.glob("*.y*ml")):
+    for c in campaigns:
         try:
-            cfg = load_campaign(path).config
-        except CampaignFileError:
+            placement = grid_summary(c).placement
+        except CampaignFileError as exc:
+            errors.extend(exc.lines())
             continue
-        out.setdefault(pool_for(cfg), f"llem: one experiment at a time ({cfg.runner.host})")
-    return out
+        for name in placement.pools:
+            out.setdefault(name, f"llem: one experiment at a time ({placement.host})")
+    return out, errors
 
 
-def ensure_pools(folder: Path, airflow: str = "airflow") -> list[str]:
-    """Create (or keep) every campaign's pool with one slot; returns their names."""
-    names = []
-    for name, desc in pools_of(folder).items():
+def ensure_pools(names: dict[str, str], airflow: str = "airflow") -> list[str]:
+    """Create (or keep) each pool with one slot; returns their names."""
+    for name, desc in names.items():
         subprocess.run([airflow, "pools", "set", name, "1", desc, "--include-deferred"],
                        check=True, capture_output=True, text=True)
-        names.append(name)
-    return names
+    return list(names)

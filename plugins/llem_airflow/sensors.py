@@ -1,44 +1,49 @@
 """GPU readiness / cool-down sensor that opens every cycle.
 
 Reschedule mode: between pokes no worker slot is held. It first honours the cycle gap,
-then waits until the GPU is cool, nearly empty and free of foreign processes. On timeout
-it warns, records that in its XCom (the aggregate reports it) and lets the cycle run: a
-campaign is never failed by a busy GPU. Where no GPU exists it passes at once, saying why.
+then waits until the campaign's *host* GPUs (its placement) are cool, nearly empty and
+free of foreign processes. On timeout it warns, records that in its XCom (the aggregate
+reports it) and lets the cycle run: a campaign is never failed by a busy GPU. Where no
+GPU exists it passes at once, saying why.
 
-Its return value is the cycle's list of runs (read from the plan task's ``cycle_<k>``
-XCom), which the cycle's experiment task is mapped over: Airflow maps only over return
-values, and this way the mapping starts only once the GPU is ready.
+Its return value is the cycle's planned runs (read from the plan task's ``cycle_<k>``
+XCom and validated), which the cycle's experiment task is mapped over: Airflow maps only
+over return values, and this way the mapping starts only once the GPU is ready.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSkipException
 
-from llem_core.health import Thresholds, check
+from llem_core.config import Health
+from llem_core.health import GpuState, Thresholds, check, read_gpus
+from llem_core.planning import PlannedRun
 
 
 class GpuReadySensor(BaseSensorOperator):
     ui_color = "#fef3c7"
+    # how GPU state is read; tests give a simulated GPU
+    reader: ClassVar[Callable[[list[int] | None], list[GpuState]]] = staticmethod(read_gpus)
 
-    def __init__(self, *, cycle: int, gpus: list[int] | None, thresholds: dict[str, Any],
-                 ready_timeout_s: float, gap_s: float = 0.0, plan_task_id: str = "plan",
-                 **kwargs: Any) -> None:
+    def __init__(self, *, cycle: int, host_gpus: list[int], health: Health, gap_s: float = 0.0,
+                 plan_task_id: str = "plan", **kwargs: Any) -> None:
         kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("poke_interval", health.poke_interval_s)
         # The sensor's own hard timeout must never fire before ours, which does not fail.
-        kwargs.setdefault("timeout", gap_s + ready_timeout_s + 3600)
+        kwargs.setdefault("timeout", gap_s + health.timeout_s + 3600)
         super().__init__(**kwargs)
         self.cycle = cycle
-        self.gpus = gpus
-        self.thresholds = thresholds
-        self.ready_timeout_s = ready_timeout_s
+        self.host_gpus = list(host_gpus)
+        self.health = health
         self.gap_s = gap_s
         self.plan_task_id = plan_task_id
 
-    def poke(self, context: Any) -> bool | PokeReturnValue:
+    def _runs(self, context: Any) -> list[dict[str, Any]]:
         params = context["params"]
         if params.get("dry_run"):
             raise AirflowSkipException("dry run: plan only")
@@ -48,22 +53,32 @@ class GpuReadySensor(BaseSensorOperator):
         runs = context["ti"].xcom_pull(task_ids=self.plan_task_id, key=f"cycle_{self.cycle}")
         if not runs:
             raise AirflowSkipException(f"cycle {self.cycle} has no runs in this plan")
+        # validated on read: a malformed hand-off fails here, not inside an experiment
+        return [PlannedRun.model_validate(r).model_dump(mode="json") for r in runs]
+
+    def poke(self, context: Any) -> bool | PokeReturnValue:
+        runs = self._runs(context)
         now = datetime.now(UTC)
         first = context["ti"].get_first_reschedule_date(context) or now
         elapsed = (now - first).total_seconds()
         if elapsed < self.gap_s:
             self.log.info("cycle gap: %.0f of %.0f s elapsed", elapsed, self.gap_s)
             return False
-        r = check(self.gpus, Thresholds(**self.thresholds))
-        info = {"cycle": self.cycle, "ready": r.ready, "reasons": r.reasons, "gpus": r.gpus,
-                "no_gpu": r.no_gpu, "waited_s": elapsed, "timed_out": False}
+        if not self.host_gpus:
+            return self._done(context, self._info(elapsed, no_gpu="the campaign runs on the "
+                                                  "CPU"), runs)
+        h = self.health
+        r = check(self.host_gpus, Thresholds(h.max_temperature_c, h.max_memory_used_pct,
+                                             h.allow_foreign_processes), type(self).reader)
+        info = self._info(elapsed, ready=r.ready, reasons=r.reasons, gpus=r.gpus,
+                          no_gpu=r.no_gpu)
         if r.no_gpu:
             self.log.info("no GPU to check (%s): passing at once", r.no_gpu)
             return self._done(context, info, runs)
         if r.ready:
-            self.log.info("GPU ready: %s", r.gpus)
+            self.log.info("host GPUs %s ready", self.host_gpus)
             return self._done(context, info, runs)
-        if elapsed - self.gap_s >= self.ready_timeout_s:
+        if elapsed - self.gap_s >= h.timeout_s:
             self.log.warning("GPU not ready after %.0f s (%s); running cycle %d anyway",
                              elapsed - self.gap_s, "; ".join(r.reasons), self.cycle)
             info["timed_out"] = True
@@ -71,6 +86,14 @@ class GpuReadySensor(BaseSensorOperator):
         self.log.info("GPU not ready: %s", "; ".join(r.reasons))
         return False
 
-    def _done(self, context: Any, info: dict[str, Any], runs: list[Any]) -> PokeReturnValue:
+    def _info(self, waited_s: float, ready: bool = True, reasons: list[str] | None = None,
+              gpus: list[dict[str, Any]] | None = None,
+              no_gpu: str | None = None) -> dict[str, Any]:
+        return {"cycle": self.cycle, "host_gpus": self.host_gpus, "ready": ready,
+                "reasons": reasons or [], "gpus": gpus or [], "no_gpu": no_gpu,
+                "waited_s": waited_s, "timed_out": False}
+
+    def _done(self, context: Any, info: dict[str, Any],
+              runs: list[dict[str, Any]]) -> PokeReturnValue:
         context["ti"].xcom_push(key="readiness", value=info)
         return PokeReturnValue(is_done=True, xcom_value=runs)

@@ -87,7 +87,7 @@ class AirflowStack:
         self.cli("db", "migrate")
         from llem_airflow.pools import pools_of
 
-        for name, desc in pools_of(self.campaigns).items():
+        for name, desc in pools_of(self.campaigns)[0].items():
             self.cli("pools", "set", name, "1", desc, "--include-deferred")
         for comp in self.components:
             args = (comp,) if isinstance(comp, str) else tuple(comp)

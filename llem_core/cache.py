@@ -1,0 +1,13 @@
+"""The folder where llem keeps what it can recompute (grid summaries, idle baselines)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CACHE_ENV = "LLEM_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """``$LLEM_CACHE_DIR``, else ``~/.cache/llem``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "llem")

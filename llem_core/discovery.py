@@ -1,0 +1,79 @@
+"""Campaign discovery: the one place that finds and validates a folder's campaign files.
+
+Used by the Airflow DAG file and its error file, by ``llem-airflow pools`` and by the
+results page, so they agree on which files are campaigns, which folder is meant, and
+what is wrong with each file. A broken file is an error of that file only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from llem_core.campaign_file import CampaignFileError, FieldError, LoadedCampaign, load_campaign
+
+CAMPAIGNS_ENV = "LLEM_CAMPAIGNS_DIR"
+PATTERNS = ("*.yaml", "*.yml")
+
+
+@dataclass
+class Campaign:
+    """A valid campaign file with the text it was read from (the grid cache's key)."""
+
+    loaded: LoadedCampaign
+    text: str
+
+    @property
+    def path(self) -> Path:
+        return self.loaded.path
+
+    @property
+    def name(self) -> str:
+        return self.loaded.config.campaign
+
+
+def campaigns_dir(default: Path | None = None) -> Path:
+    """``$LLEM_CAMPAIGNS_DIR``, else ``default``; an error when neither is given."""
+    env = os.environ.get(CAMPAIGNS_ENV)
+    if env:
+        return Path(env)
+    if default is None:
+        raise ValueError(f"no campaigns folder: set {CAMPAIGNS_ENV} or pass one")
+    return default
+
+
+def campaign_files(folder: Path) -> list[Path]:
+    """Campaign files of a folder, sorted; hidden files (editor swap files) are skipped."""
+    found = {p for pattern in PATTERNS for p in folder.glob(pattern)
+             if not p.name.startswith(".") and p.is_file()}
+    return sorted(found)
+
+
+def iter_campaigns(folder: Path) -> tuple[list[Campaign], list[CampaignFileError]]:
+    """Every valid campaign of ``folder`` and one error per file that is not one.
+
+    A second file claiming a campaign name already taken is an error of that file: two
+    DAGs cannot share an id and two campaigns must never share a results folder.
+    """
+    campaigns: list[Campaign] = []
+    errors: list[CampaignFileError] = []
+    owners: dict[str, Path] = {}
+    for path in campaign_files(folder):
+        try:
+            text = path.read_text(encoding="utf-8")
+            loaded = load_campaign(path)
+        except CampaignFileError as exc:
+            errors.append(exc)
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            errors.append(CampaignFileError(str(path), [FieldError("(file)", str(exc))]))
+            continue
+        name = loaded.config.campaign
+        if name in owners:
+            errors.append(CampaignFileError(str(path), [FieldError(
+                "campaign", f"{name!r} is already used by {owners[name]}")]))
+            continue
+        owners[name] = path
+        campaigns.append(Campaign(loaded, text))
+    return campaigns, errors
