@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests that build DAGs in-process import Airflow: keep it off the user's ~/airflow.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="llem-test-airflow-home-"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,367 @@
+"""The Airflow side without a scheduler or a daemon: DAGs built in-process from YAML, the
+plan task's typed hand-off, the readiness sensor's poke against a simulated GPU, the
+Docker operator against a mock Docker API client, resume, pools and the grid cache."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from unittest import mock
+
+import pytest
+import yaml
+
+pytest.importorskip("airflow.sdk")
+
+from docker import APIClient  # noqa: E402
+
+from llem_airflow import factory  # noqa: E402
+from llem_airflow.grid_cache import grid_summary  # noqa: E402
+from llem_airflow.operators import (  # noqa: E402
+    LlemDockerOperator,
+    LlemLocalOperator,
+    local_environment,
+)
+from llem_airflow.pools import pools_of  # noqa: E402
+from llem_airflow.sensors import GpuReadySensor  # noqa: E402
+from llem_core.discovery import iter_campaigns  # noqa: E402
+from llem_core.gpu_lock import hold_gpus  # noqa: E402
+from llem_core.health import GpuState  # noqa: E402
+from llem_core.planning import PlannedRun, RunPlan  # noqa: E402
+from llem_core.results import SPEC_ENV, write_result  # noqa: E402
+from synthetic import synthetic_result  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLEM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LLEM_LOCK_DIR", str(tmp_path / "locks"))
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    (tmp_path / "camps").mkdir()
+    model = tmp_path / "model"
+    model.mkdir()
+    (tmp_path / "prompts.jsonl").write_text('{"text": "hello"}\n{"text": "world"}\n')
+    return tmp_path / "camps"
+
+
+def write(folder: Path, name: str, **over: Any) -> Path:
+    root = folder.parent
+    data: dict[str, Any] = {
+        "campaign": name,
+        "base": {"model": str(root / "model"), "gpus": [0], "batch_size": 1,
+                 "prompts": {"kind": "jsonl", "path": str(root / "prompts.jsonl")},
+                 "energy": {"meter": "none"}},
+        "grid": {"max_output_tokens": [4, 8]},
+        "execution": {"cycles": 2},
+        "runner": {"type": "docker", "image": "img:1", "gpus": [2], "host": "srv"},
+        "results_dir": str(root / "results"),
+    }
+    data.update(over)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_dag_shape_pools_params_and_doc(folder):
+    write(folder, "a")
+    dags, errors = factory.build_dags(folder)
+    assert errors == []
+    dag = dags["llem_a"]
+    assert {t.task_id for t in dag.tasks} == {
+        "plan", "cycle_1.gpu_ready", "cycle_1.experiment", "cycle_2.gpu_ready",
+        "cycle_2.experiment", "aggregate", "verify_complete"}
+    down = {t.task_id: t.downstream_task_ids for t in dag.tasks}
+    assert down["plan"] == {"cycle_1.gpu_ready"}
+    assert down["cycle_1.experiment"] == {"cycle_2.gpu_ready"}
+    assert down["cycle_2.experiment"] == {"aggregate"}
+    assert down["aggregate"] == {"verify_complete"}
+    # runner.gpus [2]: the experiments take GPU 2's pool and the sensor reads host GPU 2
+    assert dag.get_task("cycle_1.experiment").pool == "llem_srv_gpu2"
+    sensor = dag.get_task("cycle_2.gpu_ready")
+    assert isinstance(sensor, GpuReadySensor) and sensor.host_gpus == [2]
+    assert sensor.trigger_rule == "all_done" and sensor.mode == "reschedule"
+    schema = dag.params.dump()
+    assert set(schema) == {"cycles", "ordering", "seed", "configs", "dry_run",
+                           "max_output_tokens", "warmup_runs"}
+    cycles = dag.params.get_param("cycles").schema
+    assert cycles["minimum"] == 1 and cycles["maximum"] == 2
+    assert set(dag.params.get_param("configs").schema["items"]["enum"]) == {
+        "max_output_tokens=4", "max_output_tokens=8"}
+    assert "host GPUs [2]" in dag.doc_md and "llem_srv_gpu2" in dag.doc_md
+    assert "campaign:a" in dag.tags
+
+
+def test_grid_over_gpus_is_rejected_by_validate_and_factory(folder, capsys):
+    path = write(folder, "multi", grid={"gpus": [[0], [1]]},
+                 runner={"type": "docker", "gpus": [2, 3]})
+    _, errors = factory.build_dags(folder)
+    assert len(errors) == 1 and str(path) in errors[0] and "runner.gpus" in errors[0]
+    assert "split it into one campaign file per GPU set" in errors[0]
+    from llem_core.cli import main
+
+    assert main(["validate", str(path)]) == 1
+    assert "split it into one campaign file per GPU set" in capsys.readouterr().err
+
+
+def test_gpu_outside_the_runners_gpus_is_an_error(folder):
+    write(folder, "outside", base={"model": "org/m", "gpus": [1], "energy": {"meter": "none"}})
+    _, errors = factory.build_dags(folder)
+    assert errors and "runner.gpus exposes only 1 GPU" in errors[0]
+
+
+def test_one_broken_file_loses_only_itself(folder, monkeypatch):
+    write(folder, "good")
+    write(folder, "hostile", execution={"cycles": 1, "experiment_timeout_s": 1e300})
+    (folder / "yaml-error.yaml").write_text("campaign: [unclosed\n")
+    write(folder, "dup").rename(folder / "dup-copy.yaml")
+    write(folder, "dup")
+    dags, errors = factory.build_dags(folder)
+    assert "llem_good" in dags and "llem_dup" in dags
+    text = "\n".join(errors)
+    for name in ("hostile.yaml", "yaml-error.yaml", "dup.yaml"):
+        assert name in text, text
+    # an exception of any kind while building one DAG is that file's error
+    real = factory.build_dag
+
+    def explode(campaign, summary=None):
+        if campaign.name == "good":
+            raise RuntimeError("boom")
+        return real(campaign, summary)
+
+    monkeypatch.setattr(factory, "build_dag", explode)
+    dags, errors = factory.build_dags(folder)
+    assert "llem_good" not in dags and "llem_dup" in dags
+    assert any("good.yaml" in e and "RuntimeError: boom" in e for e in errors)
+
+
+def context(params: dict[str, Any], conf: dict[str, Any] | None = None,
+            run_id: str = "manual__1") -> dict[str, Any]:
+    return {"params": params, "run_id": run_id, "dag_run": SimpleNamespace(conf=conf or {})}
+
+
+def plan_of(folder: Path, name: str = "a", **params: Any) -> dict[str, Any]:
+    [campaign], _ = iter_campaigns(folder)
+    defaults = {"cycles": 2, "ordering": "interleaved", "seed": 0, "configs": [],
+                "dry_run": False, "max_output_tokens": None, "warmup_runs": None}
+    return factory.plan_task(campaign.loaded.config, context({**defaults, **params}))
+
+
+def test_plan_task_hands_off_typed_runs_and_writes_plan_json(folder):
+    write(folder, "a")
+    out = plan_of(folder)
+    plan = RunPlan.model_validate(out["plan"])
+    assert [(r.name, r.cycle) for r in plan.runs] == [
+        ("max_output_tokens=4", 1), ("max_output_tokens=8", 1),
+        ("max_output_tokens=4", 2), ("max_output_tokens=8", 2)]
+    runs = [PlannedRun.model_validate(r) for r in out["cycle_2"]]
+    assert [r.cycle for r in runs] == [2, 2]
+    assert runs[0].placement.host_gpus == [2] and runs[0].placement.device_gpus == [0]
+    assert runs[0].spec.config.max_output_tokens == 4
+    assert json.loads(Path(plan.run_dir, "plan.json").read_text())["runs"][0]["cycle"] == 1
+    # a dry run plans everything and hands no run to any cycle
+    dry = plan_of(folder, dry_run=True)
+    assert dry["cycle_1"] == [] and len(dry["plan"]["runs"]) == 4
+
+
+def test_plan_task_refuses_unknown_conf_keys(folder):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    write(folder, "a")
+    [campaign], _ = iter_campaigns(folder)
+    params = {"cycles": 2, "ordering": "interleaved", "seed": 0, "configs": [],
+              "dry_run": False, "max_output_tokens": None, "warmup_runs": None}
+    with pytest.raises(AirflowFailException, match=r"unknown trigger param\(s\) \['cycle'\]"):
+        factory.plan_task(campaign.loaded.config, context(params, conf={"cycle": 2}))
+    with pytest.raises(AirflowFailException, match="configs: unknown configurations"):
+        factory.plan_task(campaign.loaded.config, context({**params, "configs": ["nope"]}))
+
+
+class FakeTI:
+    def __init__(self, runs: list[dict[str, Any]]) -> None:
+        self.runs = runs
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_pull(self, task_ids: str, key: str) -> Any:
+        assert task_ids == "plan" and key == "cycle_1"
+        return self.runs
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+    def get_first_reschedule_date(self, context: Any) -> None:
+        return None
+
+
+def test_sensor_waits_for_the_placed_gpu_then_returns_validated_runs(folder, monkeypatch):
+    write(folder, "a")
+    out = plan_of(folder)
+    dag = factory.build_dags(folder)[0]["llem_a"]
+    sensor = dag.get_task("cycle_1.gpu_ready")
+    asked: list[Any] = []
+    temps = iter([95.0, 40.0])
+
+    def reader(indices):
+        asked.append(indices)
+        return [GpuState(index=i, name="sim", temperature_c=next(temps), memory_used_pct=0.0)
+                for i in indices]
+
+    monkeypatch.setattr(GpuReadySensor, "reader", staticmethod(reader))
+    ti = FakeTI(out["cycle_1"])
+    ctx = {"params": {"cycles": 2, "dry_run": False}, "ti": ti}
+    assert sensor.poke(ctx) is False  # 95 C is above the campaign's 80 C limit
+    done = sensor.poke(ctx)
+    assert asked == [[2], [2]]
+    assert done.is_done and [r["name"] for r in done.xcom_value] == [
+        "max_output_tokens=4", "max_output_tokens=8"]
+    assert ti.pushed["readiness"]["ready"] and ti.pushed["readiness"]["host_gpus"] == [2]
+    # a malformed hand-off fails in the sensor, not inside an experiment
+    ti.runs = [{"name": "x"}]
+    with pytest.raises(ValueError, match="validation error"):
+        sensor.poke(ctx)
+
+
+def docker_operator(run: dict[str, Any], results: Path, **kw: Any) -> LlemDockerOperator:
+    args = factory.docker_args(factory.DockerRunner(image="{{ var.value.secret }}",
+                                                    gpus=[2], shm_size="1g"))
+    return LlemDockerOperator(task_id="experiment", run=run, results_dir=str(results),
+                              **args, **kw)
+
+
+def mock_client(on_start=None) -> mock.Mock:
+    client = mock.Mock(spec=APIClient)
+    client.images.return_value = [{"Id": "sha256:img"}]
+    client.create_host_config.side_effect = lambda **kw: kw
+    client.create_container.return_value = {"Id": "c0ffee"}
+    client.attach.return_value = iter([])
+    client.wait.return_value = {"StatusCode": 0}
+    if on_start:
+        client.start.side_effect = on_start
+    return client
+
+
+def write_synthetic(run: PlannedRun) -> None:
+    spec = run.spec
+    write_result(synthetic_result(spec.campaign, spec.run_id, run.name, spec.config,
+                                  run.config_hash, run.cycle), run.result_path)
+
+
+def test_docker_operator_runs_a_locked_down_container(folder):
+    write(folder, "a")
+    raw = plan_of(folder)["cycle_1"][0]
+    run = PlannedRun.model_validate(raw)
+    client = mock_client(on_start=lambda _id: write_synthetic(run))
+    op = docker_operator(raw, folder.parent / "results")
+    op.__dict__["hook"] = mock.Mock(api_client=client)
+    summary = op.execute({})
+    assert summary["config_hash"] == run.config_hash and summary["cycle"] == 1
+    create = client.create_container.call_args.kwargs
+    host = create["host_config"]
+    assert host["network_mode"] == "none" and host["privileged"] is False
+    assert create["image"] == "{{ var.value.secret }}"  # data, never rendered
+    assert LlemDockerOperator.template_fields == ()
+    assert create["command"] == ["llem", "run-experiment", "--out", run.result_path]
+    env = create["environment"]
+    assert PlannedRun.model_validate({**raw, "spec": json.loads(env[SPEC_ENV])}) == run
+    assert env["LLEM_IN_CONTAINER"] == "1" and env["LLEM_HOST_NAME"]
+    mounts = {m["Target"]: m for m in host["mounts"]}
+    root = folder.parent
+    assert mounts[str(root / "results")]["ReadOnly"] is False
+    assert mounts[str(root / "model")]["ReadOnly"] is True
+    assert mounts[str(root / "prompts.jsonl")]["ReadOnly"] is True
+    [device] = host["device_requests"]
+    assert device["DeviceIDs"] == ["2"] and device["Capabilities"] == [["gpu"]]
+    assert host["shm_size"] == 2**30
+
+
+def test_resume_returns_a_measured_result_without_running_anything(folder):
+    write(folder, "a")
+    raw = plan_of(folder)["cycle_1"][0]
+    run = PlannedRun.model_validate(raw)
+    write_synthetic(run)
+    before = Path(run.result_path).read_bytes()
+    client = mock_client()
+    op = docker_operator(raw, folder.parent / "results")
+    op.__dict__["hook"] = mock.Mock(api_client=client)
+    summary = op.execute({})
+    assert summary["reused"] is True and summary["cycle"] == 1
+    client.create_container.assert_not_called()
+    assert Path(run.result_path).read_bytes() == before
+
+
+def test_resume_never_replaces_an_unreadable_result(folder):
+    from airflow.sdk.exceptions import AirflowException
+
+    write(folder, "a", runner={"type": "local"})
+    raw = plan_of(folder)["cycle_1"][0]
+    path = Path(raw["result_path"])
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    op = LlemLocalOperator(task_id="experiment", run=raw, python="/nonexistent/python")
+    with pytest.raises(AirflowException, match="it is kept: move it away"):
+        op.execute({})
+    assert path.read_text() == "{not json"
+
+
+def test_local_runner_passes_no_worker_secrets():
+    env = local_environment('{"x": 1}', {
+        "PATH": "/bin", "HOME": "/h", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://p",
+        "AIRFLOW__CORE__FERNET_KEY": "k", "AIRFLOW__API_AUTH__JWT_SECRET": "s",
+        "AWS_SECRET_ACCESS_KEY": "a", "LLEM_CACHE_DIR": "/c", "LC_ALL": "C"})
+    assert env[SPEC_ENV] == '{"x": 1}'
+    assert {"PATH", "HOME", "LLEM_CACHE_DIR", "LC_ALL"} <= set(env)
+    assert not any(k.startswith("AIRFLOW__") or k.startswith("AWS") for k in env)
+
+
+def test_pools_follow_the_placement(folder):
+    write(folder, "a")
+    write(folder, "cpu", base={"model": "org/m", "device": "cpu", "energy": {"meter": "none"}},
+          runner={"type": "local", "host": "lab"})
+    write(folder, "multi", base={"model": "org/m", "gpus": [0, 1], "energy": {"meter": "none"}},
+          runner={"type": "docker", "gpus": [3, 1], "host": "srv"})
+    names, errors = pools_of(folder)
+    assert errors == []
+    assert set(names) == {"llem_srv_gpu2", "llem_lab_cpu", "llem_srv_gpu1", "llem_srv_gpu3"}
+
+
+def test_grid_cache_expands_once_per_file_version(folder, monkeypatch):
+    path = write(folder, "a")
+    [campaign], _ = iter_campaigns(folder)
+    first = grid_summary(campaign)
+    import llem_airflow.grid_cache as gc
+
+    monkeypatch.setattr(gc, "expand_or_raise", mock.Mock(side_effect=AssertionError("again")))
+    assert grid_summary(campaign) == first  # served from the cache
+    write(folder, "a", grid={"max_output_tokens": [4, 8, 16]})
+    [changed], _ = iter_campaigns(folder)
+    with pytest.raises(AssertionError, match="again"):
+        grid_summary(changed)  # new content, new key
+    assert path.exists()
+
+
+def test_gpu_locks_serialise_experiments_sharing_a_gpu(tmp_path):
+    order: list[str] = []
+    entered = threading.Event()
+
+    def first() -> None:
+        with hold_gpus([0, 1], folder=tmp_path):
+            entered.set()
+            order.append("first in")
+            time.sleep(0.3)
+            order.append("first out")
+
+    t = threading.Thread(target=first)
+    t.start()
+    entered.wait(5)
+    with hold_gpus([1], folder=tmp_path, poll_s=0.02) as waited:
+        order.append("second in")
+    t.join()
+    assert order == ["first in", "first out", "second in"] and waited > 0.1
+    with hold_gpus([5], folder=tmp_path) as waited:  # another GPU: no wait
+        assert waited < 0.1
