@@ -14,26 +14,23 @@ from unittest import mock
 
 import pytest
 import yaml
-
-pytest.importorskip("airflow.sdk")
-
-from docker import APIClient  # noqa: E402
-
-from llem_airflow import factory  # noqa: E402
-from llem_airflow.grid_cache import grid_summary  # noqa: E402
-from llem_airflow.operators import (  # noqa: E402
+from llem_airflow import factory
+from llem_airflow.grid_cache import grid_summary
+from llem_airflow.operators import (
     LlemDockerOperator,
     LlemLocalOperator,
     local_environment,
 )
-from llem_airflow.pools import pools_of  # noqa: E402
-from llem_airflow.sensors import GpuReadySensor  # noqa: E402
-from llem_core.discovery import iter_campaigns  # noqa: E402
-from llem_core.gpu_lock import hold_gpus  # noqa: E402
-from llem_core.health import GpuState  # noqa: E402
-from llem_core.planning import PlannedRun, RunPlan  # noqa: E402
-from llem_core.results import SPEC_ENV, write_result  # noqa: E402
-from synthetic import synthetic_result  # noqa: E402
+from llem_airflow.pools import pools_of
+from llem_airflow.sensors import GpuReadySensor
+from synthetic import synthetic_result
+
+from docker import APIClient
+from llem_core.discovery import iter_campaigns
+from llem_core.gpu_lock import hold_gpus
+from llem_core.health import GpuState
+from llem_core.planning import PlannedRun, RunPlan
+from llem_core.results import SPEC_ENV, write_result
 
 
 @pytest.fixture(autouse=True)
