@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from llem_core.schedule import ScheduleWindow, window_problem
+
 # Airflow DAG ids allow letters, digits, '-', '.', '_' and at most 250 characters; the
 # factory prefixes "llem_".
 DAG_ID_PREFIX = "llem_"
@@ -366,6 +368,16 @@ class CampaignConfig(Strict):
     group_by: list[str] = Field(
         default_factory=list, description="Config fields the statistics are grouped by."
     )
+    schedule_window: ScheduleWindow | None = Field(
+        None, description="Time zone of the cron, first and last run time of a schedule."
+    )
+
+    @model_validator(mode="after")
+    def _window_fits_schedule(self) -> CampaignConfig:
+        problem = window_problem(self.schedule, self.schedule_window)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @field_validator("campaign")
     @classmethod

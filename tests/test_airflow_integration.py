@@ -9,9 +9,11 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -20,6 +22,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 IMAGE = "llem-experiment:test"
+
+
+FAILPY = """#!{python}
+import json, os, sys
+spec = json.loads(os.environ["LLEM_SPEC_JSON"])
+flag = os.environ.get("LLEM_TEST_FAIL_FLAG", "")
+if flag and os.path.exists(flag) and spec["cycle"] == 1 and spec["name"] == "seed=2":
+    print("injected failure of seed=2 in cycle 1")
+    sys.exit(3)
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
 
 
 def docker_ok() -> str | None:
@@ -80,6 +93,21 @@ def stack(tmp_path_factory, tiny_model):
         "overlap-b": campaign("overlap-b", tiny_model, results, runner=docker,
                               grid={"seed": [3, 4]}),
     }
+    # a cycle-1 experiment that fails while the flag file exists (resume test)
+    failpy = root / "failpy"
+    failpy.write_text(FAILPY.format(python=sys.executable))
+    failpy.chmod(0o755)
+    files["resume"] = campaign("resume", tiny_model, results,
+                               runner={"type": "local", "python": str(failpy)},
+                               grid={"seed": [1, 2]})
+    # fires every minute, twice, inside a window a few minutes from now (Berlin time)
+    berlin = ZoneInfo("Europe/Berlin")
+    start = datetime.now(berlin).replace(second=0, microsecond=0) + timedelta(minutes=4)
+    files["windowed"] = campaign(
+        "windowed", tiny_model, results, runner=local, grid={"seed": [1]}, cycles=1,
+        schedule="* * * * *", schedule_window={
+            "timezone": "Europe/Berlin", "start": start.isoformat(),
+            "end": (start + timedelta(seconds=90)).isoformat()})
     example = yaml.safe_load((REPO / "campaigns" / "example-cpu.yaml").read_text())
     example["base"]["model"] = str(tiny_model)
     example["runner"] = local
@@ -92,7 +120,8 @@ def stack(tmp_path_factory, tiny_model):
 
     from llem_airflow.stack import AirflowStack
 
-    s = AirflowStack(home=root / "home", campaigns=camps, port=free_port())
+    s = AirflowStack(home=root / "home", campaigns=camps, port=free_port(),
+                     extra_env={"LLEM_TEST_FAIL_FLAG": str(root / "fail-flag")})
     s.start()
     s.root = root  # type: ignore[attr-defined]
     yield s
@@ -150,7 +179,7 @@ def test_campaign_runs_in_containers_and_aggregates_cis(stack):
 
 
 def _executed_order(api, dag_id, run_id) -> list[tuple[str, int]]:
-    plan = api.xcom(dag_id, run_id, "plan", key="plan")
+    plan = api.xcom(dag_id, run_id, "plan", key="plan")["runs"]
     by_key = {}
     for t in experiments(api, dag_id, run_id):
         summary = api.xcom(dag_id, run_id, t["task_id"], map_index=t["map_index"])
@@ -192,7 +221,7 @@ def test_failure_is_isolated_then_resumed_by_clearing(stack, tiny_model):
     dag_id = "llem_failing"
     run_id = run_and_wait(api, dag_id)
     assert api.wait_run(dag_id, run_id) == "failed"
-    exps = {api.xcom(dag_id, run_id, "plan", key="plan")[t["map_index"]]["name"]: t
+    exps = {t["rendered_map_index"].split(" · ")[0]: t
             for t in experiments(api, dag_id, run_id)}
     assert exps["broken"]["state"] == "failed"
     assert exps["batch_size=1"]["state"] == "success"
@@ -213,6 +242,60 @@ def test_failure_is_isolated_then_resumed_by_clearing(stack, tiny_model):
     assert untouched["start_date"] == good_start and untouched["try_number"] == good_try
     digest = api.xcom(dag_id, run_id, "aggregate")
     assert digest["missing"] == [] and digest["results"] == 2
+
+
+def _result_bytes(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes()
+            for p in sorted(run_dir.rglob("cycle_*.json"))}
+
+
+def test_resume_after_a_failure_never_remeasures_good_results(stack):
+    """2 configurations x 2 cycles; one cycle-1 experiment fails; clearing it with its
+    downstream (the README's resume) re-runs cycle 2's tasks, which return their results
+    without measuring: every good result file stays byte for byte the same."""
+    api = stack.client()
+    dag_id = "llem_resume"
+    flag = stack.root / "fail-flag"
+    flag.touch()
+    run_id = run_and_wait(api, dag_id)
+    assert api.wait_run(dag_id, run_id) == "failed"
+    exps = {t["rendered_map_index"]: t for t in experiments(api, dag_id, run_id)}
+    assert exps["seed=2 · cycle 1"]["state"] == "failed"
+    assert {t["state"] for k, t in exps.items() if k != "seed=2 · cycle 1"} == {"success"}
+    run_dir = Path(api.xcom(dag_id, run_id, "plan", key="plan")["run_dir"])
+    before = _result_bytes(run_dir)
+    assert len(before) == 3
+
+    flag.unlink()
+    api.clear(dag_id, run_id, [["cycle_1.experiment", exps["seed=2 · cycle 1"]["map_index"]]])
+    assert api.wait_run(dag_id, run_id) == "success"
+    after = _result_bytes(run_dir)
+    assert len(after) == 4 and set(after) - set(before)
+    for name, data in before.items():
+        assert after[name] == data, f"{name} was measured again"
+    again = {t["rendered_map_index"]: t for t in experiments(api, dag_id, run_id)}
+    c2 = [t for k, t in again.items() if k.endswith("cycle 2")]
+    assert len(c2) == 2 and all(t["try_number"] > 1 for t in c2)  # re-ran, reused
+    summary = api.xcom(dag_id, run_id, "cycle_2.experiment", map_index=c2[0]["map_index"])
+    assert summary["reused"] is True
+    assert api.xcom(dag_id, run_id, "aggregate")["missing"] == []
+
+
+def test_scheduled_campaign_runs_inside_its_window_then_stops(stack):
+    api = stack.client()
+    dag_id = "llem_windowed"
+    api.wait_for_dag(dag_id)
+    window = yaml.safe_load((stack.campaigns / "windowed.yaml").read_text())["schedule_window"]
+    start = datetime.fromisoformat(window["start"])
+    end = datetime.fromisoformat(window["end"])
+    # wait past the window's end plus a minute in which a third run would have fired
+    time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds() + 75))
+    runs = api.get(f"/dags/{dag_id}/dagRuns", limit=20)["dag_runs"]
+    scheduled = sorted((r for r in runs if r["run_type"] == "scheduled"),
+                       key=lambda r: r["logical_date"])
+    assert [_t(r["logical_date"]) for r in scheduled] == [start, start + timedelta(minutes=1)]
+    for r in scheduled:
+        assert api.wait_run(dag_id, r["dag_run_id"]) == "success"
 
 
 def test_two_campaigns_never_overlap_on_one_gpu_pool(stack):
@@ -240,10 +323,15 @@ def test_trigger_params_are_validated(stack):
                 {"configs": ["nope"]}, {"max_output_tokens": "many"}):
         r = api.trigger(dag_id, bad)
         assert r.status_code == 400, (bad, r.status_code, r.text)
+    # a key the form does not know is refused by name, not silently ignored
+    run_id = run_and_wait(api, dag_id, {"cycle": 2})
+    assert api.wait_run(dag_id, run_id) == "failed"
+    states = {t["task_id"]: t["state"] for t in api.task_instances(dag_id, run_id)}
+    assert states["plan"] == "failed"
     # a dry run plans but runs nothing
     run_id = run_and_wait(api, dag_id, {"dry_run": True, "configs": ["batch_size=2"]})
     assert api.wait_run(dag_id, run_id) == "success"
-    plan = api.xcom(dag_id, run_id, "plan", key="plan")
+    plan = api.xcom(dag_id, run_id, "plan", key="plan")["runs"]
     assert [(p["name"], p["cycle"]) for p in plan] == [("batch_size=2", 1), ("batch_size=2", 2)]
     tis = api.task_instances(dag_id, run_id)
     assert not experiments(api, dag_id, run_id)

@@ -68,6 +68,23 @@ def _md(text: Any) -> str:
     return html.escape(str(text)).replace("|", "\\|").replace("\n", " ")
 
 
+def schedule_line(cfg: CampaignConfig, now: datetime | None = None) -> str:
+    """The schedule as users read it: cron, zone, window and the next run."""
+    if not cfg.schedule:
+        return "- schedule: manual"
+    w = cfg.schedule_window
+    if w is None:
+        return f"- schedule: `{_md(cfg.schedule)}` (UTC)"
+    from llem_core.schedule import fire_times
+
+    nxt = fire_times(cfg.schedule, w, after=now or datetime.now(UTC))
+    start, end = w.start_at(), w.end_at()
+    return (f"- schedule: `{_md(cfg.schedule)}` in {_md(w.timezone)}, from "
+            f"{start.isoformat() if start else 'now'} until "
+            f"{end.isoformat() if end else 'stopped'}; next run: "
+            f"{nxt[0].isoformat() if nxt else 'none (the window is over)'}")
+
+
 def doc_md(cfg: CampaignConfig, summary: GridSummary, source: Path) -> str:
     ex = cfg.execution
     runner = cfg.runner
@@ -81,7 +98,7 @@ def doc_md(cfg: CampaignConfig, summary: GridSummary, source: Path) -> str:
              f"generated ({summary.filtered} filtered)",
              f"- cycles: {ex.cycles} (up to {ex.cycle_limit}), ordering: {ex.ordering}, "
              f"seed {ex.seed}",
-             f"- schedule: `{_md(cfg.schedule)}`" if cfg.schedule else "- schedule: manual",
+             schedule_line(cfg),
              f"- runner: {where} on {_md(p.host)} (queue `{_md(p.queue)}`), {gpus}, "
              f"pool `{_md(p.pool)}`",
              f"- results: `{_md(cfg.results_dir)}`", ""]
@@ -186,14 +203,27 @@ def _cycle_group(cfg: CampaignConfig, summary: GridSummary, k: int) -> TaskGroup
     return group
 
 
+def schedule_args(cfg: CampaignConfig) -> dict[str, Any]:
+    """The DAG's schedule, start, end and catchup from the campaign's schedule window."""
+    window = cfg.schedule_window
+    if window is None or cfg.schedule is None:
+        return {"schedule": cfg.schedule, "start_date": START_DATE, "catchup": False}
+    from airflow.sdk import CronTriggerTimetable
+
+    return {"schedule": CronTriggerTimetable(cfg.schedule, timezone=window.timezone),
+            "start_date": window.start_at() or START_DATE, "end_date": window.end_at(),
+            "catchup": window.catchup}
+
+
 def build_dag(campaign: Campaign, summary: GridSummary | None = None) -> DAG:
     cfg = campaign.loaded.config
     summary = summary or grid_summary(campaign)
     with DAG(
-        dag_id=cfg.dag_id, schedule=cfg.schedule, start_date=START_DATE, catchup=False,
-        max_active_runs=1, tags=["llem", "energy", f"campaign:{cfg.campaign}"],
+        dag_id=cfg.dag_id, **schedule_args(cfg), max_active_runs=1,
+        tags=["llem", "energy", f"campaign:{cfg.campaign}"],
         doc_md=doc_md(cfg, summary, campaign.path), params=build_params(cfg, summary.names),
-        description=(cfg.description or f"LLM energy campaign {cfg.campaign}")[:200],
+        description=(cfg.description or f"LLM energy campaign {cfg.campaign}")[:150]
+        + (f" [{schedule_line(cfg)[12:]}]"[:200] if cfg.schedule_window else ""),
         default_args={"owner": "llem"},
     ) as dag:
 

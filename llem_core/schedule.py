@@ -1,0 +1,106 @@
+"""When a scheduled campaign runs: its cron's time zone, first and last run time.
+
+The original tool's daemon waited for a start time, repeated the campaign at an interval
+and stopped after a total duration. In llem the repeat is the campaign's cron
+``schedule``; this window says in which IANA time zone the cron is meant and between
+which instants it fires. The DAG factory maps it to the DAG's ``start_date``,
+``end_date`` and a time-zone-aware cron timetable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Presets Airflow runs without a cron timetable: no window applies to them.
+NOT_CRON = ("@once", "@continuous")
+
+
+class ScheduleWindow(BaseModel):
+    """The cron's zone and the period in which a scheduled campaign runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timezone: str = Field("UTC", description="IANA zone the cron is read in, e.g. Europe/Berlin.")
+    start: dt.datetime | None = Field(
+        None, description="First instant a run may fire (local time of `timezone` unless "
+        "an offset is given); default: when the DAG is first parsed.")
+    end: dt.datetime | None = Field(None, description="No run fires after this instant.")
+    duration_days: float | None = Field(
+        None, gt=0, le=3650, description="Instead of `end`: this many days after `start`.")
+    catchup: bool = Field(
+        False, description="Run the fire times missed between `start` and now (off: only "
+        "the next one).")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as "
+                             "'Europe/Berlin' or 'UTC')") from None
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ScheduleWindow:
+        if self.end is not None and self.duration_days is not None:
+            raise ValueError("give end or duration_days, not both")
+        if self.duration_days is not None and self.start is None:
+            raise ValueError("duration_days needs a start")
+        start, end = self.start_at(), self.end_at()
+        if start and end and end <= start:
+            raise ValueError(f"end ({end.isoformat()}) is not after start "
+                             f"({start.isoformat()})")
+        return self
+
+    def _aware(self, value: dt.datetime | None) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value if value.tzinfo else value.replace(tzinfo=ZoneInfo(self.timezone))
+
+    def start_at(self) -> dt.datetime | None:
+        return self._aware(self.start)
+
+    def end_at(self) -> dt.datetime | None:
+        if self.duration_days is not None and self.start is not None:
+            start = self.start_at()
+            assert start is not None
+            return start + dt.timedelta(days=self.duration_days)
+        return self._aware(self.end)
+
+
+def fire_times(cron: str, window: ScheduleWindow, after: dt.datetime | None = None,
+               limit: int = 1) -> list[dt.datetime]:
+    """The next ``limit`` fire times of ``cron`` inside the window, after ``after``."""
+    from croniter import croniter
+
+    zone = ZoneInfo(window.timezone)
+    candidates = [x for x in (after, window.start_at()) if x is not None]
+    after = max(candidates) if candidates else dt.datetime.now(zone)
+    end = window.end_at()
+    # croniter counts a time equal to its start as not yet fired: step back a microsecond
+    it = croniter(cron, (after - dt.timedelta(microseconds=1)).astimezone(zone))
+    out: list[dt.datetime] = []
+    while len(out) < limit:
+        t = it.get_next(dt.datetime)
+        if end is not None and t > end:
+            break
+        out.append(t)
+    return out
+
+
+def window_problem(cron: str | None, window: ScheduleWindow | None) -> str | None:
+    """Why a schedule and its window cannot work together, or None."""
+    if window is None:
+        return None
+    if cron is None or cron in NOT_CRON:
+        what = "no schedule" if cron is None else f"schedule {cron}"
+        return f"schedule_window: needs a cron schedule ({what} given)"
+    if window.end_at() is not None and window.start_at() is not None \
+            and not fire_times(cron, window):
+        return (f"schedule_window: schedule {cron!r} never fires between {window.start_at()} and "
+                f"{window.end_at()} ({window.timezone})")
+    return None
