@@ -284,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument("-o", "--output", default="report.html")
         a.set_defaults(func=fn)
 
+    from llem_core.cli_history import add_parser as add_history
+
+    add_history(sub)
+
     t = sub.add_parser("make-tiny-model", help="build a tiny random-weight model locally")
     t.add_argument("out")
     t.add_argument("--seed", type=int, default=0)

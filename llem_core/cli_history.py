@@ -1,0 +1,82 @@
+"""`llem history RESULTS_DIR/CAMPAIGN`: every configuration's numbers across runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from llem_core.history import HISTORY_METRICS, history
+from llem_core.history_report import write_history
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _fmt(v: Any) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
+
+
+def _records(df: Any) -> list[dict[str, Any]]:
+    return json.loads(df.to_json(orient="records"))
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    root = Path(args.campaign_dir)
+    if not root.is_dir():
+        err.print(f"error: {root}: no such folder", markup=False, highlight=False)
+        return 1
+    metrics = tuple(args.metric) if args.metric else HISTORY_METRICS
+    try:
+        h = history(root, metrics, baseline=args.baseline, confidence=args.confidence)
+    except ValueError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        return 1
+    if h.runs.empty:
+        err.print(f"error: no result files under {root}", markup=False, highlight=False)
+        return 1
+    files = write_history(h, Path(args.out) if args.out else root / "history",
+                          f"History of {root.name}")
+    if args.json:
+        print(json.dumps({"runs": _records(h.runs), "points": _records(h.points),
+                          "changes": _records(h.changes), "flags": _records(h.flags),
+                          "problems": [p.model_dump() for p in h.problems], "files": files},
+                         indent=2))
+        return 0
+    t = Table(title=f"{root}: {len(h.runs)} runs, means with {args.confidence:.0%} t interval")
+    for col in ("configuration", "metric", *[str(o) for o in h.runs["order"]]):
+        t.add_column(col)
+    for (name, metric), g in h.points.groupby(["config_name", "metric"], sort=True):
+        by_order = {int(r["order"]): r for r in g.to_dict("records")}
+        cells = [f"{_fmt(r['mean'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] n={r['n']}"
+                 if (r := by_order.get(int(o))) else "missing" for o in h.runs["order"]]
+        t.add_row(str(name), str(metric), *cells)
+    out.print(t)
+    for c in h.changes.to_dict("records"):
+        out.print(f"changed between {c['run_before']} and {c['run_after']}: {c['field']} "
+                  f"{c['before']} -> {c['after']}", markup=False, highlight=False)
+    for f in h.flags[h.flags["flagged"]].to_dict("records") if not h.flags.empty else []:
+        out.print(f"[yellow]moved[/]: {f['config_name']} {f['metric']} {f['run']} vs "
+                  f"{f['reference']}: {_fmt(f['diff_mean'])} [{_fmt(f['diff_ci_low'])}, "
+                  f"{_fmt(f['diff_ci_high'])}] ({f['method']})", highlight=False)
+    for p in h.problems:
+        out.print(f"unreadable: {p.path}: {p.reason}", markup=False, highlight=False)
+    out.print(f"wrote {', '.join(files.values())}", markup=False, highlight=False)
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    h = sub.add_parser("history", help="every configuration's numbers across a campaign's runs")
+    h.add_argument("campaign_dir", help="<results_dir>/<campaign>")
+    h.add_argument("--metric", action="append", help=f"repeatable (default: {HISTORY_METRICS})")
+    h.add_argument("--baseline", help="run id to compare the latest run with (default: the "
+                   "previous run)")
+    h.add_argument("--confidence", type=float, default=0.95)
+    h.add_argument("--out", help="folder for the tables and chart (default: CAMPAIGN_DIR/history)")
+    h.add_argument("--json", action="store_true")
+    h.set_defaults(func=cmd_history)

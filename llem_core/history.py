@@ -1,0 +1,199 @@
+"""A campaign's runs as a time series: one point per run and configuration, with its
+interval, what changed in the software and hardware between runs, and honest flags of
+configurations whose latest run moved.
+
+Runs are comparable only when they measured the same configuration: a series is keyed
+by ``config_hash``, so a changed campaign file (another hash) starts a new series
+instead of mixing. Within a run, a point is the mean over its cycles with a Student-t
+interval; between runs the cycles are independent samples, so a change is judged with
+Welch's unequal-variance t interval of the difference of means (``scipy.stats``),
+and only where both runs have at least two cycles: no flag from a single noisy run.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from llem_core.results import ExperimentResult, LoadProblem, load_results
+
+HISTORY_METRICS = ("j_per_token_adjusted", "j_per_token_raw", "tokens_per_s", "ttft_p50_s",
+                   "itl_p50_s")
+# Provenance fields whose change between runs is marked, and where each is read from.
+PROVENANCE_FIELDS = ("gpu_name", "gpu_uuid", "driver", "cuda_driver", "torch",
+                     "transformers", "vllm", "llem_version", "host")
+WELCH = "Welch t (unpaired: runs are independent samples of cycles)"
+T_MEAN = "Student t on the cycle means"
+
+
+def provenance_of(r: ExperimentResult) -> dict[str, str | None]:
+    """The provenance fields of one result that the history compares between runs."""
+    p = r.provenance
+    gpus = p.hardware.get("gpus") or []
+
+    def joined(key: str) -> str | None:
+        return ", ".join(str(g.get(key)) for g in gpus if g.get(key)) or None
+
+    return {"gpu_name": joined("name"), "gpu_uuid": joined("uuid"),
+            "driver": _str(p.hardware.get("driver")),
+            "cuda_driver": _str(p.hardware.get("cuda_driver")),
+            "torch": p.libraries.get("torch"), "transformers": p.libraries.get("transformers"),
+            "vllm": p.libraries.get("vllm"), "llem_version": p.llem_version, "host": p.host}
+
+
+def _str(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def _metric(r: ExperimentResult, metric: str) -> float | None:
+    from llem_core.results import row_of
+
+    v = row_of(r).get(metric)
+    return None if v is None else float(v)
+
+
+@dataclass
+class History:
+    """Everything ``llem history`` prints and writes."""
+
+    runs: pd.DataFrame  # run_id, started_at, order, results, configurations
+    points: pd.DataFrame  # series (config_hash), config_name, run_id, order, metric, n, ...
+    changes: pd.DataFrame  # run_before, run_after, field, before, after
+    flags: pd.DataFrame  # config_hash, config_name, metric, run, reference, diff, CI, flagged
+    problems: list[LoadProblem] = field(default_factory=list)
+
+
+def _run_table(results: list[ExperimentResult]) -> pd.DataFrame:
+    rows: dict[str, dict[str, Any]] = {}
+    for r in results:
+        key = r.run_id or "adhoc"
+        row = rows.setdefault(key, {"run_id": key, "started_at": r.provenance.started_at,
+                                    "results": 0, "configs": set()})
+        row["started_at"] = min(row["started_at"], r.provenance.started_at)
+        row["results"] += 1
+        row["configs"].add(r.config_hash)
+    table = pd.DataFrame([{**v, "configurations": len(v.pop("configs"))}
+                          for v in rows.values()])
+    if table.empty:
+        return pd.DataFrame(columns=["run_id", "started_at", "results", "configurations",
+                                     "order"])
+    table = table.sort_values(["started_at", "run_id"]).reset_index(drop=True)
+    table["order"] = range(1, len(table) + 1)
+    return table
+
+
+def _t_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    if values.size < 2:
+        return np.nan, np.nan
+    sem = values.std(ddof=1) / np.sqrt(values.size)
+    if sem == 0:
+        return float(values.mean()), float(values.mean())
+    half = sps.t.ppf(0.5 + confidence / 2, values.size - 1) * sem
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+def _samples(results: list[ExperimentResult], metrics: tuple[str, ...]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        for m in metrics:
+            v = _metric(r, m)
+            if v is not None and np.isfinite(v):
+                rows.append({"config_hash": r.config_hash, "config_name": r.name,
+                             "run_id": r.run_id or "adhoc", "cycle": r.cycle, "metric": m,
+                             "value": v})
+    return pd.DataFrame(rows, columns=["config_hash", "config_name", "run_id", "cycle",
+                                       "metric", "value"])
+
+
+def _points(samples: pd.DataFrame, runs: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    order = dict(zip(runs["run_id"], runs["order"], strict=True))
+    rows = []
+    for (h, run, metric), g in samples.groupby(["config_hash", "run_id", "metric"], sort=False):
+        v = g["value"].to_numpy(float)
+        lo, hi = _t_interval(v, confidence)
+        rows.append({"config_hash": h, "config_name": g["config_name"].iloc[0], "run_id": run,
+                     "order": order[run], "metric": metric, "n": int(v.size),
+                     "mean": float(v.mean()), "ci_low": lo, "ci_high": hi,
+                     "ci_method": T_MEAN if v.size >= 2 else "none",
+                     "confidence": confidence,
+                     "note": None if v.size >= 2 else "one cycle: no interval"})
+    out = pd.DataFrame(rows)
+    return out.sort_values(["config_name", "metric", "order"]).reset_index(drop=True) \
+        if not out.empty else out
+
+
+def _changes(results: list[ExperimentResult], runs: pd.DataFrame) -> pd.DataFrame:
+    per_run: dict[str, dict[str, set[str]]] = {}
+    for r in results:
+        fields = per_run.setdefault(r.run_id or "adhoc", {})
+        for k, v in provenance_of(r).items():
+            if v is not None:
+                fields.setdefault(k, set()).add(v)
+    rows = []
+    ordered = list(runs["run_id"])
+    for before, after in itertools.pairwise(ordered):
+        a, b = per_run.get(before, {}), per_run.get(after, {})
+        for f in PROVENANCE_FIELDS:
+            if a.get(f, set()) != b.get(f, set()):
+                rows.append({"run_before": before, "run_after": after, "field": f,
+                             "before": ", ".join(sorted(a.get(f, set()))) or None,
+                             "after": ", ".join(sorted(b.get(f, set()))) or None})
+    return pd.DataFrame(rows, columns=["run_before", "run_after", "field", "before", "after"])
+
+
+def _welch(x: np.ndarray, y: np.ndarray, confidence: float) -> tuple[float, float, float]:
+    """Difference of means x - y, its Welch interval and p-value."""
+    res = sps.ttest_ind(x, y, equal_var=False)
+    ci = res.confidence_interval(confidence_level=confidence)
+    return float(x.mean() - y.mean()), float(ci.low), float(ci.high)
+
+
+def _flags(samples: pd.DataFrame, runs: pd.DataFrame, baseline: str | None,
+           confidence: float) -> pd.DataFrame:
+    order = list(runs["run_id"])
+    rows = []
+    for (h, metric), g in samples.groupby(["config_hash", "metric"], sort=False):
+        present = [r for r in order if r in set(g["run_id"])]
+        if len(present) < 2:
+            continue
+        latest = present[-1]
+        ref = baseline if baseline is not None else present[-2]
+        if ref not in present or ref == latest:
+            continue
+        x = g.loc[g["run_id"] == latest, "value"].to_numpy(float)
+        y = g.loc[g["run_id"] == ref, "value"].to_numpy(float)
+        row = {"config_hash": h, "config_name": g["config_name"].iloc[0], "metric": metric,
+               "run": latest, "reference": ref, "n_run": int(x.size), "n_reference": int(y.size),
+               "diff_mean": float(x.mean() - y.mean()), "diff_ci_low": np.nan,
+               "diff_ci_high": np.nan, "rel_change": float(x.mean() / y.mean() - 1)
+               if y.mean() else np.nan, "method": WELCH, "flagged": False, "note": None}
+        if x.size < 2 or y.size < 2:
+            row["note"] = "fewer than 2 cycles in a run: no interval, never flagged"
+        elif np.all(x == x[0]) and np.all(y == y[0]):
+            row["note"] = "constant values: no interval"
+        else:
+            _, lo, hi = _welch(x, y, confidence)
+            row.update(diff_ci_low=lo, diff_ci_high=hi, flagged=bool(lo > 0 or hi < 0))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def history(campaign_root: str | Path, metrics: tuple[str, ...] = HISTORY_METRICS,
+            baseline: str | None = None, confidence: float = 0.95) -> History:
+    """The history of one campaign's results folder (``<results_dir>/<campaign>``)."""
+    loaded, problems = load_results(campaign_root)
+    results = [r for _, r in loaded]
+    runs = _run_table(results)
+    if baseline is not None and baseline not in set(runs["run_id"]):
+        raise ValueError(f"baseline run {baseline!r} is not in {campaign_root} "
+                         f"(runs: {', '.join(runs['run_id'])})")
+    samples = _samples(results, metrics)
+    return History(runs=runs, points=_points(samples, runs, confidence),
+                   changes=_changes(results, runs),
+                   flags=_flags(samples, runs, baseline, confidence), problems=problems)
