@@ -103,14 +103,30 @@ REQUESTS = {
 }
 
 
+SECRET_REQUESTS = {
+    "index": ("/llem/", None, VIEWER),
+    "run_web": ("/llem/run", "good_dir", VIEWER),
+    "run_secret": ("/llem/run", "secret_dir", VIEWER),
+    "report_secret": ("/llem/report", "secret_dir", VIEWER),
+    "file_secret": ("/llem/file", "secret_json", VIEWER),
+    "dagrun_secret": ("/llem/dag-run", "dag_run_secret", VIEWER),
+}
+
+
 @pytest.fixture(scope="module")
-def responses(tmp_path_factory) -> dict[str, dict]:
+def airflow_env(tmp_path_factory) -> tuple[dict[str, str], dict[str, dict]]:
+    """A migrated SQLite Airflow home, two campaigns' results; (env, request params)."""
     root = tmp_path_factory.mktemp("plugin")
     results = root / "results"
     camps = root / "campaigns"
     camps.mkdir()
     (camps / "web.yaml").write_text(CAMPAIGN.format(results=results))
+    (camps / "secret.yaml").write_text(CAMPAIGN.replace("web", "secret").format(
+        results=results))
     dirs = write_results(results)
+    secret = run_dir(results, "secret", "r1")
+    secret.mkdir(parents=True)
+    (secret / "aggregate.json").write_text(json.dumps({"results": 0, "table": []}))
     home = root / "home"
     (root / "plugins").mkdir()
     (root / "passwords.json").write_text(json.dumps({"viewer": "viewer-pw-123"}))
@@ -143,19 +159,57 @@ def responses(tmp_path_factory) -> dict[str, dict]:
         "shaped_dir": {"run_dir": str(dirs["shaped"])},
         "dag_run": {"dag_id": "llem_web", "run_id": RUN_ID},
         "dag_run_unknown": {"dag_id": "other_dag", "run_id": RUN_ID},
+        "secret_dir": {"run_dir": str(secret)},
+        "secret_json": {"path": str(secret / "aggregate.json")},
+        "dag_run_secret": {"dag_id": "llem_secret", "run_id": "r1"},
+        "_dirs": {k: str(v) for k, v in dirs.items()},
     }
+    return env, params
+
+
+def drive(env: dict[str, str], params: dict[str, dict],
+          requests: dict[str, tuple]) -> dict[str, dict]:
     reqs = [{"url": url, "params": params[p] if p else None,
              "auth": "none" if auth == "cookie-less" else auth}
-            for url, p, auth in REQUESTS.values()]
+            for url, p, auth in requests.values()]
     r = subprocess.run([sys.executable, str(REPO / "tests" / "plugin_app_driver.py")],
                        input=json.dumps(reqs), env=env, capture_output=True, text=True,
                        timeout=300)
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("LLEM-DRIVER ")]
     assert r.returncode == 0 and line, r.stdout[-3000:] + r.stderr[-3000:]
     out = json.loads(line[0].removeprefix("LLEM-DRIVER "))
-    got = dict(zip(REQUESTS, out, strict=True))
-    got["_dirs"] = {k: str(v) for k, v in dirs.items()}
+    return dict(zip(requests, out, strict=True))
+
+
+@pytest.fixture(scope="module")
+def responses(airflow_env) -> dict[str, dict]:
+    env, params = airflow_env
+    got = drive(env, params, REQUESTS)
+    got["_dirs"] = params["_dirs"]
     return got
+
+
+@pytest.fixture(scope="module")
+def per_dag(airflow_env) -> dict[str, dict]:
+    """The same app under an auth manager that hides one DAG from the viewer."""
+    env, params = airflow_env
+    env = {**env, "PYTHONPATH": env["PYTHONPATH"] + os.pathsep + str(REPO / "tests"),
+           "AIRFLOW__CORE__AUTH_MANAGER": "per_dag_auth_manager.PerDagAuthManager"}
+    return drive(env, params, SECRET_REQUESTS)
+
+
+def test_campaigns_of_unreadable_dags_are_hidden(per_dag):
+    assert per_dag["index"]["status"] == 200
+    assert "llem_web" in per_dag["index"]["body"]
+    assert "llem_secret" not in per_dag["index"]["body"]
+    assert per_dag["run_web"]["status"] == 200
+    for name in ("run_secret", "report_secret", "file_secret"):
+        assert per_dag[name]["status"] == 404, per_dag[name]
+    assert per_dag["dagrun_secret"]["status"] == 403
+
+
+def test_viewer_sees_every_campaign_under_global_roles(responses):
+    assert "llem_secret" in responses["index"]["body"]
 
 
 @pytest.mark.parametrize("name", ["index_anon", "report_anon", "file_anon", "run_anon",

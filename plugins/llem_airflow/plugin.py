@@ -7,7 +7,8 @@ the results store; Airflow's database is used by the auth check alone.
 Every route sits behind Airflow's own authentication and authorisation: the router-level
 dependency ``requires_access_dag("GET")`` of the api-server (a JWT bearer token or the
 UI's ``_token`` cookie, checked by the configured auth manager; DAG read access, and
-access to that very DAG where the request names a ``dag_id``). Result files are written
+access to that very DAG where the request names a ``dag_id``). Within that, a user sees
+only the campaigns whose DAG the auth manager lets them read. Result files are written
 by experiment containers, so nothing from them is served as active HTML: JSON is
 ``application/json``, other files are downloads, and the reports carry a CSP that runs
 no script.
@@ -16,15 +17,17 @@ no script.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from airflow.api_fastapi.core_api.security import requires_access_dag
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse
 
 from llem_airflow import web_pages
 from llem_airflow.links import URL_PREFIX, ReportLink, ResultJsonLink
-from llem_airflow.results_view import campaigns, inside_results, read_summary, run_folders
+from llem_airflow.results_view import Campaign, campaigns, read_summary, run_folders
 from llem_airflow.web_pages import SECURITY_HEADERS
 
 app = FastAPI(title="llem: LLM energy results", docs_url=None, redoc_url=None,
@@ -37,22 +40,31 @@ def _html(text: str, status_code: int = 200) -> HTMLResponse:
     return HTMLResponse(text, status_code=status_code, headers=SECURITY_HEADERS)
 
 
-def _inside_results(path: str) -> Path:
-    p = inside_results(path)
-    if p is None:
-        raise HTTPException(status_code=404, detail="not a llem results path")
-    return p
+def readable_campaigns(user: GetUserDep) -> list[Campaign]:
+    """The campaigns whose DAG the user may read (per-DAG permissions of the auth manager)."""
+    found = campaigns()
+    allowed = get_auth_manager().filter_authorized_dag_ids(
+        dag_ids={c.dag_id for c in found}, user=user, method="GET")
+    return [c for c in found if c.dag_id in allowed]
 
 
-def _campaign_name(folder: Path) -> str:
-    return next((c.name for c in campaigns()
-                 if folder.is_relative_to(c.root.resolve())), folder.parent.name)
+Readable = Annotated[list[Campaign], Depends(readable_campaigns)]
+
+
+def _inside_results(path: str, readable: list[Campaign]) -> tuple[Campaign, Path]:
+    """The campaign holding ``path`` (resolved, links followed), among the readable ones."""
+    p = Path(path).resolve()
+    for c in readable:
+        if p.is_relative_to(c.root.resolve()):
+            return c, p
+    # the same answer for "elsewhere" and "a campaign you may not read"
+    raise HTTPException(status_code=404, detail="not a llem results path")
 
 
 @app.get("/", response_class=HTMLResponse)
-def index() -> HTMLResponse:
+def index(readable: Readable) -> HTMLResponse:
     listing = []
-    for c in campaigns():
+    for c in readable:
         runs = run_folders(c)
         listing.append((c, [read_summary(d) for d in runs[:web_pages.MAX_RUNS_SHOWN]],
                         len(runs)))
@@ -60,17 +72,18 @@ def index() -> HTMLResponse:
 
 
 @app.get("/run", response_class=HTMLResponse)
-def run(run_dir: str = Query(...)) -> HTMLResponse:
-    d = _inside_results(run_dir)
+def run(readable: Readable, run_dir: str = Query(...)) -> HTMLResponse:
+    c, d = _inside_results(run_dir, readable)
     if not d.is_dir():
         raise HTTPException(status_code=404, detail="no such run")
-    return _html(web_pages.run_page(_campaign_name(d), read_summary(d)))
+    return _html(web_pages.run_page(c.name, read_summary(d)))
 
 
 @app.get("/dag-run", response_class=HTMLResponse)
-def dag_run(dag_id: str = Query(...), run_id: str = Query(...)) -> HTMLResponse:
+def dag_run(readable: Readable, dag_id: str = Query(...),
+            run_id: str = Query(...)) -> HTMLResponse:
     """The DAG run's tab: the run folder of the campaign behind ``dag_id``."""
-    c = next((c for c in campaigns() if c.dag_id == dag_id), None)
+    c = next((c for c in readable if c.dag_id == dag_id), None)
     if c is None:
         return _html(web_pages.no_run_page(dag_id, run_id, "no campaign file defines this "
                                            "DAG (or it is invalid)"), status_code=404)
@@ -81,8 +94,8 @@ def dag_run(dag_id: str = Query(...), run_id: str = Query(...)) -> HTMLResponse:
 
 
 @app.get("/report", response_class=HTMLResponse)
-def report(run_dir: str = Query(...)) -> HTMLResponse:
-    d = _inside_results(run_dir)
+def report(readable: Readable, run_dir: str = Query(...)) -> HTMLResponse:
+    _, d = _inside_results(run_dir, readable)
     if not d.is_dir():
         raise HTTPException(status_code=404, detail="no such run")
     page = d / "report.html"
@@ -94,9 +107,9 @@ def report(run_dir: str = Query(...)) -> HTMLResponse:
 
 
 @app.get("/file")
-def file(path: str = Query(...)) -> FileResponse:
+def file(readable: Readable, path: str = Query(...)) -> FileResponse:
     """A result file: JSON as application/json, anything else as a download."""
-    p = _inside_results(path)
+    _, p = _inside_results(path, readable)
     if not p.is_file() or p.suffix not in (".json", *DOWNLOADS):
         raise HTTPException(status_code=404, detail="no such result file")
     if p.suffix == ".json":

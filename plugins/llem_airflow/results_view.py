@@ -89,19 +89,6 @@ def campaigns(folder: str | None = None) -> list[Campaign]:
     return found
 
 
-def campaign_of_dag(dag_id: str) -> Campaign | None:
-    return next((c for c in campaigns() if c.dag_id == dag_id), None)
-
-
-def inside_results(path: str) -> Path | None:
-    """The resolved path when it lies in some campaign's results folder, else None."""
-    p = Path(path).resolve()
-    for c in campaigns():
-        if p.is_relative_to(c.root.resolve()):
-            return p
-    return None
-
-
 def run_folders(c: Campaign) -> list[Path]:
     """Run folders of a campaign, newest first."""
     if not c.root.is_dir():
