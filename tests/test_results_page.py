@@ -93,3 +93,16 @@ def test_index_lists_campaigns_without_runs(tmp_path):
     c = Campaign("empty", "llem_empty", tmp_path)
     page = web_pages.index_page([(c, [], 0)])
     assert "No runs yet" in page and "llem_empty" in page
+
+
+def test_index_has_a_row_per_run_with_counts_and_a_report_link(tmp_path):
+    run = write_run(tmp_path)
+    aggregate_dir(run, planned=planned_for(run, extra=1))
+    pending = run.parent / "pending"
+    pending.mkdir()
+    c = Campaign("c", "llem_c", tmp_path)
+    page = web_pages.index_page([(c, [read_summary(run), read_summary(pending)], 2)])
+    assert ("<tr><td>c</td><td>r1</td><td class='num'>11</td><td class='num'>10</td>"
+            "<td class='num'>1</td>") in page
+    assert "<td class='num'>0 so far</td><td class='num'>not aggregated yet</td>" in page
+    assert '>report</a>' in page and "run_dir=" in page

@@ -120,6 +120,22 @@ def no_run_page(campaign: str, run_id: str, reason: str) -> str:
                 f"</h1><p>No results for run {esc(run_id)}: {esc(reason)}</p>")
 
 
+def _overview(c: Campaign, summaries: list[RunSummary]) -> str:
+    """One row per run: counts and links (the headline tables follow)."""
+    rows = []
+    for s in summaries:
+        counts = ([_count(s.planned), _count(s.measured), _count(s.failed)] if s.aggregated
+                  else [_count(s.planned), f"{s.result_files} so far", "not aggregated yet"])
+        links = " · ".join([link("run", "details", run_dir=str(s.path)),
+                            link("report", "report", run_dir=str(s.path))])
+        rows.append(f"<tr><td>{esc(c.name)}</td><td>{esc(s.path.name)}</td>"
+                    + "".join(f"<td class='num'>{esc(x)}</td>" for x in counts)
+                    + f"<td>{links}</td></tr>")
+    return ("<table><thead><tr><th>campaign</th><th>run</th><th>planned</th><th>measured</th>"
+            "<th>failed or missing</th><th>pages</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
 def index_page(listing: list[tuple[Campaign, list[RunSummary], int]]) -> str:
     """``listing``: per campaign, the newest runs' summaries and how many runs it has."""
     if not listing:
@@ -130,8 +146,10 @@ def index_page(listing: list[tuple[Campaign, list[RunSummary], int]]) -> str:
         parts.append(f"<h2>{esc(c.name)} <span class='muted'>(DAG {esc(c.dag_id)})</span></h2>")
         if not summaries:
             parts.append("<p class='muted'>No runs yet.</p>")
-        parts += [run_section(s, "h3") for s in summaries]
+            continue
+        parts.append(_overview(c, summaries))
         if total > len(summaries):
             parts.append(f"<p class='muted'>{total - len(summaries)} older run(s) not shown."
                          "</p>")
+        parts += [run_section(s, "h3") for s in summaries]
     return page("LLM energy", "".join(parts))
