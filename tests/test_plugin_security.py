@@ -93,6 +93,8 @@ REQUESTS = {
     "file_csv": ("/llem/file", "good_csv", VIEWER),
     "file_html": ("/llem/file", "good_html", VIEWER),
     "file_outside": ("/llem/file", "outside", VIEWER),
+    "file_nul": ("/llem/file", "nul", VIEWER),
+    "file_link_out": ("/llem/file", "link_out", VIEWER),
     "run_good": ("/llem/run", "good_dir", VIEWER),
     "run_hostile": ("/llem/run", "hostile_dir", VIEWER),
     "run_corrupt": ("/llem/run", "corrupt_dir", VIEWER),
@@ -124,6 +126,7 @@ def airflow_env(tmp_path_factory) -> tuple[dict[str, str], dict[str, dict]]:
     (camps / "secret.yaml").write_text(CAMPAIGN.replace("web", "secret").format(
         results=results))
     dirs = write_results(results)
+    (dirs["good"] / "passwd.json").symlink_to("/etc/passwd")
     secret = run_dir(results, "secret", "r1")
     secret.mkdir(parents=True)
     (secret / "aggregate.json").write_text(json.dumps({"results": 0, "table": []}))
@@ -154,6 +157,8 @@ def airflow_env(tmp_path_factory) -> tuple[dict[str, str], dict[str, dict]]:
                                                                       "cycle_1.json")},
         "good_csv": {"path": str(good / "summary.csv")},
         "good_html": {"path": str(good / "evil.html")}, "outside": {"path": "/etc/passwd"},
+        "nul": {"path": str(good) + "/x\x00.json"},
+        "link_out": {"path": str(good / "passwd.json")},
         "hostile_dir": {"run_dir": str(dirs["hostile"])},
         "corrupt_dir": {"run_dir": str(dirs["corrupt"])},
         "shaped_dir": {"run_dir": str(dirs["shaped"])},
@@ -299,7 +304,8 @@ def test_result_files_are_json_or_downloads_never_html(responses):
     assert c["headers"]["x-content-type-options"] == "nosniff"
     assert "html" not in c["headers"]["content-type"]
     assert responses["file_html"]["status"] == 404
-    assert responses["file_outside"]["status"] == 404
+    for name in ("file_outside", "file_nul", "file_link_out"):
+        assert responses[name]["status"] == 404, responses[name]
 
 
 def test_run_page_shows_counts_and_headline_table(responses):

@@ -53,7 +53,10 @@ Readable = Annotated[list[Campaign], Depends(readable_campaigns)]
 
 def _inside_results(path: str, readable: list[Campaign]) -> tuple[Campaign, Path]:
     """The campaign holding ``path`` (resolved, links followed), among the readable ones."""
-    p = Path(path).resolve()
+    try:
+        p = Path(path).resolve()
+    except (OSError, ValueError):  # a NUL byte, a loop of links, a name too long
+        raise HTTPException(status_code=404, detail="not a llem results path") from None
     for c in readable:
         if p.is_relative_to(c.root.resolve()):
             return c, p

@@ -91,10 +91,14 @@ def campaigns(folder: str | None = None) -> list[Campaign]:
 
 def run_folders(c: Campaign) -> list[Path]:
     """Run folders of a campaign, newest first."""
-    if not c.root.is_dir():
-        return []
-    return sorted((d for d in c.root.iterdir() if d.is_dir() and not d.is_symlink()),
-                  key=lambda d: d.stat().st_mtime, reverse=True)
+    found: list[tuple[float, Path]] = []
+    try:
+        for d in c.root.iterdir() if c.root.is_dir() else []:
+            if d.is_dir() and not d.is_symlink():
+                found.append((d.stat().st_mtime, d))
+    except OSError:  # unreadable, or a folder removed while listing: show what was seen
+        pass
+    return [d for _, d in sorted(found, key=lambda t: t[0], reverse=True)]
 
 
 def _read_json(path: Path) -> tuple[Any, str | None]:
