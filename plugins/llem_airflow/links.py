@@ -7,7 +7,9 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
-URL_PREFIX = "/llem"
+from llem_airflow.web_pages import URL_PREFIX
+
+__all__ = ["URL_PREFIX", "ReportLink", "ResultJsonLink", "report_url", "result_url"]
 
 
 def result_url(result_path: str) -> str:

@@ -1,0 +1,210 @@
+"""What the results pages show, read from the results store (never from Airflow's DB).
+
+Campaigns come from the campaign files in ``$LLEM_CAMPAIGNS_DIR``; a run's counts and
+headline table come from its ``aggregate.json`` (and ``plan.json`` when present). Every
+file may be missing, half written by hand, or hostile (any experiment container can
+write the results folder): readers return a problem string instead of raising.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llem_core.campaign_file import CampaignFileError, load_campaign
+from llem_core.results import run_dir
+
+# (key in aggregate.json's table rows, column title)
+HEADLINE: tuple[tuple[str, str], ...] = (
+    ("tokens_per_s", "tokens/s"),
+    ("j_per_token_adjusted", "J/token (adjusted)"),
+    ("ttft_p50_s", "TTFT p50 (s)"),
+    ("itl_p50_s", "ITL p50 (s)"),
+)
+MAX_JSON_BYTES = 20_000_000  # a digest is small; refuse to parse a planted giant file
+
+
+@dataclass(frozen=True)
+class Campaign:
+    name: str
+    dag_id: str
+    results_dir: Path
+
+    @property
+    def root(self) -> Path:
+        """<results_dir>/<campaign>: every run folder of the campaign is inside."""
+        return run_dir(self.results_dir, self.name, "_").parent
+
+    def run_folder(self, run_id: str) -> Path:
+        return run_dir(self.results_dir, self.name, run_id)
+
+
+@dataclass
+class Cell:
+    mean: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    method: str = ""
+
+
+@dataclass
+class Row:
+    config: str
+    n: int | None
+    cells: dict[str, Cell]
+
+
+@dataclass
+class RunSummary:
+    """One run folder as the pages show it."""
+
+    path: Path
+    result_files: int = 0
+    aggregated: bool = False
+    planned: int | None = None
+    measured: int | None = None
+    failed: int | None = None
+    missing: list[str] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def campaigns(folder: str | None = None) -> list[Campaign]:
+    """The valid campaign files of ``folder`` (default ``$LLEM_CAMPAIGNS_DIR``)."""
+    folder = folder if folder is not None else os.environ.get("LLEM_CAMPAIGNS_DIR")
+    if not folder:
+        return []
+    found: list[Campaign] = []
+    for path in sorted(Path(folder).glob("*.y*ml")):
+        try:
+            cfg = load_campaign(path).config
+        except CampaignFileError:
+            continue  # the DAG import errors already report it
+        found.append(Campaign(cfg.campaign, cfg.dag_id, Path(cfg.results_dir)))
+    return found
+
+
+def run_folders(c: Campaign) -> list[Path]:
+    """Run folders of a campaign, newest first."""
+    found: list[tuple[float, Path]] = []
+    try:
+        for d in c.root.iterdir() if c.root.is_dir() else []:
+            if d.is_dir() and not d.is_symlink():
+                found.append((d.stat().st_mtime, d))
+    except OSError:  # unreadable, or a folder removed while listing: show what was seen
+        pass
+    return [d for _, d in sorted(found, key=lambda t: t[0], reverse=True)]
+
+
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    if not path.is_file():
+        return None, None
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            return None, f"{path.name}: larger than {MAX_JSON_BYTES} bytes"
+        return json.loads(path.read_text(encoding="utf-8")), None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return None, f"{path.name}: unreadable ({type(exc).__name__}: {exc})"
+
+
+def _count(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def _row(raw: Any) -> Row | None:
+    if not isinstance(raw, dict):
+        return None
+    name = raw.get("config_name")
+    if not isinstance(name, str):  # grouped by another column: the first text value
+        name = next((v for k, v in raw.items() if k != "n" and isinstance(v, str)), None)
+    if name is None:
+        return None
+    cells = {}
+    for key, _ in HEADLINE:
+        m = raw.get(key)
+        if isinstance(m, dict):
+            method = m.get("method")
+            cells[key] = Cell(_number(m.get("mean")), _number(m.get("ci_low")),
+                              _number(m.get("ci_high")), method if isinstance(method, str) else "")
+    return Row(name, _count(raw.get("n")), cells)
+
+
+def _planned_from_plan(plan: Any) -> int | None:
+    if isinstance(plan, list):
+        return len(plan)
+    if isinstance(plan, dict):
+        for key in ("runs", "planned"):
+            v = plan.get(key)
+            if isinstance(v, list):
+                return len(v)
+            if _count(v) is not None:
+                return _count(v)
+    return None
+
+
+def _apply_digest(s: RunSummary, digest: Any) -> None:
+    if not isinstance(digest, dict):
+        s.problems.append("aggregate.json: not a JSON object")
+        return
+    s.aggregated = True
+    s.measured = _count(digest.get("results"))
+    if _count(digest.get("planned")) is not None:  # what the aggregation compared with
+        s.planned = _count(digest.get("planned"))
+    missing = digest.get("missing")
+    if isinstance(missing, list):
+        s.failed = len(missing)
+        for m in missing:
+            m = m if isinstance(m, dict) else {}
+            s.missing.append(f"{m.get('name', '?')} (cycle {m.get('cycle', '?')}): "
+                             f"{m.get('reason', 'no result')}")
+    else:
+        s.problems.append("aggregate.json: 'missing' is not a list")
+    for p in digest.get("problems") or []:
+        if isinstance(p, dict):
+            s.problems.append(f"unreadable result {p.get('path', '?')}: {p.get('reason', '?')}")
+    s.notes = [str(n) for n in digest.get("notes") or [] if isinstance(n, str | int | float)]
+    table = digest.get("table")
+    if not isinstance(table, list):
+        s.problems.append("aggregate.json: 'table' is not a list")
+        return
+    rows = [_row(r) for r in table]
+    s.rows = [r for r in rows if r is not None]
+    if len(s.rows) != len(rows):
+        s.problems.append(f"aggregate.json: {len(rows) - len(s.rows)} table row(s) unreadable")
+
+
+def read_summary(folder: Path) -> RunSummary:
+    """Counts, headline table and problems of one run folder; never raises on bad files."""
+    s = RunSummary(path=folder)
+    try:
+        s.result_files = sum(1 for _ in folder.glob("*/cycle_*.json"))
+    except OSError as exc:
+        s.problems.append(f"cannot list the run folder: {exc}")
+    plan, problem = _read_json(folder / "plan.json")
+    if problem:
+        s.problems.append(problem)
+    elif plan is not None:
+        s.planned = _planned_from_plan(plan)
+        if s.planned is None:
+            s.problems.append("plan.json: no list of runs in it")
+    planned_by_plan = s.planned
+    digest, problem = _read_json(folder / "aggregate.json")
+    if problem:
+        s.problems.append(problem)
+    elif digest is not None:
+        _apply_digest(s, digest)
+    if None not in (planned_by_plan, s.planned) and planned_by_plan != s.planned:
+        s.problems.append(f"plan.json lists {planned_by_plan} runs, aggregate.json "
+                          f"{s.planned}")
+    return s
