@@ -21,6 +21,9 @@ import pytest
 
 from llem_core.results import run_dir
 
+# starts Airflow's api-server app twice in fresh interpreters (tens of seconds)
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 EVIL = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
 EVIL_RUN = "javascript:alert(3)\"'<b>"
@@ -81,6 +84,7 @@ REQUESTS = {
     "file_anon": ("/llem/file", "good_json", "none"),
     "run_anon": ("/llem/run", "good_dir", "none"),
     "dagrun_anon": ("/llem/dag-run", "dag_run", "none"),
+    "history_anon": ("/llem/history", "history_web", "none"),
     "index_cookie_anon": ("/llem/", None, "cookie-less"),
     "api_anon": ("/api/v2/dags", None, "none"),
     "index_forged": ("/llem/", None, "forged"),
@@ -102,6 +106,8 @@ REQUESTS = {
     "dagrun": ("/llem/dag-run", "dag_run", VIEWER),
     "dagrun_unknown": ("/llem/dag-run", "dag_run_unknown", VIEWER),
     "plugins": ("/api/v2/plugins", None, VIEWER),
+    "history": ("/llem/history", "history_web", VIEWER),
+    "history_unknown": ("/llem/history", "history_unknown", VIEWER),
 }
 
 
@@ -167,6 +173,7 @@ def airflow_env(tmp_path_factory) -> tuple[dict[str, str], dict[str, dict]]:
         "secret_dir": {"run_dir": str(secret)},
         "secret_json": {"path": str(secret / "aggregate.json")},
         "dag_run_secret": {"dag_id": "llem_secret", "run_id": "r1"},
+        "history_web": {"campaign": "web"}, "history_unknown": {"campaign": EVIL},
         "_dirs": {k: str(v) for k, v in dirs.items()},
     }
     return env, params
@@ -218,7 +225,7 @@ def test_viewer_sees_every_campaign_under_global_roles(responses):
 
 
 @pytest.mark.parametrize("name", ["index_anon", "report_anon", "file_anon", "run_anon",
-                                  "dagrun_anon", "index_cookie_anon"])
+                                  "dagrun_anon", "index_cookie_anon", "history_anon"])
 def test_unauthenticated_requests_are_refused(responses, name):
     r = responses[name]
     assert r["status"] == 401, r
@@ -232,7 +239,7 @@ def test_bad_token_or_no_permission_is_refused(responses, name):
 
 
 @pytest.mark.parametrize("name", ["index", "index_cookie", "report", "file_json", "run_good",
-                                  "dagrun"])
+                                  "dagrun", "history"])
 def test_viewer_with_a_valid_token_gets_the_pages(responses, name):
     assert responses[name]["status"] == 200, responses[name]
 
@@ -264,7 +271,7 @@ def assert_inert(page: str) -> Tags:
 
 
 @pytest.mark.parametrize("name", ["index", "run_hostile", "dagrun", "run_corrupt",
-                                  "run_shaped"])
+                                  "run_shaped", "history"])
 def test_pages_escape_hostile_values(responses, name):
     r = responses[name]
     assert r["status"] == 200
@@ -273,6 +280,11 @@ def test_pages_escape_hostile_values(responses, name):
     assert "script-src" not in r["headers"]["content-security-policy"]
     assert r["headers"]["x-content-type-options"] == "nosniff"
     assert_inert(r["body"])
+
+
+def test_history_of_an_unknown_campaign_is_not_found(responses):
+    r = responses["history_unknown"]
+    assert r["status"] == 404 and "<script>" not in r["body"]
 
 
 def test_hostile_values_are_shown_as_text(responses):

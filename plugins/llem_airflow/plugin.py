@@ -96,6 +96,21 @@ def dag_run(readable: Readable, dag_id: str = Query(...),
     return _html(web_pages.run_page(c.name, read_summary(folder)))
 
 
+@app.get("/history", response_class=HTMLResponse)
+def campaign_history(readable: Readable, campaign: str = Query(...)) -> HTMLResponse:
+    """Every configuration of one campaign across its runs (as ``llem history``)."""
+    from llem_core.history import history
+    from llem_core.history_report import history_html
+
+    c = next((c for c in readable if c.name == campaign), None)
+    if c is None:
+        raise HTTPException(status_code=404, detail="no such campaign")
+    h = history(c.root) if c.root.is_dir() else None
+    if h is None or h.runs.empty:
+        return _html(web_pages.no_run_page(c.name, "-", "no result written yet"))
+    return _html(history_html(h, f"History of {c.name}"))
+
+
 @app.get("/report", response_class=HTMLResponse)
 def report(readable: Readable, run_dir: str = Query(...)) -> HTMLResponse:
     _, d = _inside_results(run_dir, readable)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llem_core.campaign_file import CampaignFileError, load_campaign
+from llem_core.discovery import CAMPAIGNS_ENV, iter_campaigns
 from llem_core.results import run_dir
 
 # (key in aggregate.json's table rows, column title)
@@ -76,17 +76,12 @@ class RunSummary:
 
 def campaigns(folder: str | None = None) -> list[Campaign]:
     """The valid campaign files of ``folder`` (default ``$LLEM_CAMPAIGNS_DIR``)."""
-    folder = folder if folder is not None else os.environ.get("LLEM_CAMPAIGNS_DIR")
+    folder = folder if folder is not None else os.environ.get(CAMPAIGNS_ENV)
     if not folder:
         return []
-    found: list[Campaign] = []
-    for path in sorted(Path(folder).glob("*.y*ml")):
-        try:
-            cfg = load_campaign(path).config
-        except CampaignFileError:
-            continue  # the DAG import errors already report it
-        found.append(Campaign(cfg.campaign, cfg.dag_id, Path(cfg.results_dir)))
-    return found
+    found, _ = iter_campaigns(Path(folder))  # the DAG import errors already report the rest
+    return [Campaign(c.name, c.loaded.config.dag_id, Path(c.loaded.config.results_dir))
+            for c in found]
 
 
 def run_folders(c: Campaign) -> list[Path]:

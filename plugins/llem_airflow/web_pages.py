@@ -144,6 +144,8 @@ def index_page(listing: list[tuple[Campaign, list[RunSummary], int]]) -> str:
     parts = ["<h1>LLM energy campaigns</h1>"]
     for c, summaries, total in listing:
         parts.append(f"<h2>{esc(c.name)} <span class='muted'>(DAG {esc(c.dag_id)})</span></h2>")
+        if summaries:
+            parts.append(f"<p>{link('history', 'history across runs', campaign=c.name)}</p>")
         if not summaries:
             parts.append("<p class='muted'>No runs yet.</p>")
             continue
