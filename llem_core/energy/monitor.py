@@ -21,7 +21,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from llem_core.energy.base import Baseline, EnergyMeter, EnergyReading, measure_idle
+from llem_core.energy.base import (
+    Baseline,
+    EnergyMeter,
+    EnergyReading,
+    MeterUnavailable,
+    measure_idle,
+)
 from llem_core.energy.result import adjusted_energy, window_flags
 
 
@@ -102,10 +108,16 @@ class EnergyMonitor:
     def hardware(self) -> dict[str, object]:
         return self.meter.hardware()
 
-    def measure_idle(self, seconds: float) -> Baseline:
-        """Measure idle power now and subtract it from later windows' adjusted joules."""
+    def measure_idle(self, seconds: float) -> Baseline | None:
+        """Measure idle power now and subtract it from later windows' adjusted joules.
+
+        None when the meter cannot measure (the windows then say why).
+        """
         self._sync()
-        self.baseline = measure_idle(self.meter, seconds)
+        try:
+            self.baseline = measure_idle(self.meter, seconds)
+        except MeterUnavailable:
+            self.baseline = None
         return self.baseline
 
     def begin_window(self, name: str) -> None:
@@ -119,11 +131,12 @@ class EnergyMonitor:
             self._open[name] = mark
 
     def end_window(self, name: str) -> Measurement:
-        self._sync()
-        end = self.meter.mark()
         with self._lock:
             if self._open.get(name) is None:
                 raise ValueError(f"window {name!r} is not open")
+        self._sync()
+        end = self.meter.mark()
+        with self._lock:
             start = self._open.pop(name)
         return self.measurement(name, self.meter.reading(start, end))
 
