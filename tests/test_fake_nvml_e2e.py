@@ -21,12 +21,14 @@ from llem_core.results import ExperimentResult, read_result
 
 pytestmark = pytest.mark.slow
 FAKE_DIR = Path(__file__).parent / "fake_nvml"
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
 
 
 def fake_env(tmp_path: Path, **fake: object) -> dict[str, str]:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "LLEM_CACHE_DIR": str(tmp_path / "cache"),
-           "PYTHONPATH": os.pathsep.join([str(FAKE_DIR), os.environ.get("PYTHONPATH", "")]),
+           "PYTHONPATH": os.pathsep.join([str(FAKE_DIR), str(REPO),
+                                          os.environ.get("PYTHONPATH", "")]),
            "FAKE_NVML_LOG": str(tmp_path / "reads.jsonl")}
     env.update({f"FAKE_NVML_{k.upper()}": str(v) for k, v in fake.items()})
     return env
