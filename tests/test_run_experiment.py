@@ -136,3 +136,20 @@ def test_warmup_until_stable_is_recorded(tiny_model, tmp_path):
     m = read_result(out).metrics
     assert m.warmup_runs >= 2 and m.warmup_converged is True
     assert m.warmup_cv is not None and m.warmup_cv <= 0.9
+
+
+def test_model_code_imported_before_the_timed_load(tiny_model):
+    """transformers imports a model's modeling code lazily, inside from_pretrained: the
+    import phase does it first so that timings_s.load is the load alone."""
+    code = (
+        "import sys\n"
+        "from llem_core.backends.pytorch import PytorchBackend\n"
+        "from llem_core.config import ExperimentConfig\n"
+        f"b = PytorchBackend(ExperimentConfig(model={str(tiny_model)!r}, device='cpu'))\n"
+        "mod = 'transformers.models.llama.modeling_llama'\n"
+        "assert mod not in sys.modules\n"
+        "b.import_modules()\n"
+        "assert mod in sys.modules\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr

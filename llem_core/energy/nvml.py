@@ -71,13 +71,18 @@ class NvmlMeter:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:
             raise MeterUnavailable(f"NVML cannot start (no NVIDIA driver/GPU?): {exc}") from exc
-        count = pynvml.nvmlDeviceGetCount()
-        missing = [g for g in gpus if g >= count]
-        if not gpus or missing:
-            pynvml.nvmlShutdown()
-            raise MeterUnavailable(f"GPU index {missing or gpus} not present ({count} GPUs seen)")
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+            missing = [g for g in gpus if g >= count]
+            if not gpus or missing:
+                raise MeterUnavailable(f"GPU index {missing or gpus} not present "
+                                       f"({count} GPUs seen)")
+            self._handles = {g: pynvml.nvmlDeviceGetHandleByIndex(g) for g in gpus}
+        except (MeterUnavailable, pynvml.NVMLError) as exc:
+            with contextlib.suppress(pynvml.NVMLError):
+                pynvml.nvmlShutdown()
+            raise MeterUnavailable(str(exc)) from exc
         self.gpus = list(gpus)
-        self._handles = {g: pynvml.nvmlDeviceGetHandleByIndex(g) for g in gpus}
         self.poll_interval_s = poll_interval_s
         self.has_counter = all(self._counter(h)[0] is not None for h in self._handles.values())
         self.source = "nvml_counter" if self.has_counter else "nvml_power"
