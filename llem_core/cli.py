@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _read_spec(path: str | None):
+    """The RunSpec of a spec file or of $LLEM_SPEC_JSON; a bare ExperimentConfig is run as
+    cycle 1 of no campaign. Any problem is a ValueError with a one-line reason."""
     from llem_core.results import RunSpec
 
     if path:
@@ -118,20 +121,36 @@ def _read_spec(path: str | None):
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{source}: invalid JSON: {exc}") from None
-    from llem_core.config import ExperimentConfig
-    from llem_core.grid import config_hash, derived_name
-
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: a spec is a JSON object, got {type(data).__name__}")
+    bare = "config" not in data
     try:
-        if isinstance(data, dict) and "config" not in data:
-            # A bare ExperimentConfig: run it as cycle 1 of no campaign.
-            cfg = ExperimentConfig.model_validate(data)
-            data = {"name": cfg.name or derived_name({}), "config_hash": config_hash(cfg),
-                    "config": cfg.model_dump(mode="json")}
-        return RunSpec.model_validate(data)
+        return RunSpec.model_validate({"config": data} if bare else data)
     except ValidationError as exc:
-        root = RunSpec if "config" in data else ExperimentConfig
-        reasons = "; ".join(f"{e.path}: {e.reason}" for e in pydantic_errors(exc, root))
+        reasons = "; ".join(f"{e.path.removeprefix('config.') if bare else e.path}: {e.reason}"
+                            for e in pydantic_errors(exc, RunSpec))
         raise ValueError(f"{source}: {reasons}") from None
+
+
+def check_out_path(value: str) -> Path:
+    """Fail before measuring, not after: the result path must be writable as a file."""
+    if not value.strip():
+        raise ValueError("--out: empty path")
+    path = Path(value)
+    if path.is_dir():
+        raise ValueError(f"--out {value}: is a folder, not a file path")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"--out {value}: exists and is not a regular file (a device?)")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".llem-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"--out {value}: folder {folder} is not writable: "
+                         f"{exc.strerror or exc}") from None
+    return path
 
 
 def cmd_run_experiment(args: argparse.Namespace) -> int:
@@ -142,11 +161,16 @@ def cmd_run_experiment(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         err.print(f"error: bad spec: {str(exc).splitlines()[0]}", markup=False, highlight=False)
         return 2
+    try:
+        out_path = check_out_path(args.out) if args.out is not None else (
+            check_out_path(str(result_path(args.results_dir, spec.campaign, spec.run_id,
+                                           spec.config_hash, spec.cycle)))
+            if args.results_dir else None)
+    except ValueError as exc:
+        err.print(f"error: {str(exc).splitlines()[0]}", markup=False, highlight=False)
+        return 2
     from llem_core.runner import ExperimentError, run
 
-    out_path = Path(args.out) if args.out else (
-        result_path(args.results_dir, spec.campaign, spec.run_id, spec.config_hash, spec.cycle)
-        if args.results_dir else None)
     try:
         result = run(spec, out_path, log=lambda m: err.print(f"[llem] {m}", markup=False))
     except ExperimentError as exc:

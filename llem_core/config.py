@@ -10,6 +10,7 @@ fields of one experiment (``min_output_tokens <= max_output_tokens``, ...) live 
 
 from __future__ import annotations
 
+import copy
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -302,6 +303,25 @@ class Health(Strict):
         600.0, ge=0.0, le=86_400.0, description="Give up waiting (warn, record, continue)."
     )
     poke_interval_s: float = Field(15.0, gt=0.0, le=3600.0, description="Re-check interval.")
+
+
+def _as_in_health(name: str) -> Any:
+    """The same field (default, bounds, description) as Health's: defined once."""
+    return copy.deepcopy(Health.model_fields[name])
+
+
+class HealthCheck(Strict):
+    """The readiness thresholds one experiment waits for before it starts (a RunSpec field)."""
+
+    max_temperature_c: float = _as_in_health("max_temperature_c")
+    max_memory_used_pct: float = _as_in_health("max_memory_used_pct")
+    allow_foreign_processes: bool = _as_in_health("allow_foreign_processes")
+    timeout_s: float = _as_in_health("timeout_s")
+    poke_interval_s: float = _as_in_health("poke_interval_s")
+
+    @classmethod
+    def from_health(cls, health: Health) -> HealthCheck:
+        return cls(**{k: getattr(health, k) for k in cls.model_fields})
 
 
 class Mount(Strict):

@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from llem_core.config import ExperimentConfig
+from llem_core.config import ExperimentConfig, HealthCheck
 from llem_core.latency import Distribution
 
 SCHEMA_VERSION = 1
@@ -27,17 +27,33 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class RunSpec(BaseModel):
-    """What `llem run-experiment --spec` reads: a configuration and the run it belongs to."""
+    """What `llem run-experiment --spec` reads: a configuration and the run it belongs to.
+
+    ``name`` and ``config_hash`` are filled from the configuration when absent (or empty):
+    the configuration's name (else ``base``) and :func:`llem_core.grid.config_hash`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     campaign: str | None = None
     run_id: str | None = None
-    name: str
-    config_hash: str
+    name: str = Field("", description="Configuration name; default: config.name or 'base'.")
+    config_hash: str = Field("", description="Default: llem_core.grid.config_hash(config).")
     cycle: int = Field(1, ge=1)
     position: int | None = None
     config: ExperimentConfig
-    health_check: dict[str, Any] | None = Field(
+    health_check: HealthCheck | None = Field(
         None, description="Readiness thresholds to wait for before this experiment starts.")
+
+    @model_validator(mode="after")
+    def _fill_identity(self) -> RunSpec:
+        from llem_core.grid import config_hash, derived_name
+
+        if not self.name:
+            self.name = self.config.name or derived_name({})
+        if not self.config_hash:
+            self.config_hash = config_hash(self.config)
+        return self
 
 
 class PerRequest(BaseModel):
@@ -89,6 +105,9 @@ class EnergyResult(BaseModel):
     polled_j: float | None = None
     counter_vs_polled_rel_diff: float | None = None
     polled_samples: int = 0
+    failed_samples: int = Field(0, description="Power (or RAPL) reads that failed: skipped.")
+    counter_failed_reads: int = Field(
+        0, description="Energy-counter reads that failed at the window's edges (retried).")
     counter_update_period_s: float | None = None
     thermal: dict[str, Any] = Field(default_factory=dict)
     flags: list[str] = Field(default_factory=list)
@@ -96,7 +115,10 @@ class EnergyResult(BaseModel):
 
 class Provenance(BaseModel):
     llem_version: str
-    host: str
+    host: str = Field(description="The server: $LLEM_HOST_NAME when set, else the hostname.")
+    container_id: str | None = Field(
+        None, description="This process's own hostname when it differs from host "
+        "(in Docker: the container id).")
     platform: str
     python: str
     libraries: dict[str, str | None]
@@ -190,20 +212,6 @@ def write_result(result: ExperimentResult, path: str | Path) -> None:
 
 def read_result(path: str | Path) -> ExperimentResult:
     return ExperimentResult.model_validate_json(Path(path).read_text(encoding="utf-8"))
-
-
-def parse_summary_line(text: str) -> dict[str, Any] | None:
-    """Find the last llem summary JSON line in a process's output."""
-    for line in reversed(text.strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{") and SUMMARY_MARKER in line:
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(obj, dict) and SUMMARY_MARKER in obj:
-                return obj
-    return None
 
 
 # -- tables ------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ def test_measures_real_generation(tiny_model, tmp_path):
         assert r.energy.raw_j is None and r.energy.note
     assert r.provenance.device == "cpu" and r.provenance.libraries["torch"]
     assert r.config_hash == summary["config_hash"]
+    t = r.provenance.timings_s
+    assert t["import"] > 0 and t["load"] > 0 and t["window"] == m.window_s
 
 
 def test_min_window_repeats_workload(tiny_model, tmp_path):
@@ -115,10 +117,14 @@ def test_spec_from_environment(tiny_model, tmp_path, monkeypatch):
     env_p = subprocess.run(
         [sys.executable, "-m", "llem_core", "run-experiment", "--out", str(tmp_path / "r.json")],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
-        env={**__import__("os").environ, "LLEM_SPEC_JSON": spec.read_text()})
+        env={**__import__("os").environ, "LLEM_SPEC_JSON": spec.read_text(),
+             "LLEM_HOST_NAME": "gpu-server-7"})
     assert env_p.returncode == 0, env_p.stderr
-    assert read_result(tmp_path / "r.json").config.extra["note"] == "x; rm -rf / $(touch pwned)"
+    r = read_result(tmp_path / "r.json")
+    assert r.config.extra["note"] == "x; rm -rf / $(touch pwned)"
     assert not (tmp_path / "pwned").exists()
+    assert r.provenance.host == "gpu-server-7"
+    assert r.provenance.container_id == __import__("socket").gethostname()
 
 
 def test_warmup_until_stable_is_recorded(tiny_model, tmp_path):
@@ -132,26 +138,18 @@ def test_warmup_until_stable_is_recorded(tiny_model, tmp_path):
     assert m.warmup_cv is not None and m.warmup_cv <= 0.9
 
 
-def test_baseline_reused_from_cache_with_age(tmp_path, monkeypatch):
-    from llem_core.energy.base import Baseline
-    from llem_core.runner import _baseline
-
-    monkeypatch.setenv("LLEM_CACHE_DIR", str(tmp_path))
-
-    class Meter:
-        source = "rapl"
-        calls = 0
-
-        def idle(self, seconds):
-            Meter.calls += 1
-            return Baseline(watts=42.0, seconds=seconds, source="rapl")
-
-    cfg = ExperimentConfig(model="m", energy={"baseline_s": 0.5, "baseline_cache_s": 600})
-    hw = {"domains": {"intel-rapl:0": "package-0"}}
-    _b1, age1 = _baseline(Meter(), cfg, hw, lambda _m: None)
-    b2, age2 = _baseline(Meter(), cfg, hw, lambda _m: None)
-    assert Meter.calls == 1 and age1 is None
-    assert b2.watts == 42.0 and age2 is not None and age2 >= 0
-    no_cache = ExperimentConfig(model="m", energy={"baseline_s": 0.5})
-    _baseline(Meter(), no_cache, hw, lambda _m: None)
-    assert Meter.calls == 2
+def test_model_code_imported_before_the_timed_load(tiny_model):
+    """transformers imports a model's modeling code lazily, inside from_pretrained: the
+    import phase does it first so that timings_s.load is the load alone."""
+    code = (
+        "import sys\n"
+        "from llem_core.backends.pytorch import PytorchBackend\n"
+        "from llem_core.config import ExperimentConfig\n"
+        f"b = PytorchBackend(ExperimentConfig(model={str(tiny_model)!r}, device='cpu'))\n"
+        "mod = 'transformers.models.llama.modeling_llama'\n"
+        "assert mod not in sys.modules\n"
+        "b.import_modules()\n"
+        "assert mod in sys.modules\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr

@@ -44,3 +44,25 @@ def test_baseline_cache_age_and_band(tmp_path, monkeypatch):
     assert baseline_cache.load("GPU-abc", 60, 40.0, 5.0, now=1100.0) is None  # too old
     assert baseline_cache.load("GPU-abc", 0, 40.0, 5.0, now=1001.0) is None  # disabled
     assert baseline_cache.load("GPU-other", 600, 40.0, 5.0, now=1001.0) is None
+
+
+def test_baseline_reused_from_cache_with_age(tmp_path, monkeypatch):
+    from llem_core.config import EnergyConfig
+
+    monkeypatch.setenv("LLEM_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def measure(seconds):
+        calls.append(seconds)
+        return Baseline(watts=42.0, seconds=seconds, source="rapl")
+
+    key = baseline_cache.device_key({"domains": {"intel-rapl:0": "package-0"}}, "rapl")
+    cached = EnergyConfig(baseline_s=0.5, baseline_cache_s=600)
+    _b1, age1 = baseline_cache.obtain(key, cached, None, measure, lambda _m: None)
+    b2, age2 = baseline_cache.obtain(key, cached, None, measure, lambda _m: None)
+    assert calls == [0.5] and age1 is None
+    assert b2.watts == 42.0 and age2 is not None and age2 >= 0
+    baseline_cache.obtain(key, EnergyConfig(baseline_s=0.5), None, measure, lambda _m: None)
+    assert calls == [0.5, 0.5]
+    gpus = {"gpus": [{"index": 0, "uuid": "GPU-a"}, {"index": 1}]}
+    assert baseline_cache.device_key(gpus, "nvml_counter") == "GPU-a+1"

@@ -25,6 +25,10 @@ class BatchTiming:
 class Backend(Protocol):
     device: str
 
+    def import_modules(self) -> None:
+        """Import the code load() would import lazily, so load() times only the loading."""
+        ...
+
     def load(self) -> dict[str, Any]: ...
 
     def prepare(self, texts: list[str]) -> list[Any]: ...

@@ -63,6 +63,21 @@ class PytorchBackend:
         if self.on_gpu:
             torch.cuda.synchronize(self.device)
 
+    def import_modules(self) -> None:
+        """Import the model's modeling code, which transformers imports lazily on first use."""
+        from transformers import AutoConfig
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+        cfg = self.config
+        local = cfg.is_local_model()
+        try:
+            conf = AutoConfig.from_pretrained(
+                str(Path(cfg.model).expanduser()) if local else cfg.model,
+                local_files_only=local or os.environ.get("HF_HUB_OFFLINE") == "1")
+            MODEL_FOR_CAUSAL_LM_MAPPING[type(conf)]
+        except (OSError, ValueError, KeyError):
+            pass  # load() reports an unloadable model with its reason
+
     def load(self) -> dict[str, Any]:
         cfg = self.config
         if cfg.is_local_model() and not Path(cfg.model).expanduser().is_dir():

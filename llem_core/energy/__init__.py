@@ -1,6 +1,15 @@
-"""Energy meters behind one small protocol: NVML (GPU), RAPL (CPU package), null."""
+"""Energy meters behind one small protocol (NVML for GPUs, RAPL for CPU packages, null),
+the arithmetic of a window's energy, and :class:`EnergyMonitor` for named windows."""
 
-from llem_core.energy.base import Baseline, EnergyMeter, EnergyReading, MeterUnavailable
+from llem_core.energy.base import (
+    Baseline,
+    EnergyMeter,
+    EnergyReading,
+    MeterUnavailable,
+    measure_idle,
+)
+from llem_core.energy.monitor import EnergyMonitor, Measurement, default_sync
 from llem_core.energy.select import open_meter
 
-__all__ = ["Baseline", "EnergyMeter", "EnergyReading", "MeterUnavailable", "open_meter"]
+__all__ = ["Baseline", "EnergyMeter", "EnergyMonitor", "EnergyReading", "Measurement",
+           "MeterUnavailable", "default_sync", "measure_idle", "open_meter"]

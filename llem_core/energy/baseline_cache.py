@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from llem_core.config import EnergyConfig
 from llem_core.energy.base import Baseline
 from llem_core.results import safe_part, write_atomic
 
@@ -48,3 +50,27 @@ def store(device_key: str, baseline: Baseline, temperature_c: float | None,
     write_atomic(cache_path(device_key), json.dumps({
         "measured_at": now if now is not None else time.time(),
         "temperature_c": temperature_c, "baseline": asdict(baseline)}))
+
+
+def device_key(hardware: dict[str, object], source: str) -> str:
+    """The cache key of the metered devices: GPU UUIDs (else indices), else the meter."""
+    gpus = hardware.get("gpus") or []
+    return "+".join(str(g.get("uuid") or g.get("index")) for g in gpus  # type: ignore[union-attr]
+                    if isinstance(g, dict)) or source
+
+
+def obtain(key: str, energy: EnergyConfig, temperature_c: float | None,
+           measure: Callable[[float], Baseline],
+           log: Callable[[str], None]) -> tuple[Baseline, float | None]:
+    """Idle power before the model loads: reused from the per-GPU cache when recent and
+    taken at a similar temperature (its age is returned), else measured and cached."""
+    cached = load(key, energy.baseline_cache_s, temperature_c, energy.baseline_band_c)
+    if cached is not None:
+        log(f"reusing idle baseline {cached[0].watts:.1f} W measured {cached[1]:.0f} s ago")
+        return cached
+    log(f"measuring idle baseline for {energy.baseline_s} s")
+    baseline = measure(energy.baseline_s)
+    baseline.temperature_c = temperature_c
+    if energy.baseline_cache_s > 0:
+        store(key, baseline, temperature_c)
+    return baseline, None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from llem_core.energy.base import Baseline, EnergyReading
+import time
+
+from llem_core.energy.base import EnergyReading
 
 
 class NullMeter:
@@ -11,20 +13,15 @@ class NullMeter:
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
-    def devices(self) -> list[str]:
-        return []
-
     def hardware(self) -> dict[str, object]:
         return {"meter": "none", "reason": self.reason}
 
-    def idle(self, seconds: float) -> Baseline:  # pragma: no cover - never called
-        raise RuntimeError("the null meter has no baseline")
+    def mark(self) -> float:
+        return time.monotonic()
 
-    def begin(self) -> None:
-        pass
-
-    def end(self) -> EnergyReading:  # pragma: no cover - never called
-        raise RuntimeError("the null meter measures nothing")
+    def reading(self, start: float, end: float) -> EnergyReading:
+        """Never raises: a window is still timed, its energy is null with the reason."""
+        return EnergyReading(source="none", joules=None, window_s=end - start, note=self.reason)
 
     def close(self) -> None:
         pass

@@ -1,9 +1,14 @@
 """GPU energy through NVML (nvidia-ml-py).
 
 The primary figure is the total-energy counter (millijoules since driver load, Volta and
-newer). Power is polled in a thread at the configured interval, both as the fallback on
-older GPUs and as a cross-check of the counter; temperature, SM clock and throttle
-reasons are sampled with it.
+newer). From the moment the meter opens until it closes, a thread polls power at the
+configured interval, both as the fallback on older GPUs and as a cross-check of the
+counter; temperature, SM clock and throttle reasons are sampled with it. A window is the
+span between two marks, so windows may overlap.
+
+A sensor read that fails never becomes a number: a counter read is retried a few times,
+and a window whose counter cannot be trusted at either edge is measured by integrating
+the polled power instead (and flagged); a failed power sample is skipped and counted.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from llem_core.energy.base import Baseline, EnergyReading, MeterUnavailable
-from llem_core.energy.trace import counter_delta, detect_update_period, integrate_power
+from llem_core.energy.base import EnergyReading, MeterUnavailable
+from llem_core.energy.trace import detect_update_period, integrate_power
+
+COUNTER_TRIES = 3
+COUNTER_RETRY_S = 0.02
 
 # Throttle reasons that mean the numbers were taken on a slowed GPU.
 _THROTTLE_NAMES = {
@@ -32,13 +40,22 @@ def throttle_names(mask: int) -> list[str]:
     return [name for bit, name in _THROTTLE_NAMES.items() if mask & bit]
 
 
+@dataclass(slots=True)
+class _Sample:
+    t: float
+    watts: float | None
+    temperature_c: float | None
+    sm_clock_mhz: float | None
+    throttle: int
+
+
 @dataclass
-class _Trace:
-    times: list[float] = field(default_factory=list)
-    watts: dict[int, list[float]] = field(default_factory=dict)
-    temps: dict[int, list[float]] = field(default_factory=dict)
-    sm_clock: dict[int, list[float]] = field(default_factory=dict)
-    throttle: dict[int, int] = field(default_factory=dict)
+class NvmlMark:
+    """One window edge: when, each GPU's counter (None: unreadable) and failed attempts."""
+
+    t: float
+    counters: dict[int, int | None] = field(default_factory=dict)
+    failed_reads: int = 0
 
 
 class NvmlMeter:
@@ -54,34 +71,51 @@ class NvmlMeter:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:
             raise MeterUnavailable(f"NVML cannot start (no NVIDIA driver/GPU?): {exc}") from exc
-        count = pynvml.nvmlDeviceGetCount()
-        missing = [g for g in gpus if g >= count]
-        if not gpus or missing:
-            pynvml.nvmlShutdown()
-            raise MeterUnavailable(f"GPU index {missing or gpus} not present ({count} GPUs seen)")
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+            missing = [g for g in gpus if g >= count]
+            if not gpus or missing:
+                raise MeterUnavailable(f"GPU index {missing or gpus} not present "
+                                       f"({count} GPUs seen)")
+            self._handles = {g: pynvml.nvmlDeviceGetHandleByIndex(g) for g in gpus}
+        except (MeterUnavailable, pynvml.NVMLError) as exc:
+            with contextlib.suppress(pynvml.NVMLError):
+                pynvml.nvmlShutdown()
+            raise MeterUnavailable(str(exc)) from exc
         self.gpus = list(gpus)
-        self._handles = {g: pynvml.nvmlDeviceGetHandleByIndex(g) for g in gpus}
         self.poll_interval_s = poll_interval_s
-        self.has_counter = all(self._counter(h) is not None for h in self._handles.values())
+        self.has_counter = all(self._counter(h)[0] is not None for h in self._handles.values())
         self.source = "nvml_counter" if self.has_counter else "nvml_power"
         self.counter_update_period_s: float | None = None
         if self.has_counter:
             first = self._handles[self.gpus[0]]
             self.counter_update_period_s = detect_update_period(
-                lambda: self._counter(first) or 0, time.monotonic, sleep=time.sleep)
+                lambda: self._counter_once(first), time.monotonic, sleep=time.sleep)
         self._instant_ok = self._instant_power(self._handles[self.gpus[0]]) is not None
+        self._lock = threading.Lock()
+        self._samples: dict[int, list[_Sample]] = {g: [] for g in self.gpus}
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._trace = _Trace()
-        self._t0 = 0.0
-        self._counter0: dict[int, int] = {}
+        self._thread = threading.Thread(target=self._poll, name="llem-nvml-poll", daemon=True)
+        self._thread.start()
 
     # -- raw reads -------------------------------------------------------------------------
-    def _counter(self, handle: Any) -> int | None:
+    def _counter_once(self, handle: Any) -> int | None:
         try:
-            return int(self._nv.nvmlDeviceGetTotalEnergyConsumption(handle))
+            value = int(self._nv.nvmlDeviceGetTotalEnergyConsumption(handle))
         except self._nv.NVMLError:
             return None
+        # The counter runs since the driver loaded: a 0 is a failed read, not a value.
+        return value if value > 0 else None
+
+    def _counter(self, handle: Any) -> tuple[int | None, int]:
+        """The counter after up to COUNTER_TRIES attempts, and how many attempts failed."""
+        for attempt in range(COUNTER_TRIES):
+            value = self._counter_once(handle)
+            if value is not None:
+                return value, attempt
+            if attempt + 1 < COUNTER_TRIES:
+                time.sleep(COUNTER_RETRY_S)
+        return None, COUNTER_TRIES
 
     def _instant_power(self, handle: Any) -> float | None:
         try:
@@ -93,28 +127,34 @@ class NvmlMeter:
         except (self._nv.NVMLError, AttributeError):
             return None
 
-    def _power(self, handle: Any) -> float:
+    def _power(self, handle: Any) -> float | None:
         if self._instant_ok:
             w = self._instant_power(handle)
             if w is not None:
                 return w
-        return self._nv.nvmlDeviceGetPowerUsage(handle) / 1000.0
+        try:
+            return self._nv.nvmlDeviceGetPowerUsage(handle) / 1000.0
+        except self._nv.NVMLError:
+            return None
 
-    def _sample(self) -> None:
-        now = time.monotonic()
-        tr = self._trace
-        tr.times.append(now)
-        for g, h in self._handles.items():
-            tr.watts.setdefault(g, []).append(self._power(h))
-            try:
-                tr.temps.setdefault(g, []).append(float(self._nv.nvmlDeviceGetTemperature(
-                    h, self._nv.NVML_TEMPERATURE_GPU)))
-                tr.sm_clock.setdefault(g, []).append(float(self._nv.nvmlDeviceGetClockInfo(
-                    h, self._nv.NVML_CLOCK_SM)))
-                tr.throttle[g] = tr.throttle.get(g, 0) | int(
-                    self._nv.nvmlDeviceGetCurrentClocksEventReasons(h))
-            except (self._nv.NVMLError, AttributeError):
-                pass
+    def _optional(self, read: Any, *args: Any) -> Any:
+        try:
+            return read(*args)
+        except (self._nv.NVMLError, AttributeError):
+            return None
+
+    def _sample(self) -> float:
+        nv = self._nv
+        with self._lock:
+            now = time.monotonic()
+            for g, h in self._handles.items():
+                temp = self._optional(nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU)
+                clock = self._optional(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_SM)
+                mask = self._optional(nv.nvmlDeviceGetCurrentClocksEventReasons, h)
+                self._samples[g].append(_Sample(
+                    now, self._power(h), None if temp is None else float(temp),
+                    None if clock is None else float(clock), int(mask or 0)))
+        return now
 
     def _poll(self) -> None:
         while not self._stop.is_set():
@@ -122,9 +162,6 @@ class NvmlMeter:
             self._stop.wait(self.poll_interval_s)
 
     # -- protocol --------------------------------------------------------------------------
-    def devices(self) -> list[str]:
-        return [f"gpu{g}" for g in self.gpus]
-
     def hardware(self) -> dict[str, object]:
         nv = self._nv
         info: dict[str, object] = {"meter": self.source, "gpus": []}
@@ -147,63 +184,86 @@ class NvmlMeter:
         info["instant_power_field"] = self._instant_ok
         return info
 
-    def idle(self, seconds: float) -> Baseline:
-        self.begin()
-        time.sleep(seconds)
-        reading = self.end()
-        per = {k: v / reading.window_s for k, v in reading.per_device_j.items()}
-        return Baseline(watts=reading.joules / reading.window_s, seconds=reading.window_s,
-                        source=reading.source, per_device_w=per)
-
-    def begin(self) -> None:
-        self._trace = _Trace()
-        self._stop.clear()
-        self._counter0 = {g: self._counter(h) or 0 for g, h in self._handles.items()} \
-            if self.has_counter else {}
-        self._t0 = time.monotonic()
-        self._sample()
-        self._thread = threading.Thread(target=self._poll, name="llem-nvml-poll", daemon=True)
-        self._thread.start()
-
-    def end(self) -> EnergyReading:
-        counter1 = {g: self._counter(h) or 0 for g, h in self._handles.items()} \
-            if self.has_counter else {}
-        t1 = time.monotonic()
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._sample()
-        window = t1 - self._t0
-        tr = self._trace
-        polled = {g: integrate_power(tr.times, w) for g, w in tr.watts.items()}
+    def mark(self) -> NvmlMark:
+        mark = NvmlMark(t=self._sample())
         if self.has_counter:
-            per = {f"gpu{g}": counter_delta(self._counter0[g], counter1[g], None) / 1000.0
-                   for g in self.gpus}
-        else:
-            per = {f"gpu{g}": polled[g] for g in self.gpus}
-        thermal: dict[str, object] = {}
+            for g, h in self._handles.items():
+                mark.counters[g], failed = self._counter(h)
+                mark.failed_reads += failed
+        return mark
+
+    def _untrusted(self, start: NvmlMark, end: NvmlMark) -> list[str]:
+        """Why the counter cannot give this window's energy (empty: it can)."""
+        why = []
         for g in self.gpus:
-            temps = tr.temps.get(g) or []
-            clocks = tr.sm_clock.get(g) or []
-            thermal[f"gpu{g}"] = {
-                "temperature_start_c": temps[0] if temps else None,
-                "temperature_end_c": temps[-1] if temps else None,
-                "temperature_max_c": max(temps) if temps else None,
-                "sm_clock_mhz_min": min(clocks) if clocks else None,
-                "sm_clock_mhz_max": max(clocks) if clocks else None,
-                "throttle_reasons": throttle_names(tr.throttle.get(g, 0)),
-            }
-        return EnergyReading(
-            source=self.source, joules=sum(per.values()), window_s=window, per_device_j=per,
-            polled_joules=sum(polled.values()), polled_samples=len(tr.times),
-            counter_update_period_s=self.counter_update_period_s, thermal=thermal)
+            c0, c1 = start.counters.get(g), end.counters.get(g)
+            if c0 is None:
+                why.append(f"gpu{g} energy counter unreadable at the window's start "
+                           f"({COUNTER_TRIES} tries)")
+            if c1 is None:
+                why.append(f"gpu{g} energy counter unreadable at the window's end "
+                           f"({COUNTER_TRIES} tries)")
+            if c0 is not None and c1 is not None and c1 < c0:
+                why.append(f"gpu{g} energy counter went backwards ({c0} -> {c1} mJ): "
+                           "driver reset or bad read")
+        return why
+
+    def reading(self, start: NvmlMark, end: NvmlMark) -> EnergyReading:
+        with self._lock:
+            window = {g: [s for s in ss if start.t <= s.t <= end.t]
+                      for g, ss in self._samples.items()}
+        polled: dict[int, float | None] = {}
+        for g, ss in window.items():
+            good = [s for s in ss if s.watts is not None]
+            polled[g] = integrate_power([s.t for s in good], [s.watts for s in good]) \
+                if len(good) >= 2 else None
+        failed = sum(1 for ss in window.values() for s in ss if s.watts is None)
+        polled_total = None if None in polled.values() else sum(polled.values())  # type: ignore[arg-type]
+        r = EnergyReading(
+            source=self.source, joules=None, window_s=end.t - start.t,
+            polled_joules=polled_total, polled_samples=len(window[self.gpus[0]]),
+            failed_samples=failed, counter_failed_reads=start.failed_reads + end.failed_reads,
+            counter_update_period_s=self.counter_update_period_s,
+            thermal={f"gpu{g}": _thermal(ss) for g, ss in window.items()})
+        if failed:
+            r.flags.append(f"{failed} power samples failed to read and were skipped")
+        why = self._untrusted(start, end) if self.has_counter else []
+        if self.has_counter and not why:
+            r.per_device_j = {f"gpu{g}": (end.counters[g] - start.counters[g]) / 1000.0  # type: ignore[operator]
+                              for g in self.gpus}
+        elif polled_total is not None:
+            r.source = "nvml_power"
+            r.per_device_j = {f"gpu{g}": polled[g] for g in self.gpus}  # type: ignore[misc]
+            if why:
+                r.flags.append(f"{'; '.join(why)}: energy is integrated polled power instead")
+        else:
+            r.note = "; ".join([*why, "fewer than 2 power samples read in the window"])
+            return r
+        r.joules = sum(r.per_device_j.values())
+        return r
 
     def close(self) -> None:
         self._stop.set()
-        if self._thread is not None and self._thread.is_alive():
+        if self._thread.is_alive():
             self._thread.join()
         with contextlib.suppress(self._nv.NVMLError):
             self._nv.nvmlShutdown()
+
+
+def _thermal(samples: list[_Sample]) -> dict[str, object]:
+    temps = [s.temperature_c for s in samples if s.temperature_c is not None]
+    clocks = [s.sm_clock_mhz for s in samples if s.sm_clock_mhz is not None]
+    mask = 0
+    for s in samples:
+        mask |= s.throttle
+    return {
+        "temperature_start_c": temps[0] if temps else None,
+        "temperature_end_c": temps[-1] if temps else None,
+        "temperature_max_c": max(temps) if temps else None,
+        "sm_clock_mhz_min": min(clocks) if clocks else None,
+        "sm_clock_mhz_max": max(clocks) if clocks else None,
+        "throttle_reasons": throttle_names(mask),
+    }
 
 
 def _text(value: str | bytes) -> str:

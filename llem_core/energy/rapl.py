@@ -1,16 +1,18 @@
 """CPU package energy through Linux RAPL (powercap sysfs), for CPU-only experiments.
 
-The counters wrap at ``max_energy_range_uj`` (within a minute on busy servers), so a
-thread reads them at the polling interval and accumulates wrapped deltas.
+The counters wrap at ``max_energy_range_uj`` (within a minute on busy servers), so from
+the moment the meter opens a thread reads them at the polling interval and accumulates
+wrapped deltas into a running total; a window is the difference of two marks of it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from llem_core.energy.base import Baseline, EnergyReading, MeterUnavailable
+from llem_core.energy.base import EnergyReading, MeterUnavailable
 from llem_core.energy.trace import counter_delta
 
 POWERCAP = Path("/sys/class/powercap")
@@ -24,6 +26,14 @@ def package_domains(root: Path = POWERCAP) -> list[Path]:
                   if p.name.count(":") == 1 and (p / "energy_uj").exists())
 
 
+@dataclass(frozen=True)
+class RaplMark:
+    t: float
+    total_uj: dict[str, int]
+    reads: int
+    failed_reads: int
+
+
 class RaplMeter:
     source = "rapl"
 
@@ -33,36 +43,38 @@ class RaplMeter:
             raise MeterUnavailable(f"no RAPL package domain under {root}")
         try:
             self._ranges = {d: int((d / "max_energy_range_uj").read_text()) for d in self.domains}
-            for d in self.domains:
-                int((d / "energy_uj").read_text())
+            self._last = {d: self._read(d) for d in self.domains}
         except (OSError, ValueError) as exc:
             raise MeterUnavailable(f"RAPL counters unreadable: {exc}") from exc
         self.poll_interval_s = poll_interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._last: dict[Path, int] = {}
-        self._acc: dict[Path, int] = {}
-        self._t0 = 0.0
-        self._samples = 0
+        self._total = dict.fromkeys(self.domains, 0)
+        self._reads = 0
+        self._failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="llem-rapl-poll", daemon=True)
+        self._thread.start()
 
     def _read(self, d: Path) -> int:
         return int((d / "energy_uj").read_text())
 
-    def _accumulate(self) -> None:
+    def _accumulate(self) -> float:
         with self._lock:
             for d in self.domains:
-                now = self._read(d)
-                self._acc[d] += counter_delta(self._last[d], now, self._ranges[d] + 1)
+                try:
+                    now = self._read(d)
+                except (OSError, ValueError):
+                    # Skipped, not zero: the next good read carries the whole delta.
+                    self._failed += 1
+                    continue
+                self._total[d] += counter_delta(self._last[d], now, self._ranges[d] + 1)
                 self._last[d] = now
-            self._samples += 1
+            self._reads += 1
+            return time.monotonic()
 
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_interval_s):
             self._accumulate()
-
-    def devices(self) -> list[str]:
-        return [d.name for d in self.domains]
 
     def hardware(self) -> dict[str, object]:
         names = {}
@@ -73,31 +85,23 @@ class RaplMeter:
                 names[d.name] = d.name
         return {"meter": "rapl", "domains": names}
 
-    def idle(self, seconds: float) -> Baseline:
-        self.begin()
-        time.sleep(seconds)
-        r = self.end()
-        return Baseline(watts=r.joules / r.window_s, seconds=r.window_s, source="rapl",
-                        per_device_w={k: v / r.window_s for k, v in r.per_device_j.items()})
+    def mark(self) -> RaplMark:
+        t = self._accumulate()
+        with self._lock:
+            return RaplMark(t, {d.name: v for d, v in self._total.items()}, self._reads,
+                            self._failed)
 
-    def begin(self) -> None:
-        self._stop.clear()
-        self._last = {d: self._read(d) for d in self.domains}
-        self._acc = dict.fromkeys(self.domains, 0)
-        self._samples = 1
-        self._t0 = time.monotonic()
-        self._thread = threading.Thread(target=self._poll, name="llem-rapl-poll", daemon=True)
-        self._thread.start()
-
-    def end(self) -> EnergyReading:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._accumulate()
-        window = time.monotonic() - self._t0
-        per = {d.name: self._acc[d] / 1e6 for d in self.domains}
-        return EnergyReading(source="rapl", joules=sum(per.values()), window_s=window,
-                             per_device_j=per, polled_samples=self._samples)
+    def reading(self, start: RaplMark, end: RaplMark) -> EnergyReading:
+        per = {k: (end.total_uj[k] - start.total_uj[k]) / 1e6 for k in start.total_uj}
+        failed = end.failed_reads - start.failed_reads
+        r = EnergyReading(source="rapl", joules=sum(per.values()), window_s=end.t - start.t,
+                          per_device_j=per, polled_samples=end.reads - start.reads,
+                          failed_samples=failed)
+        if failed:
+            r.flags.append(f"{failed} RAPL reads failed and were skipped")
+        return r
 
     def close(self) -> None:
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()

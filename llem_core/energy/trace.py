@@ -33,20 +33,6 @@ def integrate_power(times_s: Sequence[float], watts: Sequence[float]) -> float:
     return float(np.trapezoid(w, t))
 
 
-def clip_trace(
-    times_s: Sequence[float], watts: Sequence[float], t0: float, t1: float
-) -> tuple[list[float], list[float]]:
-    """The part of a trace inside [t0, t1], with interpolated end points."""
-    t = np.asarray(times_s, dtype=float)
-    w = np.asarray(watts, dtype=float)
-    if t.size == 0 or t1 <= t0:
-        return [], []
-    inside = (t > t0) & (t < t1)
-    ts = np.concatenate(([t0], t[inside], [t1]))
-    ws = np.interp(ts, t, w)
-    return ts.tolist(), ws.tolist()
-
-
 def baseline_adjusted(raw_j: float, baseline_w: float, window_s: float) -> float:
     """Energy above idle: the idle power is subtracted over the measured window only."""
     if window_s < 0:
@@ -61,24 +47,25 @@ def relative_difference(a: float, b: float) -> float | None:
 
 
 def detect_update_period(
-    read: Callable[[], int], clock: Callable[[], float], changes: int = 4,
+    read: Callable[[], int | None], clock: Callable[[], float], changes: int = 4,
     timeout_s: float = 3.0, sleep: Callable[[float], None] | None = None,
 ) -> float | None:
     """Learn how often a counter updates: poll until it changed ``changes`` times.
 
     Returns the median interval between observed changes, or None if it changed fewer than
-    twice before the timeout (the interval cannot be known then).
+    twice before the timeout (the interval cannot be known then). A failed read (None) is
+    skipped: it is not a change.
     """
     t_start = clock()
     last = read()
     stamps: list[float] = []
     while len(stamps) < changes + 1 and clock() - t_start < timeout_s:
         value = read()
-        if value != last:
+        if value is not None and last is not None and value != last:
             stamps.append(clock())
-            last = value
         elif sleep is not None:
             sleep(0.001)
+        last = value if value is not None else last
     if len(stamps) < 2:
         return None
     return float(np.median(np.diff(stamps)))
