@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from llem_core import plan as ordering
 from llem_core.campaign_file import CampaignFileError, FieldError, LoadedCampaign
-from llem_core.config import CampaignConfig, Ordering
+from llem_core.config import CampaignConfig, HealthCheck, Ordering
 from llem_core.grid import (
     ExperimentSpec,
     GridReport,
@@ -143,7 +143,7 @@ def plan_run(campaign: CampaignConfig, params: dict[str, Any] | None, run_id: st
             spec = RunSpec(campaign=campaign.campaign, run_id=run_id, name=r.spec.name,
                            config_hash=r.spec.config_hash, cycle=r.cycle, position=r.position,
                            config=r.spec.config,
-                           health_check=health.model_dump() if check else None)
+                           health_check=HealthCheck.from_health(health) if check else None)
             path = result_path(campaign.results_dir, campaign.campaign, run_id,
                                r.spec.config_hash, r.cycle)
             planned.append(PlannedRun(name=r.spec.name, config_hash=r.spec.config_hash,

@@ -8,20 +8,19 @@ reused. The cache is a small JSON file per device in the llem cache folder.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from llem_core.cache import cache_root
 from llem_core.config import EnergyConfig
 from llem_core.energy.base import Baseline
 from llem_core.results import safe_part, write_atomic
 
 
 def cache_path(device_key: str) -> Path:
-    base = os.environ.get("LLEM_CACHE_DIR") or Path.home() / ".cache" / "llem"
-    return Path(base) / "baselines" / f"{safe_part(device_key)}.json"
+    return cache_root() / "baselines" / f"{safe_part(device_key)}.json"
 
 
 def load(device_key: str, max_age_s: float, temperature_c: float | None,
