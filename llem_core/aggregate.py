@@ -64,7 +64,7 @@ def compact_table(ci: pd.DataFrame, key: str | list[str] | None = None,
         row["n"] = max(row["n"], int(r["n"]))
         row[r["metric"]] = {"mean": _num(r["mean"]), "ci_low": _num(r["ci_low"]),
                             "ci_high": _num(r["ci_high"]), "ci_method": r["ci_method"],
-                            "n": int(r["n"]), "note": r["note"] or None}
+                            "n": int(r["n"]), "note": _plain(r["note"])}
     return list(rows.values())
 
 

@@ -177,7 +177,7 @@ def _cell(v: dict[str, Any] | None) -> str:
     return f"{v['mean']:.4g} [{v['ci_low']:.4g}, {v['ci_high']:.4g}]"
 
 
-def _aggregate_table(digest: dict[str, Any], title: str) -> Table:
+def _aggregate_table(digest: dict[str, Any], title: str) -> tuple[Table, list[str]]:
     """Headline metrics per group, with each row's n, interval methods and caveats."""
     from llem_core import metrics as registry
 
@@ -193,14 +193,16 @@ def _aggregate_table(digest: dict[str, Any], title: str) -> Table:
     for m in shown:
         t.add_column(f"{m} ({registry.get(m).unit})", justify="right")
     t.add_column("method")
-    t.add_column("caveats")
+    caveats: list[str] = []
     for row in rows:
         cells = [row.get(m) or {} for m in shown]
         methods = sorted({c["ci_method"] for c in cells if c.get("ci_method")})
-        caveats = list(dict.fromkeys(c["note"] for c in cells if c.get("note")))
+        notes = list(dict.fromkeys(c["note"] for c in cells if c.get("note")))
         t.add_row(*(str(row[k]) for k in keys), str(row["n"]), *(_cell(c) for c in cells),
-                  ", ".join(methods), "; ".join(caveats))
-    return t
+                  ", ".join(methods) + (" *" if notes else ""))
+        name = " ".join(str(row[k]) for k in keys)
+        caveats += [f"* {name}: {n}" for n in notes]
+    return t, caveats
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
@@ -228,8 +230,11 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         err.print(f"error: no result files under {args.results_dir}")
         return 1
     planned = digest["planned"]
-    out.print(_aggregate_table(digest, f"{args.results_dir}: means with "
-                                       f"{args.confidence:.0%} confidence intervals"))
+    table, caveats = _aggregate_table(digest, f"{args.results_dir}: means with "
+                                              f"{args.confidence:.0%} confidence intervals")
+    out.print(table)
+    for c in caveats:
+        out.print(c, highlight=False, markup=False)
     out.print(f"measured {digest['measured']} results; planned "
               f"{planned if planned is not None else 'unknown (no plan.json)'}",
               highlight=False)

@@ -35,6 +35,12 @@ def _plt():
     return plt
 
 
+def _err(x: Any) -> np.ndarray:
+    """Error-bar lengths: none where no interval; a constant sample's rounding (the mean
+    of identical values can differ from them in the last bit) never goes negative."""
+    return np.clip(np.nan_to_num(np.array(x, float)), 0.0, None)
+
+
 def _ci_frame(ci: pd.DataFrame, metric: str) -> pd.DataFrame:
     return ci[ci["metric"] == metric].set_index("config_label")
 
@@ -55,8 +61,7 @@ def scatter_chart(ci: pd.DataFrame, energy_metric: str, other: str, maximise_oth
                 [e.loc[name, "ci_high"] - pts.loc[name, "e"]]]
         on = name in front
         ax.errorbar(pts.loc[name, "o"], pts.loc[name, "e"],
-                    xerr=np.nan_to_num(np.array(xerr, float)),
-                    yerr=np.nan_to_num(np.array(yerr, float)), fmt="o",
+                    xerr=_err(xerr), yerr=_err(yerr), fmt="o",
                     color="#dc2626" if on else "#64748b", capsize=3)
         ax.annotate(name, (pts.loc[name, "o"], pts.loc[name, "e"]), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")
@@ -75,22 +80,23 @@ def bar_chart(ci: pd.DataFrame, metric: str) -> str | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 0.5 + 0.35 * len(d)))
-    low = np.nan_to_num((d["mean"] - d["ci_low"]).to_numpy(float))
-    high = np.nan_to_num((d["ci_high"] - d["mean"]).to_numpy(float))
+    low = _err((d["mean"] - d["ci_low"]).to_numpy(float))
+    high = _err((d["ci_high"] - d["mean"]).to_numpy(float))
     ax.barh(list(d.index), d["mean"], xerr=[low, high], color="#3b82f6", capsize=3)
     ax.set_xlabel(label(metric))
     ax.set_title(f"{label(metric)}: mean with {ci['confidence'].iloc[0]:.0%} CI")
     return _svg(fig)
 
 
-def drift_chart(df: pd.DataFrame, metric: str) -> str | None:
+def drift_figure(df: pd.DataFrame, metric: str) -> Any | None:
+    """Each configuration's metric over cycles (one line per run); integer cycle ticks."""
     if metric not in df or df[metric].dropna().empty:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    runs = df["run_id"].nunique()
     for (name, run_id), g in df.groupby(["config_label", "run_id"], sort=False):
         g = g.sort_values("cycle")
-        runs = df["run_id"].nunique()
         ax.plot(g["cycle"], g[metric], marker="o",
                 label=f"{name} ({run_id})" if runs > 1 else str(name))
     ax.set_xlabel("cycle")
@@ -98,7 +104,12 @@ def drift_chart(df: pd.DataFrame, metric: str) -> str | None:
     ax.set_ylabel(label(metric))
     ax.set_title(f"{label(metric)} over cycles (drift)")
     ax.legend(fontsize=7)
-    return _svg(fig)
+    return fig
+
+
+def drift_chart(df: pd.DataFrame, metric: str) -> str | None:
+    fig = drift_figure(df, metric)
+    return None if fig is None else _svg(fig)
 
 
 def distribution_chart(per_request: dict[str, dict[str, list[float]]], key: str,

@@ -182,7 +182,16 @@ def summarise(df: pd.DataFrame, group_by: list[str] | None = None,
             "confidence": opts.confidence,
             "note": "; ".join(_sample_notes(int(s.size), missing)) or None,
         })
-    return pd.DataFrame(rows, columns=cols)
+    return _with_none_notes(pd.DataFrame(rows, columns=cols))
+
+
+def _with_none_notes(df: pd.DataFrame) -> pd.DataFrame:
+    """Empty notes are None (not NaN) so every consumer can test them for truth."""
+    if "note" in df:
+        # object dtype: pandas would infer a string dtype and turn None back into NaN
+        df["note"] = pd.Series([n if isinstance(n, str) else None for n in df["note"]],
+                               index=df.index, dtype=object)
+    return df
 
 
 # -- comparisons against a reference configuration ---------------------------------------
@@ -267,7 +276,7 @@ def compare(df: pd.DataFrame, reference: str | None = None,
             "better": _better(metric, dci) if excludes else None,
             "note": "; ".join(_compare_notes(n, unpaired, ratio_ok)) or None,
         })
-    return pd.DataFrame(rows)
+    return _with_none_notes(pd.DataFrame(rows))
 
 
 def _better(metric: str, dci: tuple[float, float, float, str]) -> bool | None:
