@@ -208,3 +208,17 @@ def test_pareto_front_known_answer():
     # c is dominated by a (less energy, more speed); d by b
     assert pareto_front(pts, "j", "tps", maximise_other=True) == ["a", "b"]
     assert pareto_front(pts, "j", "tps", maximise_other=False) == ["a", "c"]
+
+
+def test_coverage_benchmark_small_version():
+    """bench/ci_coverage.py at small size: the new intervals cover, the old did not."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "bench" / "ci_coverage.py"
+    spec = importlib.util.spec_from_file_location("ci_coverage", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    r = bench.one("normal", 3, 300, 199, np.random.default_rng(0))
+    assert r["cov_new"] >= 0.90 and r["fp_diff_new"] <= 0.10
+    assert r["cov_old"] < 0.85  # the old bootstrap's known under-coverage at n = 3
