@@ -154,10 +154,9 @@ def aggregate_dir(run_dir: str | Path, planned: list[dict[str, Any]] | None = No
     if not df.empty:
         df = df.sort_values(["position", "cycle"], na_position="last", kind="stable")
     notes = list(notes or [])
-    plan_compare_to = None
-    if planned is None:
-        planned, plan_compare_to, plan_notes = read_plans(run_dir)
-        notes += plan_notes
+    plan_runs, plan_compare_to, plan_notes = read_plans(run_dir)
+    notes += plan_notes
+    planned = plan_runs if planned is None else planned
     notes += [f"unreadable result {p.path}: {p.reason}" for p in problems]
     missing = missing_runs(planned, results) if planned is not None else []
     if not df.empty:

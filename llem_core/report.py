@@ -206,10 +206,8 @@ def build_report(run_dir: str | Path, compare_to: str | None = None,
     """
     opts = opts or CIOptions()
     results, problems = load_results(run_dir)
-    notes: list[str] = []
-    plan_compare_to = None
-    if planned is None:
-        planned, plan_compare_to, notes = read_plans(run_dir)
+    plan_runs, plan_compare_to, notes = read_plans(run_dir)
+    planned = plan_runs if planned is None else planned
     head = (f"<!doctype html><html><head><meta charset='utf-8'><title>llem report</title>"
             f"<style>{CSS}</style></head><body>")
     if not results:

@@ -288,3 +288,21 @@ def test_metric_registry_is_the_one_vocabulary():
         assert summary[key] == row[column]  # XCom summary keys map onto table columns
     assert set(metrics.headline()) <= set(metrics.names())
     assert metrics.get("tokens_per_s").better == "higher"
+
+
+def test_compare_to_parameter_and_plan_file_tolerance(tmp_path):
+    from llem_core.aggregate import aggregate_dir
+    from llem_core.report import build_report, write_report
+
+    run = write_run(tmp_path)
+    (run / "plan.json").write_text("[1, 2]")  # wrong shape: a note, never a crash
+    digest = aggregate_dir(run, compare_to="big")
+    assert digest["reference"] == {"label": "big", "rule": "compare_to"}
+    assert digest["planned"] is None and any("unreadable plan" in n for n in digest["notes"])
+    (run / "plan.json").write_text(json.dumps({"runs": [], "compare_to": "big"}))
+    planned = [{"name": "small", "config_hash": "ffff", "cycle": 1}]
+    digest = aggregate_dir(run, planned)  # the operator passes the plan; compare_to is read
+    assert digest["reference"]["label"] == "big" and digest["missing"][0]["name"] == "small"
+    page = write_report(run, tmp_path / "r.html", compare_to="small").read_text()
+    assert "<code>small</code>" in page
+    assert "alphabetically first" in build_report(write_run(tmp_path / "other"))
