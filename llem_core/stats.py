@@ -195,20 +195,25 @@ def _with_none_notes(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- comparisons against a reference configuration ---------------------------------------
-def _pairs(ok: pd.DataFrame, label: str, reference: str, metric: str
-           ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Values of ``label`` and the reference paired by (campaign, run_id, cycle).
+def _pairs(x: pd.Series, r: pd.Series) -> tuple[np.ndarray, np.ndarray, int]:
+    """Two aligned columns (index: campaign, run_id, cycle): the values present in both.
 
-    Returns both arrays and how many cycles of either side had no partner.
+    Returns both arrays and how many values of either side had no partner.
     """
-    def side(name: str) -> pd.Series:
-        g = ok[ok["config_label"] == name]
-        return pd.to_numeric(g.set_index(list(PAIR_KEYS))[metric], errors="coerce").dropna()
+    both = x.notna() & r.notna()
+    unpaired = int(x.notna().sum() + r.notna().sum() - 2 * both.sum())
+    return x[both].to_numpy(float), r[both].to_numpy(float), unpaired
 
-    x, r = side(label), side(reference)
-    joined = pd.concat([x, r], axis=1, keys=["x", "r"], join="inner")
-    unpaired = len(x) + len(r) - 2 * len(joined)
-    return joined["x"].to_numpy(float), joined["r"].to_numpy(float), unpaired
+
+def _wide(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows (campaign, run_id, cycle), one column per configuration label."""
+    keys = [*PAIR_KEYS, "config_label"]
+    dup = ok.duplicated(keys)
+    if dup.any():
+        first = ok.loc[dup, keys].iloc[0].to_dict()
+        raise ValueError(f"two results for the same configuration and cycle: {first}")
+    values = pd.to_numeric(ok[metric], errors="coerce")
+    return values.set_axis(pd.MultiIndex.from_frame(ok[keys])).unstack("config_label")
 
 
 def _compare_notes(n: int, unpaired: int, ratio_ok: bool) -> list[str]:
@@ -244,13 +249,12 @@ def compare(df: pd.DataFrame, reference: str | None = None,
     if ok.empty:
         return pd.DataFrame()
     ref, rule = resolve_reference(ok, reference)
-    labels = sorted(set(ok["config_label"]) - {ref})
+    metrics = tuple(m for m in metrics if m in ok)
+    wide = {metric: _wide(ok, metric) for metric in metrics}
     keys, diffs, logs = [], [], []
-    for label in labels:
+    for label in sorted(set(ok["config_label"]) - {ref}):
         for metric in metrics:
-            if metric not in ok:
-                continue
-            x, r, unpaired = _pairs(ok, label, ref, metric)
+            x, r, unpaired = _pairs(wide[metric][label], wide[metric][ref])
             ratio_ok = bool(len(x)) and bool(np.all(x > 0) and np.all(r > 0))
             keys.append((label, metric, x, r, unpaired, ratio_ok))
             diffs.append(x - r)
