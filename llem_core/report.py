@@ -180,6 +180,7 @@ def _comparison(df: pd.DataFrame, compare_to: str | None, opts: CIOptions,
             "cycles and a difference interval that excludes 0.</p>"
             + _table(rows, ["config_label", "metric", "n_pairs", "difference [CI]",
                             "ratio of geometric means [CI]", "p_value", "ci_method",
+                            "ratio_ci_method",
                             "finding", "note"]))
 
 

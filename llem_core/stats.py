@@ -84,9 +84,11 @@ def _interval_block(block: np.ndarray, opts: CIOptions
     low, high, p = np.full(rows, np.nan), np.full(rows, np.nan), np.full(rows, np.nan)
     method = opts.method.lower()
     methods = np.array(["t" if method == "t" else opts.method] * rows, dtype=object)
-    constant = np.all(block == block[:, :1], axis=1)
     # A constant sample has a zero-width interval; no model of the spread says otherwise.
-    low[constant] = high[constant] = block[constant, 0]
+    # "Constant" allows last-bit rounding (e.g. differences of exactly offset values),
+    # which would otherwise give a t interval of width 1e-16 and p = 1e-65.
+    constant = np.all(np.isclose(block, block[:, :1], rtol=1e-9, atol=0.0), axis=1)
+    low[constant] = high[constant] = block[constant].mean(axis=1)
     methods[constant] = "constant"
     todo = np.flatnonzero(~constant)
     if todo.size:
@@ -276,6 +278,8 @@ def compare(df: pd.DataFrame, reference: str | None = None,
             "ratio": float(np.exp(np.mean(np.log(x) - np.log(r)))) if ratio_ok else np.nan,
             "ratio_ci_low": float(np.exp(lci[0])), "ratio_ci_high": float(np.exp(lci[1])),
             "ci_method": "paired " + dci[3] if n >= 2 else "none",
+            "ratio_ci_method": ("t on log ratios" if lci[3] == "t" else lci[3])
+            if ratio_ok else "none",
             "confidence": opts.confidence, "excludes_zero": excludes, "finding": excludes,
             "better": _better(metric, dci) if excludes else None,
             "note": "; ".join(_compare_notes(n, unpaired, ratio_ok)) or None,

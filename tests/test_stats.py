@@ -222,3 +222,12 @@ def test_coverage_benchmark_small_version():
     r = bench.one("normal", 3, 300, 199, np.random.default_rng(0))
     assert r["cov_new"] >= 0.90 and r["fp_diff_new"] <= 0.10
     assert r["cov_old"] < 0.85  # the old bootstrap's known under-coverage at n = 3
+
+
+def test_offset_by_a_constant_is_a_constant_difference_not_p_1e_minus_65():
+    ref = np.array([0.401, 0.402, 0.403, 0.404, 0.405])
+    c = compare(frame({"a": (ref + 0.2).tolist(), "ref": ref.tolist()}), reference="ref",
+                metrics=("tokens_per_s",)).iloc[0]
+    assert c["ci_method"] == "paired constant" and c["finding"]
+    assert c["diff_ci_low"] == c["diff_ci_high"] == pytest.approx(0.2)
+    assert c["ratio_ci_method"] == "t on log ratios"
