@@ -97,12 +97,14 @@ def read_plans(root: str | Path) -> tuple[list[dict[str, Any]] | None, str | Non
 def missing_runs(planned: list[dict[str, Any]],
                  results: list[tuple[str, ExperimentResult]]) -> list[dict[str, Any]]:
     """Planned runs with no result (under the plan's folder, when it says which)."""
-    have = [(Path(p).resolve(), r.config_hash, r.cycle) for p, r in results]
+    have: dict[tuple[str, int], list[Path]] = {}
+    for path, r in results:
+        have.setdefault((r.config_hash, r.cycle), []).append(Path(path).resolve())
     missing = []
     for p in planned:
         where = Path(p["plan_dir"]).resolve() if p.get("plan_dir") else None
-        found = any(h == p["config_hash"] and c == p["cycle"]
-                    and (where is None or where in path.parents) for path, h, c in have)
+        found = any(where is None or where in path.parents
+                    for path in have.get((p["config_hash"], p["cycle"]), []))
         if not found:
             missing.append({"name": p["name"], "config_hash": p["config_hash"],
                             "cycle": p["cycle"],

@@ -306,3 +306,19 @@ def test_compare_to_parameter_and_plan_file_tolerance(tmp_path):
     page = write_report(run, tmp_path / "r.html", compare_to="small").read_text()
     assert "<code>small</code>" in page
     assert "alphabetically first" in build_report(write_run(tmp_path / "other"))
+
+
+def test_plan_of_one_run_is_not_satisfied_by_another_run(tmp_path):
+    from llem_core.aggregate import aggregate_dir
+
+    for run_id, cycles in (("r1", (1,)), ("r2", (1, 2))):
+        for cycle in cycles:
+            r = make_result("small", 1, cycle, 100.0 + cycle, 500.0, run_id=run_id)
+            write_result(r, result_path(tmp_path, "c", run_id, r.config_hash, cycle))
+    h = make_result("small", 1, 1, 1.0, 1.0).config_hash
+    for run_id in ("r1", "r2"):
+        plan = [{"name": "small", "config_hash": h, "cycle": c} for c in (1, 2)]
+        (tmp_path / "c" / run_id / "plan.json").write_text(json.dumps({"runs": plan}))
+    digest = aggregate_dir(tmp_path)
+    assert digest["planned"] == 4 and digest["measured"] == 3
+    assert [(m["name"], m["cycle"]) for m in digest["missing"]] == [("small", 2)]
