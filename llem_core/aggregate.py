@@ -108,7 +108,8 @@ def missing_runs(planned: list[dict[str, Any]],
         if not found:
             missing.append({"name": p["name"], "config_hash": p["config_hash"],
                             "cycle": p["cycle"],
-                            "reason": p.get("reason", "no result (failed or did not run)")})
+                            "reason": p.get("reason", "no result (failed or did not run)"),
+                            **({"run_dir": p["plan_dir"]} if p.get("plan_dir") else {})})
     return missing
 
 
