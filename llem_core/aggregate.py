@@ -1,7 +1,8 @@
-"""Aggregate one campaign run: result files -> tidy table, CI table, summary files.
+"""Aggregate one campaign run (or a folder of runs): result files -> tables and summaries.
 
-Compared against the plan, so a run that failed or never ran is listed by name and
-cycle, never silently absent from the statistics.
+Compared against the plan (given, or read from ``plan.json`` files in the folder), so a
+run that failed or never ran is listed by name and cycle, never silently absent from the
+statistics. Every interval carries its n, method and notes into every output.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from llem_core.results import load_results, to_frame, write_atomic
-from llem_core.stats import CIOptions, summarise
+from llem_core import metrics as registry
+from llem_core.results import ExperimentResult, load_results, to_frame, write_atomic
+from llem_core.stats import CIOptions, compare, summarise
+from llem_core.summary_md import markdown
 
-HEADLINE = ("tokens_per_s", "j_per_token_adjusted", "j_per_token_raw", "energy_adjusted_j",
-            "ttft_p50_s", "itl_p50_s")
+HEADLINE = registry.headline()
+PLAN_FILE = "plan.json"
 
 
 def _num(x: Any) -> float | None:
@@ -28,49 +32,124 @@ def _num(x: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
-def compact_table(ci: pd.DataFrame, key: str = "config_name") -> list[dict[str, Any]]:
-    """Per configuration: n and mean [low, high] of the headline metrics (small for XCom)."""
-    rows: dict[str, dict[str, Any]] = {}
+def _plain(v: Any) -> Any:
+    """A JSON-friendly scalar (numpy scalars -> Python, NaN -> None)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def _keys_of(ci: pd.DataFrame, key: str | list[str] | None) -> list[str]:
+    if key is None:
+        key = "config_label" if "config_label" in ci else "config_name"
+    keys = [key] if isinstance(key, str) else list(key)
+    extra = [c for c in ("config_name", "campaign", "config_hash")
+             if keys == ["config_label"] and c in ci]
+    return keys + extra
+
+
+def compact_table(ci: pd.DataFrame, key: str | list[str] | None = None,
+                  metrics: tuple[str, ...] = HEADLINE) -> list[dict[str, Any]]:
+    """One row per group (keyed by every group-by column): n and, per headline metric,
+    mean [low, high] with the interval's method, n and note (small enough for XCom)."""
+    keys = _keys_of(ci, key)
+    rows: dict[tuple, dict[str, Any]] = {}
     for r in ci.to_dict("records"):
-        if r["metric"] not in HEADLINE:
+        if r["metric"] not in metrics:
             continue
-        name = str(r[key])
-        row = rows.setdefault(name, {key: name, "n": 0})
+        ident = tuple(_plain(r[k]) for k in keys)
+        row = rows.setdefault(ident, {**dict(zip(keys, ident, strict=True)), "n": 0})
         row["n"] = max(row["n"], int(r["n"]))
         row[r["metric"]] = {"mean": _num(r["mean"]), "ci_low": _num(r["ci_low"]),
-                            "ci_high": _num(r["ci_high"]), "method": r["ci_method"]}
+                            "ci_high": _num(r["ci_high"]), "ci_method": r["ci_method"],
+                            "n": int(r["n"]), "note": _plain(r["note"])}
     return list(rows.values())
 
 
-def _markdown(ci: pd.DataFrame, missing: list[dict[str, Any]], notes: list[str],
-              confidence: float, key: str) -> str:
-    lines = ["# Campaign run summary", ""]
-    if missing:
-        lines += ["## Failed or missing runs", ""]
-        lines += [f"- {m['name']} (cycle {m['cycle']}, {m['config_hash']}): {m['reason']}"
-                  for m in missing]
-        lines.append("")
-    lines += [f"## Per-configuration means with {confidence:.0%} bootstrap CI", "",
-              "| configuration | metric | n | mean | CI low | CI high | method | note |",
-              "|---|---|---|---|---|---|---|---|"]
-    for r in ci.to_dict("records"):
-        lines.append(f"| {r[key]} | {r['metric']} | {r['n']} | {_fmt(r['mean'])} | "
-                     f"{_fmt(r['ci_low'])} | {_fmt(r['ci_high'])} | {r['ci_method']} | "
-                     f"{r['note'] or ''} |")
-    if notes:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
-    return "\n".join(lines) + "\n"
+def read_plans(root: str | Path) -> tuple[list[dict[str, Any]] | None, str | None, list[str]]:
+    """Planned runs from every ``plan.json`` under ``root`` (None when there is none).
+
+    A plan is ``{"runs": [{"name", "config_hash", "cycle", ...}], "compare_to": ...}``;
+    each run gets ``plan_dir`` (its plan's folder). Returns (runs, compare_to, notes).
+    """
+    runs: list[dict[str, Any]] | None = None
+    compare_to: str | None = None
+    notes: list[str] = []
+    for path in sorted(Path(root).rglob(PLAN_FILE)):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            entries = data.get("runs") if isinstance(data, dict) else None
+            if not isinstance(entries, list) or not all(
+                    isinstance(e, dict) and {"name", "config_hash", "cycle"} <= set(e)
+                    for e in entries):
+                raise ValueError("runs: expected a list of {name, config_hash, cycle}")
+        except (OSError, ValueError) as exc:
+            notes.append(f"{path}: unreadable plan: {str(exc).splitlines()[0][:200]}")
+            continue
+        runs = (runs or []) + [{**e, "plan_dir": str(path.parent)} for e in entries]
+        if isinstance(data.get("compare_to"), str):
+            compare_to = compare_to or data["compare_to"]
+    return runs, compare_to, notes
 
 
-def _fmt(v: Any) -> str:
-    x = _num(v)
-    return "—" if x is None else f"{x:.4g}"
+def missing_runs(planned: list[dict[str, Any]],
+                 results: list[tuple[str, ExperimentResult]]) -> list[dict[str, Any]]:
+    """Planned runs with no result (under the plan's folder, when it says which)."""
+    have: dict[tuple[str, int], list[Path]] = {}
+    for path, r in results:
+        have.setdefault((r.config_hash, r.cycle), []).append(Path(path).resolve())
+    missing = []
+    for p in planned:
+        where = Path(p["plan_dir"]).resolve() if p.get("plan_dir") else None
+        found = any(where is None or where in path.parents
+                    for path in have.get((p["config_hash"], p["cycle"]), []))
+        if not found:
+            missing.append({"name": p["name"], "config_hash": p["config_hash"],
+                            "cycle": p["cycle"],
+                            "reason": p.get("reason", "no result (failed or did not run)"),
+                            **({"run_dir": p["plan_dir"]} if p.get("plan_dir") else {})})
+    return missing
+
+
+def _group_columns(df: pd.DataFrame, group_by: list[str] | None) -> list[str] | None:
+    if not group_by:
+        return None
+    return [g if g in df.columns or g.startswith("config.") else f"config.{g}"
+            for g in group_by]
+
+
+def _comparison(df: pd.DataFrame, compare_to: str | None, opts: CIOptions
+                ) -> tuple[pd.DataFrame, dict[str, str] | None, str | None]:
+    """(comparison table, {label, rule} of the reference, error) ."""
+    if df.empty:
+        return pd.DataFrame(), None, None
+    try:
+        cmp_df = compare(df, compare_to, opts=opts)
+    except ValueError as exc:
+        return pd.DataFrame(), None, str(exc)
+    if cmp_df.empty:
+        return cmp_df, None, None
+    first = cmp_df.iloc[0]
+    return cmp_df, {"label": first["reference"], "rule": first["reference_rule"]}, None
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: _plain(v) for k, v in r.items()} for r in df.to_dict("records")]
 
 
 def aggregate_dir(run_dir: str | Path, planned: list[dict[str, Any]] | None = None,
                   opts: CIOptions | None = None, group_by: list[str] | None = None,
-                  notes: list[str] | None = None) -> dict[str, Any]:
-    """Write results.parquet, summary.csv, summary.md under ``run_dir``; return the digest."""
+                  notes: list[str] | None = None, *,
+                  compare_to: str | None = None) -> dict[str, Any]:
+    """Write results.parquet, summary.csv, comparison.csv, summary.md and aggregate.json
+    under ``run_dir``; return the digest.
+
+    ``planned``: the planned runs (default: read from ``plan.json`` files under
+    ``run_dir``). ``compare_to``: the reference configuration (label, name or config
+    hash; default: the plan's ``compare_to``, else the alphabetically first label).
+    """
     opts = opts or CIOptions()
     run_dir = Path(run_dir)
     results, problems = load_results(run_dir)
@@ -78,39 +157,46 @@ def aggregate_dir(run_dir: str | Path, planned: list[dict[str, Any]] | None = No
     if not df.empty:
         df = df.sort_values(["position", "cycle"], na_position="last", kind="stable")
     notes = list(notes or [])
+    plan_runs, plan_compare_to, plan_notes = read_plans(run_dir)
+    notes += plan_notes
+    planned = plan_runs if planned is None else planned
     notes += [f"unreadable result {p.path}: {p.reason}" for p in problems]
-    missing: list[dict[str, Any]] = []
-    if planned is not None:
-        have = {(r.config_hash, r.cycle) for _, r in results}
-        for p in planned:
-            if (p["config_hash"], p["cycle"]) not in have:
-                missing.append({"name": p["name"], "config_hash": p["config_hash"],
-                                "cycle": p["cycle"],
-                                "reason": p.get("reason", "no result (failed or did not run)")})
+    missing = missing_runs(planned, results) if planned is not None else []
     if not df.empty:
         no_energy = sorted(set(df.loc[df["energy_source"] == "none", "config_name"]))
         if no_energy:
             notes.append("no energy meter for: " + ", ".join(no_energy)
                          + " (energy fields are empty, not zero)")
-    cols = [g if g in df.columns or g.startswith("config.") else f"config.{g}"
-            for g in (group_by or ["config_name"])]
+    cols = _group_columns(df, group_by)
     ci = summarise(df, group_by=cols, opts=opts)
+    cmp_df, reference, ref_error = _comparison(df, compare_to or plan_compare_to, opts)
+    if ref_error:
+        notes.append(f"no comparison: {ref_error}")
     run_dir.mkdir(parents=True, exist_ok=True)
     if not df.empty:
         df.to_parquet(run_dir / "results.parquet", index=False)
     write_atomic(run_dir / "summary.csv", ci.to_csv(index=False))
-    key = cols[0]
-    write_atomic(run_dir / "summary.md", _markdown(ci, missing, notes, opts.confidence, key))
+    write_atomic(run_dir / "comparison.csv", cmp_df.to_csv(index=False))
+    keys = _keys_of(ci, cols)
     digest = {
         "run_dir": str(run_dir),
         "results": len(results),
+        "measured": len(results),
         "planned": len(planned) if planned is not None else None,
         "missing": missing,
         "problems": [p.model_dump() for p in problems],
         "notes": notes,
-        "table": compact_table(ci, key) if not ci.empty else [],
+        "confidence": opts.confidence,
+        "group_by": keys,
+        "reference": reference,
+        "reference_error": ref_error,
+        "table": compact_table(ci, cols) if not ci.empty else [],
+        "comparison": _records(cmp_df),
         "files": {"parquet": str(run_dir / "results.parquet") if not df.empty else None,
-                  "csv": str(run_dir / "summary.csv"), "markdown": str(run_dir / "summary.md")},
+                  "csv": str(run_dir / "summary.csv"),
+                  "comparison": str(run_dir / "comparison.csv"),
+                  "markdown": str(run_dir / "summary.md")},
     }
+    write_atomic(run_dir / "summary.md", markdown(digest, ci, keys))
     write_atomic(run_dir / "aggregate.json", json.dumps(digest, indent=2, default=str))
     return digest

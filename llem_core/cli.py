@@ -188,59 +188,91 @@ def cmd_run_experiment(args: argparse.Namespace) -> int:
 def _ci_options(args: argparse.Namespace):
     from llem_core.stats import CIOptions
 
-    return CIOptions(confidence=args.confidence, n_resamples=args.resamples, seed=args.seed)
+    return CIOptions(confidence=args.confidence, method=args.method,
+                     n_resamples=args.resamples, seed=args.seed)
+
+
+def _cell(v: dict[str, Any] | None) -> str:
+    v = v or {}
+    if v.get("mean") is None:
+        return "—"
+    if v.get("ci_low") is None:
+        return f"{v['mean']:.4g} (no CI)"
+    return f"{v['mean']:.4g} [{v['ci_low']:.4g}, {v['ci_high']:.4g}]"
+
+
+def _aggregate_table(digest: dict[str, Any], title: str) -> tuple[Table, list[str]]:
+    """Headline metrics per group, with each row's n, interval methods and caveats."""
+    from llem_core import metrics as registry
+
+    keys = digest["group_by"][:1] if digest["group_by"][0] == "config_label" \
+        else digest["group_by"]
+    rows = digest["table"]
+    shown = [m for m in registry.headline()
+             if any((r.get(m) or {}).get("mean") is not None for r in rows)]
+    t = Table(title=title)
+    for k in keys:
+        t.add_column(k)
+    t.add_column("n", justify="right")
+    for m in shown:
+        t.add_column(f"{m} ({registry.get(m).unit})", justify="right")
+    t.add_column("method")
+    caveats: list[str] = []
+    for row in rows:
+        cells = [row.get(m) or {} for m in shown]
+        methods = sorted({c["ci_method"] for c in cells if c.get("ci_method")})
+        notes = list(dict.fromkeys(c["note"] for c in cells if c.get("note")))
+        t.add_row(*(str(row[k]) for k in keys), str(row["n"]), *(_cell(c) for c in cells),
+                  ", ".join(methods) + (" *" if notes else ""))
+        name = " ".join(str(row[k]) for k in keys)
+        caveats += [f"* {name}: {n}" for n in notes]
+    return t, caveats
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
     from llem_core.aggregate import aggregate_dir
-    from llem_core.results import load_results, to_frame
-    from llem_core.stats import compare
+    from llem_core.summary_md import finding_line
 
     if not Path(args.results_dir).is_dir():
         err.print(f"error: {args.results_dir}: no such folder")
         return 1
     group_by = [g.strip() for g in args.group_by.split(",")] if args.group_by else None
-    digest = aggregate_dir(args.results_dir, group_by=group_by, opts=_ci_options(args))
-    results, _ = load_results(args.results_dir)
-    comparison = []
-    if results:
-        try:
-            cmp_df = compare(to_frame(results), args.reference, opts=_ci_options(args))
-            comparison = json.loads(cmp_df.to_json(orient="records"))
-        except ValueError as exc:
-            err.print(f"error: {exc}")
-            return 1
+    try:
+        opts = _ci_options(args)
+    except ValueError as exc:
+        err.print(f"error: {exc}")
+        return 1
+    digest = aggregate_dir(args.results_dir, group_by=group_by, opts=opts,
+                           compare_to=args.compare_to)
+    if args.compare_to and digest["reference_error"]:
+        err.print(f"error: {digest['reference_error']}", markup=False, highlight=False)
+        return 1
     if args.json:
-        _print_json({**digest, "comparison": comparison})
+        _print_json(digest)
         return 0 if digest["results"] else 1
     if not digest["results"]:
         err.print(f"error: no result files under {args.results_dir}")
         return 1
-    key = next(iter(digest["table"][0])) if digest["table"] else "config_name"
-    t = Table(title=f"{args.results_dir}: means with {args.confidence:.0%} bootstrap CI")
-    metrics = ["tokens_per_s", "j_per_token_adjusted", "ttft_p50_s", "itl_p50_s"]
-    t.add_column(key)
-    t.add_column("n", justify="right")
-    for m in metrics:
-        t.add_column(m, justify="right")
-    for row in digest["table"]:
-        cells = []
-        for m in metrics:
-            v = row.get(m) or {}
-            if v.get("mean") is None:
-                cells.append("—")
-            elif v.get("ci_low") is None:
-                cells.append(f"{v['mean']:.4g} (no CI)")
-            else:
-                cells.append(f"{v['mean']:.4g} [{v['ci_low']:.4g}, {v['ci_high']:.4g}]")
-        t.add_row(str(row[key]), str(row["n"]), *cells)
-    out.print(t)
-    for c in comparison:
-        if c["excludes_zero"] and c["metric"] in ("tokens_per_s", "j_per_token_adjusted"):
-            out.print(f"{c['config_name']} vs {c['reference']}: {c['metric']} ratio "
-                      f"{c['ratio']:.3f} [{c['ratio_ci_low']:.3f}, {c['ratio_ci_high']:.3f}]")
+    planned = digest["planned"]
+    table, caveats = _aggregate_table(digest, f"{args.results_dir}: means with "
+                                              f"{args.confidence:.0%} confidence intervals")
+    out.print(table)
+    for c in caveats:
+        out.print(c, highlight=False, markup=False)
+    out.print(f"measured {digest['measured']} results; planned "
+              f"{planned if planned is not None else 'unknown (no plan.json)'}",
+              highlight=False)
+    for m in digest["missing"]:
+        out.print(f"[red]missing[/]: {m['name']} (cycle {m['cycle']}, {m['config_hash']}): "
+                  f"{m['reason']}", highlight=False)
+    if digest["reference"]:
+        out.print(f"reference: {digest['reference']['label']} "
+                  f"({digest['reference']['rule']})", highlight=False, markup=False)
+    for c in digest["comparison"]:
+        if c["finding"]:  # >= 2 pairs and the interval excludes 0
+            out.print(finding_line(c), highlight=False, markup=False)
     for p in digest["problems"]:
-        out.print(f"[red]unreadable[/]: {p['path']}: {p['reason']}", highlight=False)
+        out.print(f"[red]problem[/]: {p['path']}: {p['reason']}", highlight=False)
     for n in digest["notes"]:
         out.print(f"[yellow]note[/]: {n}", highlight=False)
     out.print(f"wrote {', '.join(v for v in digest['files'].values() if v)}")
@@ -254,7 +286,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         err.print(f"error: {args.results_dir}: no such folder")
         return 1
     try:
-        path = write_report(args.results_dir, args.output, args.reference, _ci_options(args))
+        path = write_report(args.results_dir, args.output, args.compare_to, _ci_options(args))
     except ValueError as exc:
         err.print(f"error: {exc}")
         return 1
@@ -297,9 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
                                ("report", cmd_report, "self-contained HTML report")):
         a = sub.add_parser(name, help=helptext)
         a.add_argument("results_dir")
-        a.add_argument("--reference", help="configuration compared against (default: first)")
+        a.add_argument("--compare-to", "--reference", dest="compare_to",
+                       help="reference configuration: label, name or config hash "
+                            "(default: plan.json's compare_to, else alphabetically first)")
         a.add_argument("--confidence", type=float, default=0.95)
-        a.add_argument("--resamples", type=int, default=9999)
+        a.add_argument("--method", default="t", choices=["t", "BCa", "percentile"],
+                       help="interval of the mean (default: Student-t)")
+        a.add_argument("--resamples", type=int, default=9999, help="bootstrap methods only")
         a.add_argument("--seed", type=int, default=0)
         if name == "aggregate":
             a.add_argument("--group-by", help="comma-separated config fields")

@@ -388,6 +388,11 @@ class CampaignConfig(Strict):
     group_by: list[str] = Field(
         default_factory=list, description="Config fields the statistics are grouped by."
     )
+    compare_to: str | None = Field(
+        None,
+        description="Reference configuration of the comparisons (name, label or config "
+        "hash); null: the alphabetically first configuration.",
+    )
     schedule_window: ScheduleWindow | None = Field(
         None, description="Time zone of the cron, first and last run time of a schedule."
     )

@@ -21,15 +21,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from llem_core import metrics as metric_registry
 from llem_core.results import ExperimentResult, LoadProblem, load_results
+from llem_core.stats import CIOptions, mean_ci
 
-HISTORY_METRICS = ("j_per_token_adjusted", "j_per_token_raw", "tokens_per_s", "ttft_p50_s",
-                   "itl_p50_s")
+HISTORY_METRICS = metric_registry.headline()
 # Provenance fields whose change between runs is marked, and where each is read from.
 PROVENANCE_FIELDS = ("gpu_name", "gpu_uuid", "driver", "cuda_driver", "torch",
                      "transformers", "vllm", "llem_version", "host")
 WELCH = "Welch t (unpaired: runs are independent samples of cycles)"
-T_MEAN = "Student t on the cycle means"
 
 
 def provenance_of(r: ExperimentResult) -> dict[str, str | None]:
@@ -52,10 +52,7 @@ def _str(v: Any) -> str | None:
 
 
 def _metric(r: ExperimentResult, metric: str) -> float | None:
-    from llem_core.results import row_of
-
-    v = row_of(r).get(metric)
-    return None if v is None else float(v)
+    return metric_registry.get(metric).value_of(r)
 
 
 @dataclass
@@ -88,16 +85,6 @@ def _run_table(results: list[ExperimentResult]) -> pd.DataFrame:
     return table
 
 
-def _t_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
-    if values.size < 2:
-        return np.nan, np.nan
-    sem = values.std(ddof=1) / np.sqrt(values.size)
-    if sem == 0:
-        return float(values.mean()), float(values.mean())
-    half = sps.t.ppf(0.5 + confidence / 2, values.size - 1) * sem
-    return float(values.mean() - half), float(values.mean() + half)
-
-
 def _samples(results: list[ExperimentResult], metrics: tuple[str, ...]) -> pd.DataFrame:
     rows = []
     for r in results:
@@ -116,11 +103,11 @@ def _points(samples: pd.DataFrame, runs: pd.DataFrame, confidence: float) -> pd.
     rows = []
     for (h, run, metric), g in samples.groupby(["config_hash", "run_id", "metric"], sort=False):
         v = g["value"].to_numpy(float)
-        lo, hi = _t_interval(v, confidence)
+        [(lo, hi, method)] = mean_ci([v], CIOptions(confidence=confidence))
         rows.append({"config_hash": h, "config_name": g["config_name"].iloc[0], "run_id": run,
                      "order": order[run], "metric": metric, "n": int(v.size),
                      "mean": float(v.mean()), "ci_low": lo, "ci_high": hi,
-                     "ci_method": T_MEAN if v.size >= 2 else "none",
+                     "ci_method": method,
                      "confidence": confidence,
                      "note": None if v.size >= 2 else "one cycle: no interval"})
     out = pd.DataFrame(rows)

@@ -64,6 +64,7 @@ class RunPlan(BaseModel):
     ordering: Ordering
     seed: int
     dry_run: bool = False
+    compare_to: str | None = Field(None, description="Reference configuration of comparisons.")
     configurations: int
     placement: Placement
     runs: list[PlannedRun]
@@ -76,7 +77,7 @@ class RunPlan(BaseModel):
         """The plan without specs: what plan.json and the results page show."""
         return {"schema_version": self.schema_version, "campaign": self.campaign,
                 "run_id": self.run_id, "cycles": self.cycles, "ordering": str(self.ordering),
-                "seed": self.seed, "dry_run": self.dry_run,
+                "seed": self.seed, "dry_run": self.dry_run, "compare_to": self.compare_to,
                 "runs": [{"name": r.name, "config_hash": r.config_hash, "cycle": r.cycle,
                           "position": r.position, "result_path": r.result_path}
                          for r in self.runs]}
@@ -153,6 +154,7 @@ def plan_run(campaign: CampaignConfig, params: dict[str, Any] | None, run_id: st
                    run_dir=str(run_dir(campaign.results_dir, campaign.campaign, run_id)),
                    cycles=int(params["cycles"]), ordering=params["ordering"],
                    seed=int(params["seed"]), dry_run=bool(params.get("dry_run")),
+                   compare_to=campaign.compare_to,
                    configurations=len(specs), placement=placement, runs=planned)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from llem_core import metrics as metric_registry
 from llem_core.config import ExperimentConfig, HealthCheck
 from llem_core.latency import Distribution
 
@@ -215,23 +216,8 @@ def read_result(path: str | Path) -> ExperimentResult:
 
 
 # -- tables ------------------------------------------------------------------------------
-# Metric columns of the tidy table: stable names, documented in the README.
-METRIC_COLUMNS: dict[str, str] = {
-    "energy_raw_j": "J",
-    "energy_adjusted_j": "J",
-    "j_per_token_raw": "J/token",
-    "j_per_token_adjusted": "J/token",
-    "tokens_per_s": "tokens/s",
-    "requests_per_s": "requests/s",
-    "ttft_mean_s": "s",
-    "ttft_p50_s": "s",
-    "ttft_p90_s": "s",
-    "itl_mean_s": "s",
-    "itl_p50_s": "s",
-    "itl_p90_s": "s",
-    "tpot_mean_s": "s",
-    "e2e_p50_s": "s",
-}
+# Metric columns of the tidy table (column -> unit), from the metric registry.
+METRIC_COLUMNS: dict[str, str] = metric_registry.units()
 
 
 class LoadProblem(BaseModel):
@@ -247,17 +233,11 @@ def row_of(r: ExperimentResult, path: str | None = None) -> dict[str, Any]:
         "config_hash": r.config_hash, "cycle": r.cycle, "position": r.position,
         "status": "success", "schema_version": r.schema_version,
         "energy_source": e.source,
-        "energy_raw_j": e.raw_j, "energy_adjusted_j": e.adjusted_j,
-        "j_per_token_raw": e.raw_j_per_output_token,
-        "j_per_token_adjusted": e.adjusted_j_per_output_token,
+        **{k.name: k.value_of(r) for k in metric_registry.METRICS},
         "baseline_w": e.baseline_w, "energy_window_s": e.window_s,
         "energy_flags": "; ".join(e.flags) or None,
-        "tokens_per_s": m.output_tokens_per_s, "requests_per_s": m.requests_per_s,
         "output_tokens": m.output_tokens, "input_tokens": m.input_tokens,
         "requests": m.requests, "window_s": m.window_s, "repetitions": m.repetitions,
-        "ttft_mean_s": m.ttft_s.mean, "ttft_p50_s": m.ttft_s.p50, "ttft_p90_s": m.ttft_s.p90,
-        "itl_mean_s": m.itl_s.mean, "itl_p50_s": m.itl_s.p50, "itl_p90_s": m.itl_s.p90,
-        "tpot_mean_s": m.tpot_s.mean, "e2e_p50_s": m.e2e_s.p50,
         "peak_memory_bytes": m.peak_memory_bytes,
         "device": p.device, "host": p.host, "started_at": p.started_at,
         "finished_at": p.finished_at, "llem_version": p.llem_version,
@@ -292,19 +272,57 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
                      f"(supports {SCHEMA_VERSION})")
 
 
+_JSON_KIND = {list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+              type(None): "null"}
+
+
+def _canonical_first(item: tuple[str, ExperimentResult]) -> tuple[bool, str]:
+    """Sort key: the copy at its layout path (<hash>/cycle_<k>.json) wins, then path order."""
+    path, r = item
+    p = Path(path)
+    at_home = p.name == f"cycle_{r.cycle}.json" and p.parent.name == safe_part(r.config_hash)
+    return (not at_home, path)
+
+
+def _drop_duplicates(ok: list[tuple[str, ExperimentResult]], problems: list[LoadProblem]
+                     ) -> list[tuple[str, ExperimentResult]]:
+    """One sample per (campaign, run_id, config_hash, cycle): a second copy is a problem."""
+    kept: dict[tuple[Any, ...], str] = {}
+    out: list[tuple[str, ExperimentResult]] = []
+    for path, r in sorted(ok, key=_canonical_first):
+        key = (r.campaign, r.run_id, r.config_hash, r.cycle)
+        if key in kept:
+            problems.append(LoadProblem(path=path, reason=(
+                f"duplicate of {kept[key]} (same campaign, run, configuration and cycle): "
+                "not counted")))
+            continue
+        kept[key] = path
+        out.append((path, r))
+    return sorted(out, key=lambda item: item[0])
+
+
 def load_results(root: str | Path) -> tuple[list[tuple[str, ExperimentResult]], list[LoadProblem]]:
-    """Every result JSON under ``root`` (recursively); unreadable ones are reported, not dropped."""
+    """Every result JSON under ``root`` (recursively); unreadable ones are reported, not dropped.
+
+    A file that is valid JSON but not a result object, and a second copy of a result
+    already loaded (same campaign, run, configuration and cycle), are problems too.
+    """
     ok: list[tuple[str, ExperimentResult]] = []
     problems: list[LoadProblem] = []
     for path in sorted(Path(root).rglob("cycle_*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                kind = _JSON_KIND.get(type(data), "value")
+                raise ValueError(f"not an llem result: a JSON {kind}, "
+                                 "expected an object")
             ok.append((str(path), ExperimentResult.model_validate(migrate(data))))
         except json.JSONDecodeError as exc:
             problems.append(LoadProblem(path=str(path), reason=f"corrupt JSON: {exc.msg}"))
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
             problems.append(LoadProblem(path=str(path),
                                         reason=str(exc).splitlines()[0][:300]))
+    ok = _drop_duplicates(ok, problems)
     for tmp in sorted(Path(root).rglob(".cycle_*.tmp")):
         problems.append(LoadProblem(path=str(tmp), reason="half-written temp file (a crash?)"))
     return ok, problems

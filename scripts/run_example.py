@@ -65,7 +65,10 @@ def _fmt(v: float, scale: float) -> str:
 
 
 def print_table(digest: dict) -> None:
-    t = Table(title="per-configuration means with 95% bootstrap CI")
+    methods = sorted({m.get("ci_method") for row in digest.get("table", [])
+                      for m in row.values() if isinstance(m, dict) and m.get("ci_method")})
+    t = Table(title="per-configuration means with 95% CI "
+              f"({', '.join(methods) or 'no interval'}; n = cycles)")
     cols = [("tokens_per_s", "tokens/s", 1), ("j_per_token_adjusted", "J/token (adj.)", 4),
             ("ttft_p50_s", "TTFT p50 ms", 1000), ("itl_p50_s", "ITL p50 ms", 1000)]
     t.add_column("configuration")
@@ -81,7 +84,8 @@ def print_table(digest: dict) -> None:
                 continue
             ci = f" [{_fmt(m['ci_low'], scale)}, {_fmt(m['ci_high'], scale)}]" \
                 if m.get("ci_low") is not None else " (no CI)"
-            cells.append(_fmt(m["mean"], scale) + ci)
+            note = f" ({m['note']})" if m.get("note") else ""
+            cells.append(_fmt(m["mean"], scale) + ci + note)
         t.add_row(row["config_name"], str(row["n"]), *cells)
     console.print(t)
     for m in digest.get("missing", []):

@@ -56,11 +56,12 @@ class LlemAggregateOperator(BaseOperator):
                              key="readiness") or []
         summaries = ti.xcom_pull(task_ids=[f"cycle_{k}.experiment" for k in cycles]) or []
         digest = aggregate_dir(plan.run_dir, planned, group_by=self.group_by,
-                               notes=readiness_notes(ready))
+                               notes=readiness_notes(ready), compare_to=plan.compare_to)
         digest["xcom_results"] = sum(1 for s in summaries
                                      if isinstance(s, dict) and "config_hash" in s)
         if digest["results"]:
-            report = write_report(plan.run_dir, Path(plan.run_dir) / "report.html")
+            report = write_report(plan.run_dir, Path(plan.run_dir) / "report.html",
+                                  compare_to=plan.compare_to, planned=planned)
             digest["files"]["report"] = str(report)
             self.report_run_dir = plan.run_dir  # read by ReportLink when the task finishes
         return digest

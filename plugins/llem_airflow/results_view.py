@@ -129,7 +129,7 @@ def _row(raw: Any) -> Row | None:
     for key, _ in HEADLINE:
         m = raw.get(key)
         if isinstance(m, dict):
-            method = m.get("method")
+            method = m.get("ci_method", m.get("method"))
             cells[key] = Cell(_number(m.get("mean")), _number(m.get("ci_low")),
                               _number(m.get("ci_high")), method if isinstance(method, str) else "")
     return Row(name, _count(raw.get("n")), cells)

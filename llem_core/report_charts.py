@@ -1,0 +1,127 @@
+"""Inline SVG charts of the report (matplotlib, Agg): no network, no JavaScript.
+
+Charts label configurations by ``config_label`` and metrics by the metric registry.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+
+from llem_core.metrics import label
+from llem_core.stats import pareto_front
+
+
+def _svg(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _err(x: Any) -> np.ndarray:
+    """Error-bar lengths: none where no interval; a constant sample's rounding (the mean
+    of identical values can differ from them in the last bit) never goes negative."""
+    return np.clip(np.nan_to_num(np.array(x, float)), 0.0, None)
+
+
+def _ci_frame(ci: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return ci[ci["metric"] == metric].set_index("config_label")
+
+
+def scatter_chart(ci: pd.DataFrame, energy_metric: str, other: str, maximise_other: bool,
+                  title: str) -> tuple[str | None, list[str]]:
+    e, o = _ci_frame(ci, energy_metric), _ci_frame(ci, other)
+    pts = pd.DataFrame({"e": e["mean"], "o": o["mean"]}).dropna()
+    if pts.empty:
+        return None, []
+    front = pareto_front(pts, "e", "o", maximise_other)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name in pts.index:
+        xerr = [[pts.loc[name, "o"] - o.loc[name, "ci_low"]],
+                [o.loc[name, "ci_high"] - pts.loc[name, "o"]]]
+        yerr = [[pts.loc[name, "e"] - e.loc[name, "ci_low"]],
+                [e.loc[name, "ci_high"] - pts.loc[name, "e"]]]
+        on = name in front
+        ax.errorbar(pts.loc[name, "o"], pts.loc[name, "e"],
+                    xerr=_err(xerr), yerr=_err(yerr), fmt="o",
+                    color="#dc2626" if on else "#64748b", capsize=3)
+        ax.annotate(name, (pts.loc[name, "o"], pts.loc[name, "e"]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    fp = pts.loc[front].sort_values("o")
+    ax.plot(fp["o"], fp["e"], "--", color="#dc2626", label="Pareto front")
+    ax.set_xlabel(label(other))
+    ax.set_ylabel(label(energy_metric))
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _svg(fig), front
+
+
+def bar_chart(ci: pd.DataFrame, metric: str) -> str | None:
+    d = _ci_frame(ci, metric).dropna(subset=["mean"])
+    if d.empty:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 0.5 + 0.35 * len(d)))
+    low = _err((d["mean"] - d["ci_low"]).to_numpy(float))
+    high = _err((d["ci_high"] - d["mean"]).to_numpy(float))
+    ax.barh(list(d.index), d["mean"], xerr=[low, high], color="#3b82f6", capsize=3)
+    ax.set_xlabel(label(metric))
+    ax.set_title(f"{label(metric)}: mean with {ci['confidence'].iloc[0]:.0%} CI")
+    return _svg(fig)
+
+
+def drift_figure(df: pd.DataFrame, metric: str) -> Any | None:
+    """Each configuration's metric over cycles (one line per run); integer cycle ticks."""
+    if metric not in df or df[metric].dropna().empty:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    runs = df["run_id"].nunique()
+    for (name, run_id), g in df.groupby(["config_label", "run_id"], sort=False):
+        g = g.sort_values("cycle")
+        ax.plot(g["cycle"], g[metric], marker="o",
+                label=f"{name} ({run_id})" if runs > 1 else str(name))
+    ax.set_xlabel("cycle")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(label(metric))
+    ax.set_title(f"{label(metric)} over cycles (drift)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def drift_chart(df: pd.DataFrame, metric: str) -> str | None:
+    fig = drift_figure(df, metric)
+    return None if fig is None else _svg(fig)
+
+
+def distribution_chart(per_request: dict[str, dict[str, list[float]]], key: str,
+                       label: str) -> str | None:
+    data = {n: [v for v in d.get(key, []) if v is not None] for n, d in per_request.items()}
+    data = {n: v for n, v in data.items() if v}
+    if not data:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 0.6 + 0.4 * len(data)))
+    ax.boxplot([np.asarray(v) * 1e3 for v in data.values()], orientation="horizontal",
+               tick_labels=list(data))
+    ax.set_xlabel(f"{label} (ms)")
+    ax.set_title(f"{label} distribution per configuration (all requests)")
+    return _svg(fig)
