@@ -22,7 +22,7 @@ class BatchTiming:
     output_lengths: list[int]
 
 
-class Backend(Protocol):
+class InferenceBackend(Protocol):
     device: str
 
     def import_modules(self) -> None:
@@ -44,7 +44,7 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def get_backend(config: ExperimentConfig) -> Backend:
+def get_backend(config: ExperimentConfig) -> InferenceBackend:
     if config.backend == "pytorch":
         from llem_core.backends.pytorch import PytorchBackend  # torch is imported only here
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llem_core.backends.base import Backend, BackendError, BatchTiming, get_backend
+from llem_core.backends.base import BackendError, BatchTiming, InferenceBackend, get_backend
 from llem_core.backends.prompts import load_texts
 from llem_core.config import ExperimentConfig, HealthCheck
 from llem_core.energy import (
@@ -65,7 +65,7 @@ def preflight(spec: RunSpec, log: Log) -> dict[str, Any] | None:
     return wait_for_health(spec.health_check, spec.config.gpus, log)
 
 
-def import_backend(cfg: ExperimentConfig) -> tuple[Backend, float]:
+def import_backend(cfg: ExperimentConfig) -> tuple[InferenceBackend, float]:
     """The backend with its libraries and the model's code imported, and how long that took
     (kept out of the load time)."""
     t0 = time.perf_counter()
@@ -135,12 +135,12 @@ def baseline(cfg: ExperimentConfig, monitor: EnergyMonitor, hardware: dict[str, 
 class Workload:
     """The loaded model and the prepared batches of prompts."""
 
-    backend: Backend
+    backend: InferenceBackend
     batches: list[Any]
     load_info: dict[str, Any]
 
 
-def load(cfg: ExperimentConfig, backend: Backend, log: Log) -> Workload:
+def load(cfg: ExperimentConfig, backend: InferenceBackend, log: Log) -> Workload:
     try:
         texts = load_texts(cfg.prompts)
     except (OSError, ValueError) as exc:
