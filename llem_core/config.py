@@ -21,23 +21,52 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from llem_core.config_rules import bool_as_number, check_cron, non_finite, parse_size
+
 # Airflow DAG ids allow letters, digits, '-', '.', '_' and at most 250 characters; the
-# factory prefixes "llem_".
+# factory prefixes "llem_". Airflow tags hold at most 100 characters and the factory tags
+# the DAG "campaign:<name>". The name is also the campaign's results folder: no leading,
+# trailing or doubled dot, so that results.safe_part(name) == name and two names never
+# share a folder ("abc." and "abc" both became results/abc/).
 DAG_ID_PREFIX = "llem_"
-_CAMPAIGN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")
-CRON_PRESETS = ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly",
-                "@annually", "@continuous")
+CAMPAIGN_TAG_PREFIX = "campaign:"
+CAMPAIGN_NAME_MAX = 100 - len(CAMPAIGN_TAG_PREFIX)
+_CAMPAIGN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+# Seeds feed random.Random, torch.manual_seed and (in other backends) numpy, whose
+# seeds stop at 2**32 - 1: the tightest consumer sets the bound.
+MAX_SEED = 2**32 - 1
+# An experiment's timeout becomes a timedelta in the DAG; beyond a week it is a typo.
+MAX_EXPERIMENT_TIMEOUT_S = 7 * 86_400.0
+MAX_GPU_INDEX = 255
 
 
 class Strict(BaseModel):
-    """Base of every config model: unknown keys are errors, values are re-validated."""
+    """Base of every config model: unknown keys are errors, values are re-validated,
+    floats are finite, and YAML true/false is not a number."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=True,
+                              allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        if (isinstance(v, bool | list) and info.field_name is not None
+                and bool_as_number(cls.model_fields[info.field_name].annotation, v)):
+            raise ValueError("expected a number, got a boolean (true/false)")
+        return v
+
+
+def _check_gpu_indices(v: list[int]) -> list[int]:
+    if any(g < 0 or g > MAX_GPU_INDEX for g in v):
+        raise ValueError(f"GPU indices must be between 0 and {MAX_GPU_INDEX}: {v}")
+    if len(set(v)) != len(v):
+        raise ValueError(f"GPU indices repeat: {v}")
+    return v
 
 
 class Backend(StrEnum):
@@ -82,7 +111,7 @@ class BuiltinPrompts(Strict):
     length: int = Field(
         64, ge=1, le=131_072, description="Length of each prompt in tokens (before truncation)."
     )
-    seed: int = Field(0, ge=0, description="Seed of the prompt generator.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the prompt generator.")
 
 
 class JsonlPrompts(Strict):
@@ -91,7 +120,9 @@ class JsonlPrompts(Strict):
     kind: Literal["jsonl"] = "jsonl"
     path: str = Field(..., min_length=1, description="Path of the JSONL file.")
     field: str = Field("text", min_length=1, description="Key holding the prompt text.")
-    limit: int | None = Field(None, ge=1, description="Use at most this many prompts.")
+    limit: int | None = Field(
+        None, ge=1, le=10_000_000, description="Use at most this many prompts."
+    )
 
 
 def _tag(field: str, default: str):
@@ -117,7 +148,9 @@ class Decoding(Strict):
     temperature: float = Field(
         0.0, ge=0.0, le=5.0, description="Sampling temperature; 0 selects greedy decoding."
     )
-    top_k: int | None = Field(None, ge=1, description="Top-k sampling (sampling only).")
+    top_k: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="Top-k sampling (sampling only)."
+    )
     top_p: float | None = Field(
         None, gt=0.0, le=1.0, description="Nucleus sampling mass (sampling only)."
     )
@@ -206,7 +239,7 @@ class ExperimentConfig(Strict):
     )
     warmup_cv_window: int = Field(3, ge=2, le=50, description="Runs the CV is computed over.")
     warmup_max_runs: int = Field(20, ge=1, le=1000, description="Cap of the warm-up.")
-    seed: int = Field(0, ge=0, description="Seed of torch and of sampling.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of torch and of sampling.")
     gpus: list[int] = Field(
         default_factory=lambda: [0], description="GPU indices the experiment uses and meters."
     )
@@ -227,10 +260,13 @@ class ExperimentConfig(Strict):
     @field_validator("gpus")
     @classmethod
     def _gpus_valid(cls, v: list[int]) -> list[int]:
-        if any(g < 0 for g in v):
-            raise ValueError("GPU indices must be >= 0")
-        if len(set(v)) != len(v):
-            raise ValueError(f"GPU indices repeat: {v}")
+        return _check_gpu_indices(v)
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_finite(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if non_finite(v):
+            raise ValueError("holds inf or nan, which JSON results cannot represent")
         return v
 
     def is_local_model(self) -> bool:
@@ -256,14 +292,15 @@ class Execution(Strict):
         description="interleaved: every cycle runs all configs in one order; shuffled: a seeded "
         "permutation per cycle; grouped: all cycles of one config, then the next.",
     )
-    seed: int = Field(0, ge=0, description="Seed of the shuffled ordering.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the shuffled ordering.")
     config_gap_s: float = Field(
         0.0, ge=0.0, le=3600.0, description="Pause between two experiments."
     )
     cycle_gap_s: float = Field(0.0, ge=0.0, le=86_400.0, description="Pause between two cycles.")
     retries: int = Field(0, ge=0, le=10, description="Airflow retries per experiment task.")
     experiment_timeout_s: float | None = Field(
-        None, gt=0.0, description="Kill an experiment that runs longer than this."
+        None, gt=0.0, le=MAX_EXPERIMENT_TIMEOUT_S,
+        description="Kill an experiment that runs longer than this (at most 7 days).",
     )
 
 
@@ -286,7 +323,9 @@ class Health(Strict):
         description="cycles: a readiness sensor before every cycle; experiments: additionally "
         "every N experiments (see every_n_experiments) inside the experiment task.",
     )
-    every_n_experiments: int = Field(1, ge=1, description="With between=experiments: every N.")
+    every_n_experiments: int = Field(
+        1, ge=1, le=100_000, description="With between=experiments: every N."
+    )
     max_temperature_c: float = Field(
         80.0, gt=0.0, le=120.0, description="GPU must be cooler than this to start."
     )
@@ -323,7 +362,31 @@ class DockerRunner(Strict):
     docker_url: str = Field("unix://var/run/docker.sock", description="Docker daemon URL.")
     queue: str | None = Field(None, description="Celery queue (GPU server) to run on.")
     host: str = Field("local", min_length=1, description="Host name used in GPU pool names.")
-    shm_size: str = Field("2g", description="Shared memory of the container.")
+    shm_size: str = Field(
+        "2g", description="Shared memory of the container: bytes, or 512m, 2g, ... (binary units)."
+    )
+
+    @field_validator("shm_size", mode="before")
+    @classmethod
+    def _size_from_int(cls, v: Any) -> Any:
+        # YAML reads `shm_size: 1073741824` as an int; bools are refused by parse_size.
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("shm_size")
+    @classmethod
+    def _size_parses(cls, v: str) -> str:
+        parse_size(v)
+        return v
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus_valid(cls, v: list[int] | str | None) -> list[int] | str | None:
+        return _check_gpu_indices(v) if isinstance(v, list) else v
+
+    @property
+    def shm_size_bytes(self) -> int:
+        """The shared memory in bytes, as Docker's API takes it."""
+        return parse_size(self.shm_size)
 
 
 class LocalRunner(Strict):
@@ -344,7 +407,10 @@ RunnerConfig = Annotated[
 class CampaignConfig(Strict):
     """A validated campaign file."""
 
-    campaign: str = Field(..., min_length=1, max_length=200, description="Campaign name.")
+    campaign: str = Field(
+        ..., min_length=1, max_length=CAMPAIGN_NAME_MAX,
+        description="Campaign name: the DAG id (llem_<name>), a DAG tag and the results folder.",
+    )
     description: str = Field("", description="Shown on the DAG page.")
     schedule: str | None = Field(
         None, description="Cron expression or preset (@daily, ...); null: manual only."
@@ -372,8 +438,9 @@ class CampaignConfig(Strict):
     def _valid_dag_id(cls, v: str) -> str:
         if not _CAMPAIGN_NAME.match(v):
             raise ValueError(
-                "must start with a letter or digit and hold only letters, digits, '-', '.', '_' "
-                "(it becomes the Airflow DAG id)"
+                "must start with a letter or digit and hold only letters, digits, '-', '_' and "
+                "single dots not at the end (it becomes the Airflow DAG id and the results "
+                "folder)"
             )
         return v
 
@@ -382,15 +449,7 @@ class CampaignConfig(Strict):
     def _valid_schedule(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        v = v.strip()
-        if v.startswith("@"):
-            if v not in CRON_PRESETS:
-                raise ValueError(f"unknown preset {v!r}; use one of {', '.join(CRON_PRESETS)}")
-            return v
-        fields = v.split()
-        if len(fields) not in (5, 6) or not all(_CRON_FIELD.match(f) for f in fields):
-            raise ValueError(f"{v!r} is neither a 5-field cron expression nor a preset")
-        return v
+        return check_cron(v.strip())
 
     @field_validator("grid")
     @classmethod

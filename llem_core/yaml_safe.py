@@ -1,0 +1,160 @@
+"""Bounded YAML reading for campaign files: no duplicate keys, no alias bombs, no deep nesting.
+
+``yaml.safe_load`` keeps the last of two equal keys silently, and expands a few lines of
+nested aliases ("billion laughs") into a structure that later steps (pydantic, deep copies,
+JSON) walk in full. The DAG processor parses every campaign file within a time limit, so
+a hostile or careless file must fail fast with a reason instead. The loader here counts,
+while composing, the nodes each node stands for once its aliases are expanded, and its
+depth, and refuses a document beyond the limits before anything is constructed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from yaml.events import AliasEvent
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+MAX_FILE_BYTES = 1 << 20  # 1 MiB
+MAX_ALIASES = 100
+MAX_NODES = 100_000  # scalars, lists and mappings, with every alias expanded
+MAX_DEPTH = 32  # nesting of lists and mappings, aliases expanded
+MAX_INT_DIGITS = 1000  # Python refuses to convert over 4300 digits, with a ValueError
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_INT_TAG = "tag:yaml.org,2002:int"
+
+
+@dataclass
+class YamlProblem(Exception):
+    """A document refused before or while it was read; ``where`` is a field path or a line."""
+
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+@dataclass
+class YamlProblems(Exception):
+    problems: list[YamlProblem]
+
+
+def _line(node: Node) -> int:
+    return node.start_mark.line + 1
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that measures each node (expanded size and depth) as it is composed."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+        self._measured: dict[int, tuple[int, int]] = {}  # id(node) -> (size, height)
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        if self.check_event(AliasEvent):
+            event = self.peek_event()
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise YamlProblem(f"line {event.start_mark.line + 1}",
+                                  f"more than {MAX_ALIASES} aliases (*name)")
+            target = self.anchors.get(event.anchor)
+            if target is not None and id(target) not in self._measured:
+                raise YamlProblem(f"line {event.start_mark.line + 1}",
+                                  f"alias *{event.anchor} refers to a node that contains it")
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            event = self.peek_event()
+            raise YamlProblem(f"line {event.start_mark.line + 1}",
+                              f"nested deeper than {MAX_DEPTH} levels")
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        self._measure(node)
+        return node
+
+    def _measure(self, node: Node) -> None:
+        children: list[Node] = []
+        if isinstance(node, SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif node.tag == _INT_TAG and len(node.value) > MAX_INT_DIGITS:
+            raise YamlProblem(f"line {_line(node)}",
+                              f"an integer of more than {MAX_INT_DIGITS} digits")
+        size, height = 1, 1
+        for child in children:
+            s, h = self._measured[id(child)]
+            size += s
+            height = max(height, h + 1)
+        if size > MAX_NODES:
+            raise YamlProblem(f"line {_line(node)}",
+                              f"expands to more than {MAX_NODES} values (aliases expanded)")
+        if height > MAX_DEPTH:
+            raise YamlProblem(f"line {_line(node)}",
+                              f"nested deeper than {MAX_DEPTH} levels (aliases expanded)")
+        self._measured[id(node)] = (size, height)
+
+
+def _key_text(node: Node) -> str:
+    return str(node.value) if isinstance(node, ScalarNode) else f"(key at line {_line(node)})"
+
+
+def duplicate_keys(root: Node) -> list[YamlProblem]:
+    """Every mapping key written twice in one mapping, named by its field path."""
+    problems: list[YamlProblem] = []
+    seen_nodes: set[int] = set()
+
+    def walk(node: Node, path: str) -> None:
+        if id(node) in seen_nodes:  # an alias: its target was checked where it was written
+            return
+        seen_nodes.add(id(node))
+        if isinstance(node, SequenceNode):
+            for i, child in enumerate(node.value):
+                walk(child, f"{path}[{i}]")
+        elif isinstance(node, MappingNode):
+            first: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if key.tag == _MERGE_TAG:
+                    continue
+                name = _key_text(key)
+                child_path = f"{path}.{name}" if path else name
+                if isinstance(key, ScalarNode):
+                    ident = (key.tag, str(key.value))
+                    if ident in first:
+                        problems.append(YamlProblem(child_path, (
+                            f"duplicate key (lines {first[ident]} and {_line(key)}); "
+                            "YAML would silently keep only the last")))
+                    else:
+                        first[ident] = _line(key)
+                walk(value, child_path)
+
+    walk(root, "")
+    return problems
+
+
+def load_bounded(text: str) -> Any:
+    """Parse one YAML document within the limits; raise YamlProblems or yaml.YAMLError."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise YamlProblems([YamlProblem("(file)", f"larger than {MAX_FILE_BYTES} bytes")])
+    loader = BoundedLoader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+        except YamlProblem as exc:
+            raise YamlProblems([exc]) from None
+        except RecursionError:
+            raise YamlProblems([YamlProblem("(yaml)", "nested too deeply")]) from None
+        if root is None:
+            return None
+        problems = duplicate_keys(root)
+        if problems:
+            raise YamlProblems(problems)
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
