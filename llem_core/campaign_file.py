@@ -217,6 +217,24 @@ class _Parts:
             if isinstance(group_by, list) else [])
 
 
+def _without_bad_keys(base: dict[str, Any], exc: ValidationError) -> dict[str, Any]:
+    """base without its invalid top-level keys: grid values and experiments are then still
+    checked against the rest, without repeating base's own errors."""
+    bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+    out = {k: v for k, v in base.items() if k not in bad}
+    if "model" in bad:
+        out["model"] = _PLACEHOLDER_MODEL
+    return out
+
+
+def _valid(experiment: dict[str, Any]) -> bool:
+    try:
+        ExperimentConfig.model_validate(experiment)
+    except ValidationError:
+        return False
+    return True
+
+
 def _check_experiment_parts(parts: _Parts) -> list[FieldError]:
     """Field-level checks of base, of each grid value and of each explicit experiment."""
     errors: list[FieldError] = []
@@ -232,12 +250,12 @@ def _check_experiment_parts(parts: _Parts) -> list[FieldError]:
                 "explicit experiment)",
             ))
         base["model"] = _PLACEHOLDER_MODEL
-    base_ok = True
     try:
         ExperimentConfig.model_validate(base)
     except ValidationError as exc:
-        base_ok = False
         errors.extend(pydantic_errors(exc, ExperimentConfig, "base."))
+        base = _without_bad_keys(base, exc)
+    base_ok = _valid(base)
 
     for axis, values in parts.grid.items():
         problem = resolve_field_path(axis)
