@@ -12,6 +12,8 @@ environment for ``llem validate`` and the DAG processor, so that both agree):
   ``runner.model_cache``, ``results_dir``, local model folders) must lie under one.
 - ``LLEM_ALLOWED_DOCKER_URLS``: comma-separated URL patterns; unset allows local
   ``unix://`` sockets only.
+- ``LLEM_ALLOWED_PYTHONS``: comma-separated interpreters the ``local`` runner may start;
+  unset allows none but the worker's own (``runner.python`` left null).
 
 Whatever the variables say, the filesystem root, the Docker socket and every folder
 holding the socket are never mounted: the socket is root on the host.
@@ -30,6 +32,7 @@ from llem_core.errors import FieldError
 ENV_IMAGES = "LLEM_ALLOWED_IMAGES"
 ENV_MOUNT_ROOTS = "LLEM_ALLOWED_MOUNT_ROOTS"
 ENV_DOCKER_URLS = "LLEM_ALLOWED_DOCKER_URLS"
+ENV_PYTHONS = "LLEM_ALLOWED_PYTHONS"
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 _DEFAULT_DOCKER_URLS = ("unix://*",)
 
@@ -104,10 +107,20 @@ def docker_url_problem(url: str) -> str | None:
     return f"Docker URL {url!r} is not allowed by {source}: {', '.join(allowed)}"
 
 
+def python_problem(python: str | None) -> str | None:
+    """The local runner executes ``python`` on the worker: any program the file names."""
+    allowed = _allowed(ENV_PYTHONS) or []
+    if python is None or python in allowed:
+        return None
+    listed = ", ".join(allowed) or "unset: only the worker's own interpreter"
+    return f"interpreter {python!r} is not allowed by {ENV_PYTHONS} ({listed})"
+
+
 def runner_policy_errors(runner: DockerRunner | LocalRunner) -> list[FieldError]:
     """Problems of the runner section alone (usable when the rest of the file is invalid)."""
-    if not isinstance(runner, DockerRunner):
-        return []
+    if isinstance(runner, LocalRunner):
+        problem = python_problem(runner.python)
+        return [FieldError("runner.python", problem)] if problem else []
     errors: list[FieldError] = []
     checks = [("runner.image", image_problem(runner.image)),
               ("runner.docker_url", docker_url_problem(runner.docker_url))]
