@@ -20,6 +20,7 @@ from llem_core.errors import FieldError
 
 MAX_CHECKED_LINES = 1000  # the first lines of a prompts file are checked, for speed
 MAX_LINE_BYTES = 4 << 20
+MAX_CHECKED_BYTES = 16 << 20
 MAX_REPORTED = 3  # bad lines reported per file
 
 
@@ -114,14 +115,16 @@ def jsonl_problems(path: str, field: str) -> list[str]:
     """Why a JSONL prompt file is unusable (its first MAX_CHECKED_LINES lines); empty: fine."""
     p = Path(path)
     if not p.is_file():
-        return [f"{path}: no such file"]
+        return [f"{path}: {'not a regular file' if p.exists() else 'no such file'}"]
     problems: list[str] = []
     prompts = 0
+    read = 0
     try:
         with p.open("rb") as fh:
             for lineno in range(1, MAX_CHECKED_LINES + 1):
                 raw = fh.readline(MAX_LINE_BYTES + 1)
-                if not raw:
+                read += len(raw)
+                if not raw or read > MAX_CHECKED_BYTES:
                     break
                 if len(raw) > MAX_LINE_BYTES:
                     problems.append(f"{path}: line {lineno}: longer than {MAX_LINE_BYTES} bytes")

@@ -263,3 +263,19 @@ def test_good_jsonl_prompts_pass(write_campaign, capsys, tmp_path):
     (tmp_path / "p.jsonl").write_text('{"text": "hello"}\n\n{"text": "world", "n": 1}\n')
     f = write_campaign("campaign: x\nbase: {model: m, prompts: {kind: jsonl, path: p.jsonl}}\n")
     assert main(["validate", str(f)]) == 0
+
+
+def test_prompt_file_check_is_bounded(write_campaign, capsys, tmp_path, monkeypatch):
+    """Only the first lines are read: a bad line past them is the run's problem, not validate's."""
+    import llem_core.campaign_paths as cp
+
+    monkeypatch.setattr(cp, "MAX_CHECKED_LINES", 10)
+    (tmp_path / "p.jsonl").write_text('{"text": "a"}\n' * 10 + "garbage\n")
+    f = write_campaign("campaign: x\nbase: {model: m, prompts: {kind: jsonl, path: p.jsonl}}\n")
+    assert main(["validate", str(f)]) == 0
+    (tmp_path / "p.jsonl").write_text('{"text": "a"}\n' * 9 + "garbage\n")
+    assert main(["validate", str(f)]) == 1
+    assert "line 10: not valid JSON" in capsys.readouterr().err
+    (tmp_path / "p.jsonl").write_text('{"text": "' + "a" * (cp.MAX_LINE_BYTES + 10) + '"}\n')
+    assert main(["validate", str(f)]) == 1
+    assert "line 1: longer than" in capsys.readouterr().err
