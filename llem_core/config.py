@@ -43,9 +43,11 @@ from llem_core.config_rules import check_cron, non_finite, parse_size
 
 # The building blocks live in config_base; this module is where they are imported from.
 __all__ = [
-    "AVAILABLE_BACKENDS", "MAX_GPU_INDEX", "MAX_SEED", "Backend", "BuiltinPrompts", "DType",
-    "Decoding", "Device", "EnergyConfig", "JsonlPrompts", "MeterKind", "Ordering",
-    "PromptSource", "Strict",
+    "AVAILABLE_BACKENDS", "DAG_ID_PREFIX", "MAX_GPU_INDEX", "MAX_SEED", "Backend",
+    "BuiltinPrompts", "CampaignConfig", "DType", "Decoding", "Device", "DockerRunner",
+    "EnergyConfig", "Execution", "ExperimentConfig", "Health", "JsonlPrompts", "LocalRunner",
+    "MeterKind", "Mount", "Ordering", "PromptSource", "RunnerConfig", "Strict",
+    "is_local_path", "resolve_model_path",
 ]
 
 # Airflow DAG ids allow letters, digits, '-', '.', '_' and at most 250 characters; the
