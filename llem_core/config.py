@@ -59,6 +59,8 @@ DAG_ID_PREFIX = "llem_"
 CAMPAIGN_TAG_PREFIX = "campaign:"
 CAMPAIGN_NAME_MAX = 100 - len(CAMPAIGN_TAG_PREFIX)
 _CAMPAIGN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+# Hosts and queues name Airflow pools (llem_<host>_gpu<N>) and Celery queues.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # An experiment's timeout becomes a timedelta in the DAG; beyond a week it is a typo.
 MAX_EXPERIMENT_TIMEOUT_S = 7 * 86_400.0
 
@@ -201,9 +203,23 @@ class Health(Strict):
     poke_interval_s: float = Field(15.0, gt=0.0, le=3600.0, description="Re-check interval.")
 
 
+def _check_name(v: str | None) -> str | None:
+    if v is not None and not _NAME.match(v):
+        raise ValueError(f"{v!r} must be 1 to 63 letters, digits, '-', '_' or '.', starting "
+                         "with a letter or digit (it names Airflow pools and Celery queues)")
+    return v
+
+
 class Mount(Strict):
     source: str = Field(..., min_length=1, description="Host path.")
-    target: str = Field(..., min_length=1, description="Path inside the container.")
+    target: str = Field(..., description="Absolute path inside the container (not '/').")
+
+    @field_validator("target")
+    @classmethod
+    def _absolute_target(cls, v: str) -> str:
+        if not v.startswith("/") or not v.strip("/"):
+            raise ValueError(f"{v!r} must be an absolute path inside the container, not '/'")
+        return v
     read_only: bool = Field(True, description="Mount read-only.")
 
 
@@ -221,7 +237,8 @@ class DockerRunner(Strict):
     )
     docker_url: str = Field("unix://var/run/docker.sock", description="Docker daemon URL.")
     queue: str | None = Field(None, description="Celery queue (GPU server) to run on.")
-    host: str = Field("local", min_length=1, description="Host name used in GPU pool names.")
+    host: str = Field("local", description="Host name used in GPU pool names.")
+    _names = field_validator("queue", "host")(_check_name)
     shm_size: str = Field(
         "2g", description="Shared memory of the container: bytes, or 512m, 2g, ... (binary units)."
     )
@@ -255,7 +272,8 @@ class LocalRunner(Strict):
     type: Literal["local"] = "local"
     python: str | None = Field(None, description="Interpreter to use; default: the worker's.")
     queue: str | None = Field(None, description="Celery queue (GPU server) to run on.")
-    host: str = Field("local", min_length=1, description="Host name used in GPU pool names.")
+    host: str = Field("local", description="Host name used in GPU pool names.")
+    _names = field_validator("queue", "host")(_check_name)
 
 
 RunnerConfig = Annotated[

@@ -137,6 +137,11 @@ CASES: list[tuple[str, str, dict[str, str], str, str]] = [
     ("docker-url-remote", BASE + "runner: {docker_url: 'tcp://10.0.0.2:2375'}\n", {},
      "runner.docker_url", "not allowed"),
     ("results-dir-root", BASE + "results_dir: /\n", {}, "results_dir", "filesystem root"),
+    ("host-space", BASE + "runner: {host: 'gpu 02'}\n", {}, "runner.host", "names Airflow pools"),
+    ("queue-long", BASE + f"runner: {{type: local, queue: {'q' * 64}}}\n", {}, "runner.queue",
+     "1 to 63"),
+    ("mount-target-relative", BASE + "runner: {mounts: [{source: /data, target: data}]}\n", {},
+     "runner.mounts[0].target", "absolute path inside the container"),
 ]
 
 
