@@ -22,7 +22,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from llem_core.campaign_paths import model_warnings, prompt_file_errors, resolve_paths
 from llem_core.config import CampaignConfig, ExperimentConfig, RunnerConfig
 from llem_core.errors import CampaignFileError, FieldError
-from llem_core.yaml_safe import MAX_FILE_BYTES, YamlProblems, load_bounded
+from llem_core.yaml_safe import MAX_FILE_BYTES, YamlProblems, data_problem, load_bounded
 
 __all__ = ["CampaignFileError", "FieldError", "LoadedCampaign", "load_campaign",
            "parse_campaign_text", "read_campaign_text", "validate_campaign_data"]
@@ -324,6 +324,9 @@ def check_campaign_data(
         kind = type(data).__name__ if data is not None else "an empty document"
         raise CampaignFileError(
             file, [FieldError("(top level)", f"expected a mapping, got {kind}")])
+    too_big = data_problem(data)  # for data that did not come through load_bounded
+    if too_big:
+        raise CampaignFileError(file, [FieldError(too_big.where, too_big.reason)])
     errors: list[FieldError] = []
     cfg: CampaignConfig | None = None
     try:

@@ -137,6 +137,42 @@ def duplicate_keys(root: Node) -> list[YamlProblem]:
     return problems
 
 
+def data_problem(data: Any) -> YamlProblem | None:
+    """The same size and depth limits on already-parsed data (e.g. from ``yaml.safe_load``,
+    whose aliases become shared objects): shared objects count once per use, cycles fail."""
+    measured: dict[int, tuple[int, int]] = {}
+    active: set[int] = set()
+
+    def measure(obj: Any, depth: int) -> tuple[int, int]:
+        if not isinstance(obj, dict | list):
+            return 1, 1
+        if id(obj) in measured:
+            return measured[id(obj)]
+        if id(obj) in active:
+            raise YamlProblem("(top level)", "a value contains itself (recursive alias)")
+        if depth > MAX_DEPTH:
+            raise YamlProblem("(top level)", f"nested deeper than {MAX_DEPTH} levels")
+        active.add(id(obj))
+        children = [x for kv in obj.items() for x in kv] if isinstance(obj, dict) else obj
+        size, height = 1, 1
+        for child in children:
+            s, h = measure(child, depth + 1)
+            size, height = size + s, max(height, h + 1)
+            if size > MAX_NODES:
+                raise YamlProblem("(top level)", f"expands to more than {MAX_NODES} values")
+        if height > MAX_DEPTH:
+            raise YamlProblem("(top level)", f"nested deeper than {MAX_DEPTH} levels")
+        active.discard(id(obj))
+        measured[id(obj)] = (size, height)
+        return size, height
+
+    try:
+        measure(data, 1)
+    except YamlProblem as exc:
+        return exc
+    return None
+
+
 def load_bounded(text: str) -> Any:
     """Parse one YAML document within the limits; raise YamlProblems or yaml.YAMLError."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:

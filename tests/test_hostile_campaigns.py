@@ -284,3 +284,17 @@ def test_prompt_file_check_is_bounded(write_campaign, capsys, tmp_path, monkeypa
     (tmp_path / "p.jsonl").write_text('{"text": "' + "a" * (cp.MAX_LINE_BYTES + 10) + '"}\n')
     assert main(["validate", str(f)]) == 1
     assert "line 1: longer than" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "reason"), [(LAUGHS, "expands to more than"),
+                                              (BASE + "x: &a [1, *a]\n", "contains itself")])
+def test_already_parsed_yaml_is_bounded_too(text, reason):
+    """A caller that parsed with yaml.safe_load (aliases become shared objects) is protected."""
+    import yaml
+
+    from llem_core.campaign_file import CampaignFileError, validate_campaign_data
+
+    started = time.monotonic()
+    with pytest.raises(CampaignFileError, match=reason):
+        validate_campaign_data(yaml.safe_load(text), "c.yaml")
+    assert time.monotonic() - started < 5
