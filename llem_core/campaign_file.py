@@ -22,7 +22,13 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from llem_core.campaign_paths import model_warnings, prompt_file_errors, resolve_paths
 from llem_core.config import CampaignConfig, ExperimentConfig, RunnerConfig
 from llem_core.errors import CampaignFileError, FieldError
-from llem_core.yaml_safe import MAX_FILE_BYTES, YamlProblems, data_problem, load_bounded
+from llem_core.yaml_safe import (
+    MAX_FILE_BYTES,
+    YamlProblems,
+    count_values,
+    data_problem,
+    load_bounded,
+)
 
 __all__ = ["CampaignFileError", "FieldError", "LoadedCampaign", "load_campaign",
            "parse_campaign_text", "read_campaign_text", "validate_campaign_data"]
@@ -35,6 +41,8 @@ _UNION_TAGS = {"prompts": {"builtin", "jsonl"}, "runner": {"docker", "local"}}
 # combinations a campaign is refused before anything is expanded.
 MAX_GRID_SIZE_ENV = "LLEM_MAX_GRID_SIZE"
 DEFAULT_MAX_GRID_SIZE = 10_000
+# ... and at most this many values per combination on average (a default config has ~40).
+VALUES_PER_CONFIG = 200
 
 
 @dataclass
@@ -55,6 +63,21 @@ def combination_count(grid: dict[str, list[Any]], experiments: list[Any]) -> int
     """Combinations expand() builds, from the axis lengths alone (nothing is expanded)."""
     points = math.prod(len(v) for v in grid.values()) if grid or not experiments else 0
     return points + len(experiments)
+
+
+def expansion_work(base: dict[str, Any], grid: dict[str, list[Any]],
+                   experiments: list[Any]) -> int:
+    """Values expand() copies, validates and hashes in all: combinations x their size (a
+    large ``extra`` in base is copied into every combination)."""
+    count = combination_count(grid, experiments)
+    per_point = count_values(base) + sum(max(count_values(v) for v in values)
+                                         for values in grid.values())
+    points = count - len(experiments)
+    return points * per_point + sum(count_values(base) + count_values(e) for e in experiments)
+
+
+def max_expansion_work() -> int:
+    return max_grid_size() * VALUES_PER_CONFIG
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:
@@ -288,14 +311,21 @@ def _check_experiment_parts(parts: _Parts) -> list[FieldError]:
 
 
 def _grid_size_error(parts: _Parts) -> FieldError | None:
-    count = combination_count(parts.grid, [e for _, e in parts.experiments])
+    experiments = [e for _, e in parts.experiments]
+    count = combination_count(parts.grid, experiments)
     limit = max_grid_size()
-    if count <= limit:
-        return None
-    axes = " x ".join(f"{len(v)} {k}" for k, v in parts.grid.items()) or "no axes"
-    return FieldError("grid", (
-        f"{count} combinations ({axes}, + {len(parts.experiments)} experiments) exceed the "
-        f"limit of {limit} (set {MAX_GRID_SIZE_ENV} to raise it, or split the campaign)"))
+    if count > limit:
+        axes = " x ".join(f"{len(v)} {k}" for k, v in parts.grid.items()) or "no axes"
+        return FieldError("grid", (
+            f"{count} combinations ({axes}, + {len(experiments)} experiments) exceed the "
+            f"limit of {limit} (set {MAX_GRID_SIZE_ENV} to raise it, or split the campaign)"))
+    work, work_limit = expansion_work(parts.base, parts.grid, experiments), max_expansion_work()
+    if work > work_limit:
+        return FieldError("grid", (
+            f"{count} combinations of this size hold {work} values in all, more than "
+            f"{work_limit} ({VALUES_PER_CONFIG} per allowed combination): make base (its "
+            "extra?) or the grid smaller"))
+    return None
 
 
 def _runner_errors(data: dict[str, Any]) -> list[FieldError]:

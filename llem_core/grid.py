@@ -21,7 +21,9 @@ from llem_core.campaign_file import (
     LoadedCampaign,
     combination_count,
     deep_merge,
+    expansion_work,
     load_campaign,
+    max_expansion_work,
     max_grid_size,
     pydantic_errors,
     set_path,
@@ -187,6 +189,11 @@ def expand(campaign: CampaignConfig) -> GridReport:
     if size > limit:
         raise GridTooLargeError(
             f"campaign {campaign.campaign!r}: {size} combinations exceed the limit of {limit}")
+    work = expansion_work(campaign.base, campaign.grid, campaign.experiments)
+    if work > max_expansion_work():
+        raise GridTooLargeError(
+            f"campaign {campaign.campaign!r}: {size} combinations hold {work} values in all, "
+            f"more than {max_expansion_work()}")
     specs: list[ExperimentSpec] = []
     filtered: list[FilteredPoint] = []
     duplicates: list[Duplicate] = []

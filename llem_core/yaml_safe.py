@@ -137,6 +137,15 @@ def duplicate_keys(root: Node) -> list[YamlProblem]:
     return problems
 
 
+def count_values(obj: Any) -> int:
+    """Scalars, lists and mappings in ``obj``, keys included (bounded data only)."""
+    if isinstance(obj, dict):
+        return 1 + sum(count_values(k) + count_values(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return 1 + sum(count_values(v) for v in obj)
+    return 1
+
+
 def data_problem(data: Any) -> YamlProblem | None:
     """The same size and depth limits on already-parsed data (e.g. from ``yaml.safe_load``,
     whose aliases become shared objects): shared objects count once per use, cycles fail."""

@@ -27,6 +27,8 @@ HUGE_GRID = BASE + "grid:\n" + "".join(
     f"  {axis}: [{', '.join(str(v) for v in range(1, 21))}]\n"
     for axis in ("batch_size", "warmup_runs", "max_output_tokens", "max_input_tokens", "seed"))
 DEEP = "campaign: x\nbase: {model: org/m, extra: {a: " + "[" * 5000 + "]" * 5000 + "}}\n"
+HEAVY_BASE = ("campaign: x\nbase: {model: org/m, extra: {x: [" + ", ".join(["0"] * 1000)
+              + "]}}\ngrid: {seed: [" + ", ".join(map(str, range(3000))) + "]}\n")
 BIG_FILE = BASE + "description: '" + "x" * (1 << 20) + "'\n"
 
 # (id, campaign text, extra files {name: text}, expected field path, words in the reason)
@@ -65,6 +67,7 @@ CASES: list[tuple[str, str, dict[str, str], str, str]] = [
     ("cron-never", "campaign: x\nschedule: '0 0 31 2 *'\nbase: {model: m}\n", {}, "schedule",
      "never fires"),
     ("huge-grid", HUGE_GRID, {}, "grid", "3200000 combinations"),
+    ("heavy-base", HEAVY_BASE, {}, "grid", "3000 combinations of this size hold"),
     ("dup-top-key", "campaign: x\ncampaign: y\nbase: {model: m}\n", {}, "campaign",
      "duplicate key (lines 1 and 2)"),
     ("dup-nested-key", "campaign: x\nbase:\n  model: m\n  batch_size: 1\n  batch_size: 64\n", {},
@@ -160,10 +163,10 @@ def test_hostile_campaign_is_a_file_error(tmp_path, capsys, text, files, path, r
     assert any(ln.startswith(f"{f}: {path}") and reason in ln for ln in lines), err
 
 
-@pytest.mark.parametrize("text", [LAUGHS, HUGE_GRID, DEEP, BIG_FILE,
+@pytest.mark.parametrize("text", [LAUGHS, HUGE_GRID, DEEP, BIG_FILE, HEAVY_BASE,
                                   BASE + "grid: {seed: [" + ", ".join(map(str, range(150_000)))
                                   + "]}\n"],
-                         ids=["laughs", "grid", "deep", "big", "long-axis"])
+                         ids=["laughs", "grid", "deep", "big", "heavy-base", "long-axis"])
 def test_validate_answers_within_seconds(tmp_path, capsys, text):
     f = tmp_path / "c.yaml"
     f.write_text(text)
