@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin
@@ -22,10 +20,10 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from llem_core.campaign_paths import model_warnings, prompt_file_errors, resolve_paths
 from llem_core.config import CampaignConfig, ExperimentConfig, RunnerConfig
 from llem_core.errors import CampaignFileError, FieldError
+from llem_core.grid_limits import grid_size_error
 from llem_core.yaml_safe import (
     MAX_FILE_BYTES,
     YamlProblems,
-    count_values,
     data_problem,
     load_bounded,
 )
@@ -37,12 +35,6 @@ __all__ = ["CampaignFileError", "FieldError", "LoadedCampaign", "load_campaign",
 # given elsewhere (a grid axis, or each explicit experiment).
 _PLACEHOLDER_MODEL = "placeholder/model"
 _UNION_TAGS = {"prompts": {"builtin", "jsonl"}, "runner": {"docker", "local"}}
-# The DAG processor expands a grid within its import timeout: beyond this many
-# combinations a campaign is refused before anything is expanded.
-MAX_GRID_SIZE_ENV = "LLEM_MAX_GRID_SIZE"
-DEFAULT_MAX_GRID_SIZE = 10_000
-# ... and at most this many values per combination on average (a default config has ~40).
-VALUES_PER_CONFIG = 200
 
 
 @dataclass
@@ -50,34 +42,6 @@ class LoadedCampaign:
     path: Path
     config: CampaignConfig
     warnings: list[str] = field(default_factory=list)
-
-
-def max_grid_size() -> int:
-    """Most combinations (grid points + explicit experiments) a campaign may have:
-    $LLEM_MAX_GRID_SIZE when it is a positive integer, else 10,000."""
-    raw = os.environ.get(MAX_GRID_SIZE_ENV, "").strip()
-    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_GRID_SIZE
-
-
-def combination_count(grid: dict[str, list[Any]], experiments: list[Any]) -> int:
-    """Combinations expand() builds, from the axis lengths alone (nothing is expanded)."""
-    points = math.prod(len(v) for v in grid.values()) if grid or not experiments else 0
-    return points + len(experiments)
-
-
-def expansion_work(base: dict[str, Any], grid: dict[str, list[Any]],
-                   experiments: list[Any]) -> int:
-    """Values expand() copies, validates and hashes in all: combinations x their size (a
-    large ``extra`` in base is copied into every combination)."""
-    count = combination_count(grid, experiments)
-    per_point = count_values(base) + sum(max(count_values(v) for v in values)
-                                         for values in grid.values())
-    points = count - len(experiments)
-    return points * per_point + sum(count_values(base) + count_values(e) for e in experiments)
-
-
-def max_expansion_work() -> int:
-    return max_grid_size() * VALUES_PER_CONFIG
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:
@@ -310,24 +274,6 @@ def _check_experiment_parts(parts: _Parts) -> list[FieldError]:
     return errors
 
 
-def _grid_size_error(parts: _Parts) -> FieldError | None:
-    experiments = [e for _, e in parts.experiments]
-    count = combination_count(parts.grid, experiments)
-    limit = max_grid_size()
-    if count > limit:
-        axes = " x ".join(f"{len(v)} {k}" for k, v in parts.grid.items()) or "no axes"
-        return FieldError("grid", (
-            f"{count} combinations ({axes}, + {len(experiments)} experiments) exceed the "
-            f"limit of {limit} (set {MAX_GRID_SIZE_ENV} to raise it, or split the campaign)"))
-    work, work_limit = expansion_work(parts.base, parts.grid, experiments), max_expansion_work()
-    if work > work_limit:
-        return FieldError("grid", (
-            f"{count} combinations of this size hold {work} values in all, more than "
-            f"{work_limit} ({VALUES_PER_CONFIG} per allowed combination): make base (its "
-            "extra?) or the grid smaller"))
-    return None
-
-
 def _runner_errors(data: dict[str, Any]) -> list[FieldError]:
     """Trust-policy problems of the runner alone, for a file whose other parts are invalid."""
     from llem_core.trust import runner_policy_errors
@@ -366,7 +312,7 @@ def check_campaign_data(
         errors.extend(_runner_errors(data))
     parts = _Parts.of(data)
     if parts is not None:
-        too_large = _grid_size_error(parts)
+        too_large = grid_size_error(parts.base, parts.grid, [e for _, e in parts.experiments])
         # A grid past the limit is not checked value by value: that alone could be slow.
         errors.extend([too_large] if too_large else _check_experiment_parts(parts))
     if errors or cfg is None:

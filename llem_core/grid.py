@@ -19,16 +19,18 @@ from llem_core.campaign_file import (
     CampaignFileError,
     FieldError,
     LoadedCampaign,
-    combination_count,
     deep_merge,
-    expansion_work,
     load_campaign,
-    max_expansion_work,
-    max_grid_size,
     pydantic_errors,
     set_path,
 )
 from llem_core.config import Backend, CampaignConfig, DType, ExperimentConfig
+from llem_core.grid_limits import (
+    combination_count,
+    expansion_work,
+    max_expansion_work,
+    max_grid_size,
+)
 
 # Which dtypes each backend can run; vllm/tensorrt are listed for when they land.
 BACKEND_DTYPES: dict[str, set[str]] = {
