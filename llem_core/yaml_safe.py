@@ -18,7 +18,7 @@ from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 MAX_FILE_BYTES = 1 << 20  # 1 MiB
-MAX_ALIASES = 100
+MAX_ALIASES = 1000  # merge keys (<<: *defaults) in every experiment stay well below
 MAX_NODES = 100_000  # scalars, lists and mappings, with every alias expanded
 MAX_DEPTH = 32  # nesting of lists and mappings, aliases expanded
 MAX_INT_DIGITS = 1000  # Python refuses to convert over 4300 digits, with a ValueError
