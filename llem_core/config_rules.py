@@ -14,26 +14,27 @@ from datetime import datetime
 from typing import Annotated, Any, Union, get_args, get_origin
 
 # Docker's units are binary: 1k = 1024 bytes (docker run --shm-size, docker-py parse_bytes).
-_SIZE = re.compile(r"^([0-9]{1,16})\s*(?:([kmgt])(?:i?b)?|b)?$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+# Units k, m, g with an optional b, as Docker writes them.
+_SIZE = re.compile(r"^([0-9]{1,16})\s*([kmg]?)b?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
 MAX_SHM_BYTES = 2**40  # 1 TiB: more is a typo
-SIZE_GRAMMAR = "an integer of bytes, or an integer with a unit k, m, g or t (binary), e.g. 512m, 2g"
+SIZE_GRAMMAR = "an integer of bytes, or an integer with a unit k, m or g (binary), e.g. 512m, 2g"
 
 CRON_PRESETS = ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly",
                 "@annually", "@continuous")
 
 
 def parse_size(value: str | int) -> int:
-    """'512m' -> 536870912, '2g' -> 2147483648, 1073741824 -> 1073741824."""
+    """'512m' -> 536870912, '2g' -> 2147483648, '2gb' -> 2147483648, 1073741824 -> same."""
     if isinstance(value, bool):
         raise ValueError(f"expected a size ({SIZE_GRAMMAR}), got a boolean")
     text = str(value).strip()
     m = _SIZE.match(text)
     if not m:
         raise ValueError(f"{text!r} is not a size: expected {SIZE_GRAMMAR}")
-    n = int(m.group(1)) * _UNITS[(m.group(2) or "").lower()]
+    n = int(m.group(1)) * _UNITS[m.group(2).lower()]
     if not 0 < n <= MAX_SHM_BYTES:
-        raise ValueError(f"{text!r} must be between 1 byte and 1t")
+        raise ValueError(f"{text!r} must be between 1 byte and 1024g")
     return n
 
 

@@ -56,7 +56,7 @@ CASES: list[tuple[str, str, dict[str, str], str, str]] = [
     ("shm-negative", BASE + "runner: {shm_size: -1g}\n", {}, "runner.shm_size", "not a size"),
     ("shm-zero", BASE + "runner: {shm_size: 0}\n", {}, "runner.shm_size", "between 1 byte"),
     ("shm-fraction", BASE + "runner: {shm_size: 1.5g}\n", {}, "runner.shm_size", "not a size"),
-    ("shm-huge", BASE + "runner: {shm_size: 5000t}\n", {}, "runner.shm_size", "and 1t"),
+    ("shm-huge", BASE + "runner: {shm_size: 5000g}\n", {}, "runner.shm_size", "and 1024g"),
     ("shm-bool", BASE + "runner: {shm_size: true}\n", {}, "runner.shm_size", "valid string"),
     ("cron-out-of-range", "campaign: x\nschedule: '61 * * * *'\nbase: {model: m}\n", {},
      "schedule", "not a valid cron expression"),
