@@ -35,6 +35,7 @@ __all__ = ["CampaignFileError", "FieldError", "LoadedCampaign", "load_campaign",
 # given elsewhere (a grid axis, or each explicit experiment).
 _PLACEHOLDER_MODEL = "placeholder/model"
 _UNION_TAGS = {"prompts": {"builtin", "jsonl"}, "runner": {"docker", "local"}}
+MAX_ERRORS = 100  # reported per file; the rest are counted
 
 
 @dataclass
@@ -151,7 +152,8 @@ def pydantic_errors(
     exc: ValidationError, root: type[BaseModel], prefix: str = ""
 ) -> list[FieldError]:
     errors = []
-    for err in exc.errors(include_url=False):
+    found = exc.errors(include_url=False)
+    for err in found[:MAX_ERRORS]:  # suggestions cost: a file of 40,000 bad keys stays fast
         loc = tuple(err["loc"])
         reason = err["msg"]
         if err["type"] == "extra_forbidden":
@@ -167,6 +169,9 @@ def pydantic_errors(
             reason = reason.removeprefix("Value error, ")
         path = format_loc(loc)
         errors.append(FieldError(f"{prefix}{path}" if prefix else path, reason))
+    if len(found) > MAX_ERRORS:
+        errors.append(FieldError(prefix.rstrip(".") or "(top level)",
+                                 f"{len(found) - MAX_ERRORS} more problems not shown"))
     return errors
 
 
@@ -252,6 +257,8 @@ def _check_experiment_parts(parts: _Parts) -> list[FieldError]:
         if not base_ok:
             continue
         for i, value in enumerate(values):
+            if len(errors) > MAX_ERRORS:
+                return errors
             try:
                 ExperimentConfig.model_validate(set_path(base, axis, value))
             except ValidationError as exc:
@@ -260,6 +267,8 @@ def _check_experiment_parts(parts: _Parts) -> list[FieldError]:
                                              if e.path == axis else f"{e.path}: {e.reason}"))
 
     for i, override in parts.experiments:
+        if len(errors) > MAX_ERRORS:
+            return errors
         try:
             ExperimentConfig.model_validate(deep_merge(base, override))
         except ValidationError as exc:
@@ -286,7 +295,11 @@ def _runner_errors(data: dict[str, Any]) -> list[FieldError]:
 
 
 def _unique(errors: list[FieldError]) -> list[FieldError]:
-    return list(dict.fromkeys(errors))
+    unique = list(dict.fromkeys(errors))
+    cap = 2 * MAX_ERRORS  # each part already counts what it left out beyond MAX_ERRORS
+    if len(unique) <= cap:
+        return unique
+    return [*unique[:cap], FieldError("(file)", f"{len(unique) - cap} more problems not shown")]
 
 
 def check_campaign_data(

@@ -29,6 +29,8 @@ HUGE_GRID = BASE + "grid:\n" + "".join(
 DEEP = "campaign: x\nbase: {model: org/m, extra: {a: " + "[" * 5000 + "]" * 5000 + "}}\n"
 HEAVY_BASE = ("campaign: x\nbase: {model: org/m, extra: {x: [" + ", ".join(["0"] * 1000)
               + "]}}\ngrid: {seed: [" + ", ".join(map(str, range(3000))) + "]}\n")
+MANY_KEYS = "campaign: x\nbase: {model: m, " + ", ".join(
+    f"batch_siz{i}: 1" for i in range(40_000)) + "}\n"
 BIG_FILE = BASE + "description: '" + "x" * (1 << 20) + "'\n"
 
 # (id, campaign text, extra files {name: text}, expected field path, words in the reason)
@@ -74,8 +76,8 @@ CASES: list[tuple[str, str, dict[str, str], str, str]] = [
      "base.batch_size", "duplicate key (lines 4 and 5)"),
     ("dup-in-list", "campaign: x\nbase: {model: m}\nexperiments:\n  - {dtype: float16, "
      "dtype: float32}\n", {}, "experiments[0].dtype", "duplicate key"),
-    ("billion-laughs", LAUGHS, {}, "line ", "expands to more than"),
-    ("deep-nesting", DEEP, {}, "line 2", "nested deeper than"),
+    ("billion-laughs", LAUGHS, {}, "line ", "holds more than"),
+    ("deep-nesting", DEEP, {}, "line 2", "nest"),  # ours, or libyaml's own limit
     ("recursive-alias", BASE + "x: &a [1, *a]\n", {}, "line 3", "contains it"),
     ("too-many-aliases", BASE + "a: &a 1\nb: [" + ", ".join(["*a"] * 1001) + "]\n", {},
      "line 4", "more than 1000 aliases"),
@@ -163,10 +165,11 @@ def test_hostile_campaign_is_a_file_error(tmp_path, capsys, text, files, path, r
     assert any(ln.startswith(f"{f}: {path}") and reason in ln for ln in lines), err
 
 
-@pytest.mark.parametrize("text", [LAUGHS, HUGE_GRID, DEEP, BIG_FILE, HEAVY_BASE,
+@pytest.mark.parametrize("text", [LAUGHS, HUGE_GRID, DEEP, BIG_FILE, HEAVY_BASE, MANY_KEYS,
                                   BASE + "grid: {seed: [" + ", ".join(map(str, range(150_000)))
                                   + "]}\n"],
-                         ids=["laughs", "grid", "deep", "big", "heavy-base", "long-axis"])
+                         ids=["laughs", "grid", "deep", "big", "heavy-base", "many-keys",
+                              "long-axis"])
 def test_validate_answers_within_seconds(tmp_path, capsys, text):
     f = tmp_path / "c.yaml"
     f.write_text(text)
@@ -289,7 +292,7 @@ def test_prompt_file_check_is_bounded(write_campaign, capsys, tmp_path, monkeypa
     assert "line 1: longer than" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("text", "reason"), [(LAUGHS, "expands to more than"),
+@pytest.mark.parametrize(("text", "reason"), [(LAUGHS, "holds more than"),
                                               (BASE + "x: &a [1, *a]\n", "contains itself")])
 def test_already_parsed_yaml_is_bounded_too(text, reason):
     """A caller that parsed with yaml.safe_load (aliases become shared objects) is protected."""
@@ -301,3 +304,30 @@ def test_already_parsed_yaml_is_bounded_too(text, reason):
     with pytest.raises(CampaignFileError, match=reason):
         validate_campaign_data(yaml.safe_load(text), "c.yaml")
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("loader", ["BoundedLoader", "LOADER"])
+@pytest.mark.parametrize(("text", "where", "reason"), [
+    (LAUGHS, "line ", "holds more than"),
+    ("a: 1\nb: {c: 1, c: 2}\n", "b.c", "duplicate key (lines 2 and 2)"),
+    ("a: [" * 40 + "]" * 40 + "\n", "line 1", "nested deeper than 32"),
+    ("a: &x [1, *x]\n", "line 1", "contains it"),
+    ("a: " + "1" * 1001 + "\n", "line 1", "digits"),
+])
+def test_both_loaders_enforce_the_limits(loader, text, where, reason):
+    """libyaml parses when installed; the pure-Python loader is the fallback."""
+    from llem_core import yaml_safe
+
+    with pytest.raises(yaml_safe.YamlProblems) as exc:
+        yaml_safe.load_bounded(text, getattr(yaml_safe, loader))
+    assert any(p.where.startswith(where) and reason in p.reason for p in exc.value.problems), \
+        exc.value.problems
+
+
+def test_errors_are_capped(tmp_path, capsys):
+    f = tmp_path / "c.yaml"
+    f.write_text(MANY_KEYS)
+    assert main(["validate", str(f)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert 100 <= len(lines) <= 202
+    assert lines[-1] == f"{f}: base: 39900 more problems not shown"
