@@ -15,40 +15,34 @@ from pathlib import Path
 from typing import Any, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from llem_core.config import CampaignConfig, ExperimentConfig, resolve_model_path
+from llem_core.campaign_paths import model_warnings, prompt_file_errors, resolve_paths
+from llem_core.config import CampaignConfig, ExperimentConfig, RunnerConfig
+from llem_core.errors import CampaignFileError, FieldError
+from llem_core.grid_limits import grid_size_error
+from llem_core.yaml_safe import (
+    MAX_FILE_BYTES,
+    YamlProblems,
+    data_problem,
+    load_bounded,
+)
+
+__all__ = ["CampaignFileError", "FieldError", "LoadedCampaign", "load_campaign",
+           "parse_campaign_text", "read_campaign_text", "validate_campaign_data"]
 
 # Stands in for `model` while base or a grid value is checked alone, when the model is
 # given elsewhere (a grid axis, or each explicit experiment).
 _PLACEHOLDER_MODEL = "placeholder/model"
 _UNION_TAGS = {"prompts": {"builtin", "jsonl"}, "runner": {"docker", "local"}}
-
-
-@dataclass(frozen=True)
-class FieldError:
-    path: str
-    reason: str
-
-
-@dataclass
-class CampaignFileError(Exception):
-    """A campaign file that cannot be used; ``str()`` gives one ``file: path: reason`` line each."""
-
-    file: str
-    errors: list[FieldError] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        return [f"{self.file}: {e.path}: {e.reason}" for e in self.errors]
-
-    def __str__(self) -> str:
-        return "\n".join(self.lines())
+MAX_ERRORS = 100  # reported per file; the rest are counted
 
 
 @dataclass
 class LoadedCampaign:
     path: Path
     config: CampaignConfig
+    warnings: list[str] = field(default_factory=list)
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:
@@ -158,7 +152,8 @@ def pydantic_errors(
     exc: ValidationError, root: type[BaseModel], prefix: str = ""
 ) -> list[FieldError]:
     errors = []
-    for err in exc.errors(include_url=False):
+    found = exc.errors(include_url=False)
+    for err in found[:MAX_ERRORS]:  # suggestions cost: a file of 40,000 bad keys stays fast
         loc = tuple(err["loc"])
         reason = err["msg"]
         if err["type"] == "extra_forbidden":
@@ -174,6 +169,9 @@ def pydantic_errors(
             reason = reason.removeprefix("Value error, ")
         path = format_loc(loc)
         errors.append(FieldError(f"{prefix}{path}" if prefix else path, reason))
+    if len(found) > MAX_ERRORS:
+        errors.append(FieldError(prefix.rstrip(".") or "(top level)",
+                                 f"{len(found) - MAX_ERRORS} more problems not shown"))
     return errors
 
 
@@ -182,13 +180,60 @@ def _is_tag(loc: tuple[int | str, ...], part: int | str) -> bool:
     return idx > 0 and loc[idx - 1] in _UNION_TAGS and part in _UNION_TAGS[str(loc[idx - 1])]
 
 
-def _check_experiment_parts(cfg: CampaignConfig) -> list[FieldError]:
+@dataclass
+class _Parts:
+    """The parts of a campaign checked field by field: base, axes, experiments, group_by.
+    Built from the raw data when the campaign as a whole is invalid, keeping the parts
+    that have the right shape, so that every problem of a file is reported in one pass."""
+
+    base: dict[str, Any]
+    grid: dict[str, list[Any]]
+    experiments: list[tuple[int, dict[str, Any]]]
+    group_by: list[tuple[int, str]]
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> _Parts | None:
+        base = data.get("base", {})
+        if not isinstance(base, dict):
+            return None
+        grid = data.get("grid", {})
+        exps = data.get("experiments", [])
+        group_by = data.get("group_by", [])
+        return cls(
+            base=base,
+            grid={k: v for k, v in grid.items() if isinstance(k, str) and isinstance(v, list)
+                  and v} if isinstance(grid, dict) else {},
+            experiments=[(i, e) for i, e in enumerate(exps) if isinstance(e, dict)]
+            if isinstance(exps, list) else [],
+            group_by=[(i, g) for i, g in enumerate(group_by) if isinstance(g, str)]
+            if isinstance(group_by, list) else [])
+
+
+def _without_bad_keys(base: dict[str, Any], exc: ValidationError) -> dict[str, Any]:
+    """base without its invalid top-level keys: grid values and experiments are then still
+    checked against the rest, without repeating base's own errors."""
+    bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+    out = {k: v for k, v in base.items() if k not in bad}
+    if "model" in bad:
+        out["model"] = _PLACEHOLDER_MODEL
+    return out
+
+
+def _valid(experiment: dict[str, Any]) -> bool:
+    try:
+        ExperimentConfig.model_validate(experiment)
+    except ValidationError:
+        return False
+    return True
+
+
+def _check_experiment_parts(parts: _Parts) -> list[FieldError]:
     """Field-level checks of base, of each grid value and of each explicit experiment."""
     errors: list[FieldError] = []
-    model_elsewhere = "model" in cfg.grid or (
-        cfg.experiments and all("model" in e for e in cfg.experiments)
+    model_elsewhere = "model" in parts.grid or (
+        parts.experiments and all("model" in e for _, e in parts.experiments)
     )
-    base = dict(cfg.base)
+    base = dict(parts.base)
     if "model" not in base:
         if not model_elsewhere:
             errors.append(FieldError(
@@ -197,14 +242,14 @@ def _check_experiment_parts(cfg: CampaignConfig) -> list[FieldError]:
                 "explicit experiment)",
             ))
         base["model"] = _PLACEHOLDER_MODEL
-    base_ok = True
     try:
         ExperimentConfig.model_validate(base)
     except ValidationError as exc:
-        base_ok = False
         errors.extend(pydantic_errors(exc, ExperimentConfig, "base."))
+        base = _without_bad_keys(base, exc)
+    base_ok = _valid(base)
 
-    for axis, values in cfg.grid.items():
+    for axis, values in parts.grid.items():
         problem = resolve_field_path(axis)
         if problem:
             errors.append(FieldError(f"grid.{axis}", problem))
@@ -212,6 +257,8 @@ def _check_experiment_parts(cfg: CampaignConfig) -> list[FieldError]:
         if not base_ok:
             continue
         for i, value in enumerate(values):
+            if len(errors) > MAX_ERRORS:
+                return errors
             try:
                 ExperimentConfig.model_validate(set_path(base, axis, value))
             except ValidationError as exc:
@@ -219,7 +266,9 @@ def _check_experiment_parts(cfg: CampaignConfig) -> list[FieldError]:
                     errors.append(FieldError(f"grid.{axis}[{i}]", f"{value!r}: {e.reason}"
                                              if e.path == axis else f"{e.path}: {e.reason}"))
 
-    for i, override in enumerate(cfg.experiments):
+    for i, override in parts.experiments:
+        if len(errors) > MAX_ERRORS:
+            return errors
         try:
             ExperimentConfig.model_validate(deep_merge(base, override))
         except ValidationError as exc:
@@ -227,75 +276,109 @@ def _check_experiment_parts(cfg: CampaignConfig) -> list[FieldError]:
                 if e.path.split(".")[0].split("[")[0] in override or not base_ok:
                     errors.append(FieldError(f"experiments[{i}].{e.path}", e.reason))
 
-    for i, key in enumerate(cfg.group_by):
+    for i, key in parts.group_by:
         problem = resolve_field_path(key)
         if problem:
             errors.append(FieldError(f"group_by[{i}]", problem))
     return errors
 
 
-def validate_campaign_data(data: Any, file: str, base_dir: Path | None = None) -> CampaignConfig:
-    """Validate parsed YAML; raise CampaignFileError listing every problem found."""
+def _runner_errors(data: dict[str, Any]) -> list[FieldError]:
+    """Trust-policy problems of the runner alone, for a file whose other parts are invalid."""
+    from llem_core.trust import runner_policy_errors
+
+    try:
+        runner = TypeAdapter(RunnerConfig).validate_python(data.get("runner", {}))
+    except ValidationError:
+        return []  # already reported by the campaign's own validation
+    return runner_policy_errors(runner)
+
+
+def _unique(errors: list[FieldError]) -> list[FieldError]:
+    unique = list(dict.fromkeys(errors))
+    cap = 2 * MAX_ERRORS  # each part already counts what it left out beyond MAX_ERRORS
+    if len(unique) <= cap:
+        return unique
+    return [*unique[:cap], FieldError("(file)", f"{len(unique) - cap} more problems not shown")]
+
+
+def check_campaign_data(
+    data: Any, file: str, base_dir: Path | None = None
+) -> tuple[CampaignConfig, list[str]]:
+    """Validate parsed YAML: (config with absolute paths, warnings); raise CampaignFileError
+    listing every problem found."""
+    from llem_core.trust import policy_errors
+
     if not isinstance(data, dict):
         kind = type(data).__name__ if data is not None else "an empty document"
         raise CampaignFileError(
             file, [FieldError("(top level)", f"expected a mapping, got {kind}")])
+    too_big = data_problem(data)  # for data that did not come through load_bounded
+    if too_big:
+        raise CampaignFileError(file, [FieldError(too_big.where, too_big.reason)])
+    errors: list[FieldError] = []
+    cfg: CampaignConfig | None = None
     try:
         cfg = CampaignConfig.model_validate(data)
     except ValidationError as exc:
-        raise CampaignFileError(file, pydantic_errors(exc, CampaignConfig)) from None
-    errors = _check_experiment_parts(cfg)
+        errors.extend(pydantic_errors(exc, CampaignConfig))
+        errors.extend(_runner_errors(data))
+    parts = _Parts.of(data)
+    if parts is not None:
+        too_large = grid_size_error(parts.base, parts.grid, [e for _, e in parts.experiments])
+        # A grid past the limit is not checked value by value: that alone could be slow.
+        errors.extend([too_large] if too_large else _check_experiment_parts(parts))
+    if errors or cfg is None:
+        raise CampaignFileError(file, _unique(errors))
+    cfg = resolve_paths(cfg, base_dir)
+    errors = prompt_file_errors(cfg) + policy_errors(cfg)
     if errors:
-        raise CampaignFileError(file, errors)
-    return _resolve_paths(cfg, base_dir)
+        raise CampaignFileError(file, _unique(errors))
+    return cfg, model_warnings(cfg)
 
 
-def _resolve_paths(cfg: CampaignConfig, base_dir: Path | None) -> CampaignConfig:
-    """Local model and prompt paths are relative to the campaign file: make them absolute."""
-    if base_dir is None:
-        return cfg
-
-    def fix(fragment: dict[str, Any]) -> dict[str, Any]:
-        out = copy.deepcopy(fragment)
-        if isinstance(out.get("model"), str):
-            out["model"] = resolve_model_path(out["model"], base_dir)
-        prompts = out.get("prompts")
-        if isinstance(prompts, dict) and isinstance(prompts.get("path"), str):
-            p = Path(prompts["path"]).expanduser()
-            prompts["path"] = str(p if p.is_absolute() else (base_dir / p).resolve())
-        return out
-
-    grid = dict(cfg.grid)
-    if "model" in grid:
-        grid["model"] = [resolve_model_path(m, base_dir) if isinstance(m, str) else m
-                         for m in grid["model"]]
-    if "prompts.path" in grid:
-        grid["prompts.path"] = [str((base_dir / Path(p).expanduser()).resolve())
-                                for p in grid["prompts.path"]]
-    results = Path(cfg.results_dir).expanduser()
-    return cfg.model_copy(update={
-        "base": fix(cfg.base),
-        "grid": grid,
-        "experiments": [fix(e) for e in cfg.experiments],
-        "results_dir": str(results if results.is_absolute() else (base_dir / results).resolve()),
-    })
+def validate_campaign_data(data: Any, file: str, base_dir: Path | None = None) -> CampaignConfig:
+    """Validate parsed YAML; raise CampaignFileError listing every problem found."""
+    return check_campaign_data(data, file, base_dir)[0]
 
 
-def load_campaign(path: str | Path) -> LoadedCampaign:
-    """Read and validate a campaign file. Never loads a model or touches the network."""
+def read_campaign_text(path: str | Path) -> str:
+    """A campaign file's text, read no further than the size limit."""
+    file = str(path)
+    try:
+        with Path(path).open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise CampaignFileError(file, [FieldError("(file)", "no such file")]) from None
+    except OSError as exc:
+        raise CampaignFileError(file, [FieldError("(file)", f"cannot read: {exc}")]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise CampaignFileError(
+            file, [FieldError("(file)", f"larger than {MAX_FILE_BYTES} bytes")])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CampaignFileError(file, [FieldError("(file)", f"cannot read: {exc}")]) from None
+
+
+def parse_campaign_text(text: str, path: str | Path) -> LoadedCampaign:
+    """Parse (bounded YAML) and validate a campaign's text; paths relative to ``path``."""
     p = Path(path)
     file = str(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CampaignFileError(file, [FieldError("(file)", "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CampaignFileError(file, [FieldError("(file)", f"cannot read: {exc}")]) from None
-    try:
-        data = yaml.safe_load(text)
+        data = load_bounded(text)
+    except YamlProblems as exc:
+        raise CampaignFileError(
+            file, [FieldError(e.where, e.reason) for e in exc.problems]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
         problem = getattr(exc, "problem", None) or str(exc)
         raise CampaignFileError(file, [FieldError(where, f"invalid YAML: {problem}")]) from None
-    return LoadedCampaign(p, validate_campaign_data(data, file, p.parent.resolve()))
+    cfg, warnings = check_campaign_data(data, file, p.parent.resolve())
+    return LoadedCampaign(p, cfg, warnings)
+
+
+def load_campaign(path: str | Path) -> LoadedCampaign:
+    """Read and validate a campaign file. Never loads a model or touches the network."""
+    return parse_campaign_text(read_campaign_text(path), path)

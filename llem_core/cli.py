@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llem_core.campaign_file import CampaignFileError, pydantic_errors
@@ -38,16 +39,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     try:
         loaded, report = load_and_place(args.campaign)
     except CampaignFileError as exc:
+        if args.json:
+            _print_json({"valid_file": False, "errors": [
+                {"file": exc.file, "path": e.path, "reason": e.reason} for e in exc.errors]})
         return _file_error(exc)
+    # File-level warnings (a local model folder missing here) name their field already.
+    warnings = loaded.warnings + report.warnings
     if args.json:
         _print_json({
+            "valid_file": True,
             "campaign": report.campaign,
             "dag_id": loaded.config.dag_id,
             "generated": report.generated,
             "valid": report.valid,
             "filtered": [f.model_dump() for f in report.filtered],
             "duplicates": [d.model_dump() for d in report.duplicates],
-            "warnings": report.warnings,
+            "warnings": warnings,
             "configs": [{"name": s.name, "config_hash": s.config_hash} for s in report.specs],
         })
         return 0
@@ -70,8 +77,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         out.print(ft)
     for d in report.duplicates:
         out.print(f"[yellow]duplicate[/]: {d.name} ({d.source}) equals {d.duplicate_of}")
-    for w in report.warnings:
-        out.print(f"[yellow]warning[/]: {w}", highlight=False)
+    for w in warnings:
+        out.print(f"[yellow]warning[/]: {escape(f'{args.campaign}: {w}')}", highlight=False)
     return 0
 
 

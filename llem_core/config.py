@@ -12,163 +12,60 @@ from __future__ import annotations
 
 import copy
 import re
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
     Field,
     Tag,
     field_validator,
     model_validator,
 )
 
+from llem_core.config_base import (
+    AVAILABLE_BACKENDS,
+    MAX_GPU_INDEX,
+    MAX_SEED,
+    Backend,
+    BuiltinPrompts,
+    Decoding,
+    Device,
+    DType,
+    EnergyConfig,
+    JsonlPrompts,
+    MeterKind,
+    Ordering,
+    PromptSource,
+    Strict,
+    _check_gpu_indices,
+    _tag,
+)
+from llem_core.config_rules import check_cron, non_finite, parse_size
 from llem_core.schedule import ScheduleWindow, window_problem
 
-# Airflow DAG ids allow letters, digits, '-', '.', '_' and at most 250 characters; the
-# factory prefixes "llem_".
-DAG_ID_PREFIX = "llem_"
-_CAMPAIGN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")
-CRON_PRESETS = ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly",
-                "@annually", "@continuous")
-
-
-class Strict(BaseModel):
-    """Base of every config model: unknown keys are errors, values are re-validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=True)
-
-
-class Backend(StrEnum):
-    pytorch = "pytorch"
-    vllm = "vllm"
-    tensorrt = "tensorrt"
-
-
-AVAILABLE_BACKENDS = (Backend.pytorch,)
-
-
-class DType(StrEnum):
-    float32 = "float32"
-    float16 = "float16"
-    bfloat16 = "bfloat16"
-
-
-class Device(StrEnum):
-    auto = "auto"
-    cuda = "cuda"
-    cpu = "cpu"
-
-
-class MeterKind(StrEnum):
-    auto = "auto"
-    nvml = "nvml"
-    rapl = "rapl"
-    none = "none"
-
-
-class Ordering(StrEnum):
-    interleaved = "interleaved"
-    shuffled = "shuffled"
-    grouped = "grouped"
-
-
-class BuiltinPrompts(Strict):
-    """Synthetic prompts made of seeded pseudo-words: reproducible and needing no data file."""
-
-    kind: Literal["builtin"] = "builtin"
-    count: int = Field(8, ge=1, le=100_000, description="Number of prompts (requests).")
-    length: int = Field(
-        64, ge=1, le=131_072, description="Length of each prompt in tokens (before truncation)."
-    )
-    seed: int = Field(0, ge=0, description="Seed of the prompt generator.")
-
-
-class JsonlPrompts(Strict):
-    """Prompts read from a JSON-lines file, one object per line."""
-
-    kind: Literal["jsonl"] = "jsonl"
-    path: str = Field(..., min_length=1, description="Path of the JSONL file.")
-    field: str = Field("text", min_length=1, description="Key holding the prompt text.")
-    limit: int | None = Field(None, ge=1, description="Use at most this many prompts.")
-
-
-def _tag(field: str, default: str):
-    """Discriminator that treats a missing tag as the default variant."""
-
-    def get(value: Any) -> str:
-        if isinstance(value, dict):
-            return str(value.get(field, default))
-        return str(getattr(value, field, default))
-
-    return Discriminator(get)
-
-
-PromptSource = Annotated[
-    Annotated[BuiltinPrompts, Tag("builtin")] | Annotated[JsonlPrompts, Tag("jsonl")],
-    _tag("kind", "builtin"),
+# The building blocks live in config_base; this module is where they are imported from.
+__all__ = [
+    "AVAILABLE_BACKENDS", "DAG_ID_PREFIX", "MAX_GPU_INDEX", "MAX_SEED", "Backend",
+    "BuiltinPrompts", "CampaignConfig", "DType", "Decoding", "Device", "DockerRunner",
+    "EnergyConfig", "Execution", "ExperimentConfig", "Health", "HealthCheck", "JsonlPrompts",
+    "LocalRunner",
+    "MeterKind", "Mount", "Ordering", "PromptSource", "RunnerConfig", "Strict",
+    "is_local_path", "resolve_model_path",
 ]
 
-
-class Decoding(Strict):
-    """Decoding settings. Temperature 0 means greedy decoding."""
-
-    temperature: float = Field(
-        0.0, ge=0.0, le=5.0, description="Sampling temperature; 0 selects greedy decoding."
-    )
-    top_k: int | None = Field(None, ge=1, description="Top-k sampling (sampling only).")
-    top_p: float | None = Field(
-        None, gt=0.0, le=1.0, description="Nucleus sampling mass (sampling only)."
-    )
-    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="Repetition penalty.")
-
-    @property
-    def sampling(self) -> bool:
-        return self.temperature > 0.0
-
-
-class EnergyConfig(Strict):
-    """How energy is measured."""
-
-    meter: MeterKind = Field(
-        MeterKind.auto,
-        description="auto: NVML when a GPU is visible, else RAPL when readable, else none.",
-    )
-    baseline_s: float = Field(
-        10.0, ge=0.0, le=600.0,
-        description="Seconds of idle power sampled before the model loads; 0 skips the baseline.",
-    )
-    poll_interval_s: float = Field(
-        0.1, gt=0.0, le=10.0, description="Power polling interval (cross-check and fallback)."
-    )
-    min_window_s: float = Field(
-        10.0, ge=0.0, le=3600.0,
-        description="Repeat the measured workload until the window lasts at least this long "
-        "(NVML's counter updates every ~100 ms and averaged power settles in ~1 s: short "
-        "windows read 0 J or large relative errors).",
-    )
-    baseline_cache_s: float = Field(
-        0.0, ge=0.0, le=86_400.0,
-        description="Reuse an idle baseline measured on the same GPU within this many "
-        "seconds (its age is recorded); 0 measures it for every experiment.",
-    )
-    baseline_band_c: float | None = Field(
-        5.0, gt=0.0, le=50.0,
-        description="A cached baseline is reused only if it was taken within this many "
-        "degrees C of the GPU's current temperature.",
-    )
-    start_temperature_max_c: float | None = Field(
-        None, gt=0.0, le=120.0,
-        description="Before measuring, wait until the GPU is at most this warm.",
-    )
-    start_wait_s: float = Field(
-        300.0, ge=0.0, le=86_400.0,
-        description="Longest wait for start_temperature_max_c (then measure and flag it).",
-    )
+# Airflow DAG ids allow letters, digits, '-', '.', '_' and at most 250 characters; the
+# factory prefixes "llem_". Airflow tags hold at most 100 characters and the factory tags
+# the DAG "campaign:<name>". The name is also the campaign's results folder: no leading,
+# trailing or doubled dot, so that results.safe_part(name) == name and two names never
+# share a folder ("abc." and "abc" both became results/abc/).
+DAG_ID_PREFIX = "llem_"
+CAMPAIGN_TAG_PREFIX = "campaign:"
+CAMPAIGN_NAME_MAX = 100 - len(CAMPAIGN_TAG_PREFIX)
+_CAMPAIGN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+# Hosts and queues name Airflow pools (llem_<host>_gpu<N>) and Celery queues.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# An experiment's timeout becomes a timedelta in the DAG; beyond a week it is a typo.
+MAX_EXPERIMENT_TIMEOUT_S = 7 * 86_400.0
 
 
 class ExperimentConfig(Strict):
@@ -209,7 +106,7 @@ class ExperimentConfig(Strict):
     )
     warmup_cv_window: int = Field(3, ge=2, le=50, description="Runs the CV is computed over.")
     warmup_max_runs: int = Field(20, ge=1, le=1000, description="Cap of the warm-up.")
-    seed: int = Field(0, ge=0, description="Seed of torch and of sampling.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of torch and of sampling.")
     gpus: list[int] = Field(
         default_factory=lambda: [0], description="GPU indices the experiment uses and meters."
     )
@@ -230,10 +127,13 @@ class ExperimentConfig(Strict):
     @field_validator("gpus")
     @classmethod
     def _gpus_valid(cls, v: list[int]) -> list[int]:
-        if any(g < 0 for g in v):
-            raise ValueError("GPU indices must be >= 0")
-        if len(set(v)) != len(v):
-            raise ValueError(f"GPU indices repeat: {v}")
+        return _check_gpu_indices(v)
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_finite(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if non_finite(v):
+            raise ValueError("holds inf or nan, which JSON results cannot represent")
         return v
 
     def is_local_model(self) -> bool:
@@ -259,14 +159,15 @@ class Execution(Strict):
         description="interleaved: every cycle runs all configs in one order; shuffled: a seeded "
         "permutation per cycle; grouped: all cycles of one config, then the next.",
     )
-    seed: int = Field(0, ge=0, description="Seed of the shuffled ordering.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the shuffled ordering.")
     config_gap_s: float = Field(
         0.0, ge=0.0, le=3600.0, description="Pause between two experiments."
     )
     cycle_gap_s: float = Field(0.0, ge=0.0, le=86_400.0, description="Pause between two cycles.")
     retries: int = Field(0, ge=0, le=10, description="Airflow retries per experiment task.")
     experiment_timeout_s: float | None = Field(
-        None, gt=0.0, description="Kill an experiment that runs longer than this."
+        None, gt=0.0, le=MAX_EXPERIMENT_TIMEOUT_S,
+        description="Kill an experiment that runs longer than this (at most 7 days).",
     )
 
 
@@ -324,9 +225,23 @@ class HealthCheck(Strict):
         return cls(**{k: getattr(health, k) for k in cls.model_fields})
 
 
+def _check_name(v: str | None) -> str | None:
+    if v is not None and not _NAME.match(v):
+        raise ValueError(f"{v!r} must be 1 to 63 letters, digits, '-', '_' or '.', starting "
+                         "with a letter or digit (it names Airflow pools and Celery queues)")
+    return v
+
+
 class Mount(Strict):
     source: str = Field(..., min_length=1, description="Host path.")
-    target: str = Field(..., min_length=1, description="Path inside the container.")
+    target: str = Field(..., description="Absolute path inside the container (not '/').")
+
+    @field_validator("target")
+    @classmethod
+    def _absolute_target(cls, v: str) -> str:
+        if not v.startswith("/") or not v.strip("/"):
+            raise ValueError(f"{v!r} must be an absolute path inside the container, not '/'")
+        return v
     read_only: bool = Field(True, description="Mount read-only.")
 
 
@@ -344,8 +259,33 @@ class DockerRunner(Strict):
     )
     docker_url: str = Field("unix://var/run/docker.sock", description="Docker daemon URL.")
     queue: str | None = Field(None, description="Celery queue (GPU server) to run on.")
-    host: str = Field("local", min_length=1, description="Host name used in GPU pool names.")
-    shm_size: str = Field("2g", description="Shared memory of the container.")
+    host: str = Field("local", description="Host name used in GPU pool names.")
+    _names = field_validator("queue", "host")(_check_name)
+    shm_size: str = Field(
+        "2g", description="Shared memory of the container: bytes, or 512m, 2g, ... (binary units)."
+    )
+
+    @field_validator("shm_size", mode="before")
+    @classmethod
+    def _size_from_int(cls, v: Any) -> Any:
+        # YAML reads `shm_size: 1073741824` as an int; bools are refused by parse_size.
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("shm_size")
+    @classmethod
+    def _size_parses(cls, v: str) -> str:
+        parse_size(v)
+        return v
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus_valid(cls, v: list[int] | str | None) -> list[int] | str | None:
+        return _check_gpu_indices(v) if isinstance(v, list) else v
+
+    @property
+    def shm_size_bytes(self) -> int:
+        """The shared memory in bytes, as Docker's API takes it."""
+        return parse_size(self.shm_size)
 
 
 class LocalRunner(Strict):
@@ -354,7 +294,8 @@ class LocalRunner(Strict):
     type: Literal["local"] = "local"
     python: str | None = Field(None, description="Interpreter to use; default: the worker's.")
     queue: str | None = Field(None, description="Celery queue (GPU server) to run on.")
-    host: str = Field("local", min_length=1, description="Host name used in GPU pool names.")
+    host: str = Field("local", description="Host name used in GPU pool names.")
+    _names = field_validator("queue", "host")(_check_name)
 
 
 RunnerConfig = Annotated[
@@ -366,7 +307,10 @@ RunnerConfig = Annotated[
 class CampaignConfig(Strict):
     """A validated campaign file."""
 
-    campaign: str = Field(..., min_length=1, max_length=200, description="Campaign name.")
+    campaign: str = Field(
+        ..., min_length=1, max_length=CAMPAIGN_NAME_MAX,
+        description="Campaign name: the DAG id (llem_<name>), a DAG tag and the results folder.",
+    )
     description: str = Field("", description="Shown on the DAG page.")
     schedule: str | None = Field(
         None, description="Cron expression or preset (@daily, ...); null: manual only."
@@ -409,8 +353,9 @@ class CampaignConfig(Strict):
     def _valid_dag_id(cls, v: str) -> str:
         if not _CAMPAIGN_NAME.match(v):
             raise ValueError(
-                "must start with a letter or digit and hold only letters, digits, '-', '.', '_' "
-                "(it becomes the Airflow DAG id)"
+                "must start with a letter or digit and hold only letters, digits, '-', '_' and "
+                "single dots not at the end (it becomes the Airflow DAG id and the results "
+                "folder)"
             )
         return v
 
@@ -419,15 +364,7 @@ class CampaignConfig(Strict):
     def _valid_schedule(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        v = v.strip()
-        if v.startswith("@"):
-            if v not in CRON_PRESETS:
-                raise ValueError(f"unknown preset {v!r}; use one of {', '.join(CRON_PRESETS)}")
-            return v
-        fields = v.split()
-        if len(fields) not in (5, 6) or not all(_CRON_FIELD.match(f) for f in fields):
-            raise ValueError(f"{v!r} is neither a 5-field cron expression nor a preset")
-        return v
+        return check_cron(v.strip())
 
     @field_validator("grid")
     @classmethod

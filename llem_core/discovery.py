@@ -11,7 +11,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from llem_core.campaign_file import CampaignFileError, FieldError, LoadedCampaign, load_campaign
+from llem_core.campaign_file import (
+    CampaignFileError,
+    FieldError,
+    LoadedCampaign,
+    parse_campaign_text,
+    read_campaign_text,
+)
 
 CAMPAIGNS_ENV = "LLEM_CAMPAIGNS_DIR"
 PATTERNS = ("*.yaml", "*.yml")
@@ -61,13 +67,10 @@ def iter_campaigns(folder: Path) -> tuple[list[Campaign], list[CampaignFileError
     owners: dict[str, Path] = {}
     for path in campaign_files(folder):
         try:
-            text = path.read_text(encoding="utf-8")
-            loaded = load_campaign(path)
+            text = read_campaign_text(path)
+            loaded = parse_campaign_text(text, path)
         except CampaignFileError as exc:
             errors.append(exc)
-            continue
-        except (OSError, UnicodeDecodeError) as exc:
-            errors.append(CampaignFileError(str(path), [FieldError("(file)", str(exc))]))
             continue
         name = loaded.config.campaign
         if name in owners:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,12 @@ from llem_core.campaign_file import (
     set_path,
 )
 from llem_core.config import Backend, CampaignConfig, DType, ExperimentConfig
+from llem_core.grid_limits import (
+    combination_count,
+    expansion_work,
+    max_expansion_work,
+    max_grid_size,
+)
 
 # Which dtypes each backend can run; vllm/tensorrt are listed for when they land.
 BACKEND_DTYPES: dict[str, set[str]] = {
@@ -79,6 +84,11 @@ class GridReport(BaseModel):
 
 class NoValidConfigError(ValueError):
     """Every combination of the campaign was filtered."""
+
+
+class GridTooLargeError(NoValidConfigError):
+    """More combinations than max_grid_size(): refused before expanding (a subclass of
+    NoValidConfigError so that every caller turning that into a file error does so too)."""
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
@@ -155,7 +165,8 @@ def derived_name(point: dict[str, Any]) -> str:
 
 
 def grid_size(campaign: CampaignConfig) -> int:
-    return math.prod(len(v) for v in campaign.grid.values()) + len(campaign.experiments)
+    """Combinations expand() builds, computed from the axis lengths."""
+    return combination_count(campaign.grid, campaign.experiments)
 
 
 def _candidates(campaign: CampaignConfig):
@@ -173,7 +184,18 @@ def _candidates(campaign: CampaignConfig):
 
 
 def expand(campaign: CampaignConfig) -> GridReport:
-    """Build every combination; keep the valid ones, filter the rest with reasons."""
+    """Build every combination; keep the valid ones, filter the rest with reasons.
+
+    Raises GridTooLargeError, before building anything, past max_grid_size()."""
+    size, limit = grid_size(campaign), max_grid_size()
+    if size > limit:
+        raise GridTooLargeError(
+            f"campaign {campaign.campaign!r}: {size} combinations exceed the limit of {limit}")
+    work = expansion_work(campaign.base, campaign.grid, campaign.experiments)
+    if work > max_expansion_work():
+        raise GridTooLargeError(
+            f"campaign {campaign.campaign!r}: {size} combinations hold {work} values in all, "
+            f"more than {max_expansion_work()}")
     specs: list[ExperimentSpec] = []
     filtered: list[FilteredPoint] = []
     duplicates: list[Duplicate] = []
@@ -246,3 +268,4 @@ def load_and_expand(path: str | Path) -> tuple[LoadedCampaign, GridReport]:
         return loaded, expand_or_raise(loaded.config)
     except NoValidConfigError as exc:
         raise CampaignFileError(str(path), [FieldError("grid", str(exc))]) from None
+

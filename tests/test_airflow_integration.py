@@ -121,7 +121,9 @@ def stack(tmp_path_factory, tiny_model):
     from llem_airflow.stack import AirflowStack
 
     s = AirflowStack(home=root / "home", campaigns=camps, port=free_port(),
-                     extra_env={"LLEM_TEST_FAIL_FLAG": str(root / "fail-flag")})
+                     extra_env={"LLEM_TEST_FAIL_FLAG": str(root / "fail-flag"),
+                                # the deployment allows the wrapper as an interpreter
+                                "LLEM_ALLOWED_PYTHONS": str(failpy)})
     s.start()
     s.root = root  # type: ignore[attr-defined]
     yield s

@@ -179,13 +179,7 @@ def docker_args(runner: DockerRunner) -> dict[str, Any]:
                                  capabilities=[["gpu"]])]
     return {"image": runner.image, "docker_url": runner.docker_url, "mounts": mounts,
             "environment": env, "device_requests": devices,
-            "shm_size": _bytes(runner.shm_size), "user": f"{os.getuid()}:{os.getgid()}"}
-
-
-def _bytes(size: str) -> int:
-    units = {"k": 2**10, "m": 2**20, "g": 2**30}
-    s = size.strip().lower().removesuffix("b")
-    return int(float(s[:-1]) * units[s[-1]]) if s and s[-1] in units else int(s)
+            "shm_size": runner.shm_size_bytes, "user": f"{os.getuid()}:{os.getgid()}"}
 
 
 def _cycle_group(cfg: CampaignConfig, summary: GridSummary, k: int) -> TaskGroup:

@@ -1,0 +1,63 @@
+"""How large a grid may be: the DAG processor expands every campaign within its import
+timeout, so the size is checked from the axis lengths before anything is expanded."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from llem_core.errors import FieldError
+from llem_core.yaml_safe import count_values
+
+MAX_GRID_SIZE_ENV = "LLEM_MAX_GRID_SIZE"
+DEFAULT_MAX_GRID_SIZE = 10_000
+# Values per combination allowed on average (a default config has about 40).
+VALUES_PER_CONFIG = 200
+
+
+def max_grid_size() -> int:
+    """Most combinations (grid points + explicit experiments) a campaign may have:
+    $LLEM_MAX_GRID_SIZE when it is a positive integer, else 10,000."""
+    raw = os.environ.get(MAX_GRID_SIZE_ENV, "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_GRID_SIZE
+
+
+def combination_count(grid: dict[str, list[Any]], experiments: list[Any]) -> int:
+    """Combinations expand() builds, from the axis lengths alone (nothing is expanded)."""
+    points = math.prod(len(v) for v in grid.values()) if grid or not experiments else 0
+    return points + len(experiments)
+
+
+def expansion_work(base: dict[str, Any], grid: dict[str, list[Any]],
+                   experiments: list[Any]) -> int:
+    """Values expand() copies, validates and hashes in all: combinations x their size (a
+    large ``extra`` in base is copied into every combination)."""
+    count = combination_count(grid, experiments)
+    per_point = count_values(base) + sum(max((count_values(v) for v in values), default=0)
+                                         for values in grid.values())
+    points = count - len(experiments)
+    return points * per_point + sum(count_values(base) + count_values(e) for e in experiments)
+
+
+def max_expansion_work() -> int:
+    return max_grid_size() * VALUES_PER_CONFIG
+
+
+def grid_size_error(base: dict[str, Any], grid: dict[str, list[Any]],
+                    experiments: list[Any]) -> FieldError | None:
+    """Why expanding this grid would take too long (checked from sizes alone), or None."""
+    count = combination_count(grid, experiments)
+    limit = max_grid_size()
+    if count > limit:
+        axes = " x ".join(f"{len(v)} {k}" for k, v in grid.items()) or "no axes"
+        return FieldError("grid", (
+            f"{count} combinations ({axes}, + {len(experiments)} experiments) exceed the "
+            f"limit of {limit} (set {MAX_GRID_SIZE_ENV} to raise it, or split the campaign)"))
+    work, work_limit = expansion_work(base, grid, experiments), max_expansion_work()
+    if work > work_limit:
+        return FieldError("grid", (
+            f"{count} combinations of this size hold {work} values in all, more than "
+            f"{work_limit} ({VALUES_PER_CONFIG} per allowed combination): make base (its "
+            "extra?) or the grid smaller"))
+    return None
