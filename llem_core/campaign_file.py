@@ -138,6 +138,19 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return out
 
 
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted paths ({"a": {"b": 1}} -> {"a.b": 1}); ``extra`` (free
+    metadata) and empty mappings stay values."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and k != "extra":
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in override.items():

@@ -20,6 +20,7 @@ from llem_core.campaign_file import (
     FieldError,
     LoadedCampaign,
     deep_merge,
+    flatten,
     load_campaign,
     pydantic_errors,
     set_path,
@@ -148,25 +149,9 @@ def _fmt(value: Any) -> str:
         if isinstance(value, dict | list) else str(value)
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and k != "extra":
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def derived_name(point: dict[str, Any]) -> str:
     items = [(k, v) for k, v in point.items() if k != "name"]
     return ",".join(f"{k}={_fmt(v)}" for k, v in items) or "base"
-
-
-def grid_size(campaign: CampaignConfig) -> int:
-    """Combinations expand() builds, computed from the axis lengths."""
-    return combination_count(campaign.grid, campaign.experiments)
 
 
 def _candidates(campaign: CampaignConfig):
@@ -180,14 +165,15 @@ def _candidates(campaign: CampaignConfig):
                 data = set_path(data, path, value)
             yield point, data, "grid"
     for i, override in enumerate(campaign.experiments):
-        yield _flatten(override), deep_merge(campaign.base, override), f"experiments[{i}]"
+        yield flatten(override), deep_merge(campaign.base, override), f"experiments[{i}]"
 
 
 def expand(campaign: CampaignConfig) -> GridReport:
     """Build every combination; keep the valid ones, filter the rest with reasons.
 
     Raises GridTooLargeError, before building anything, past max_grid_size()."""
-    size, limit = grid_size(campaign), max_grid_size()
+    size = combination_count(campaign.grid, campaign.experiments)
+    limit = max_grid_size()
     if size > limit:
         raise GridTooLargeError(
             f"campaign {campaign.campaign!r}: {size} combinations exceed the limit of {limit}")

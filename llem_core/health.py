@@ -61,14 +61,9 @@ class NoGpu(RuntimeError):
 
 
 def read_gpus(indices: list[int] | None = None) -> list[GpuState]:
-    try:
-        import pynvml
-    except ImportError as exc:  # pragma: no cover - a dependency of the package
-        raise NoGpu(f"nvidia-ml-py missing: {exc}") from exc
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:
-        raise NoGpu(f"NVML unavailable: {exc}") from exc
+    from llem_core.nvml_init import init_nvml
+
+    pynvml = init_nvml(NoGpu)
     try:
         count = pynvml.nvmlDeviceGetCount()
         if count == 0:

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llem_core import metrics as metric_registry
+from llem_core.campaign_file import flatten
 from llem_core.config import ExperimentConfig, HealthCheck
 from llem_core.latency import Distribution
 
@@ -246,19 +247,9 @@ def row_of(r: ExperimentResult, path: str | None = None) -> dict[str, Any]:
         "driver": p.hardware.get("driver"),
         "result_path": path,
     }
-    for k, v in _flat(r.config.model_dump(mode="json")).items():
+    for k, v in flatten(r.config.model_dump(mode="json")).items():
         row[f"config.{k}"] = v if not isinstance(v, list | dict) else json.dumps(v)
     return row
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "extra":
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from llem_core.energy.base import EnergyReading, MeterUnavailable
 from llem_core.energy.trace import detect_update_period, integrate_power
+from llem_core.nvml_init import init_nvml
 
 COUNTER_TRIES = 3
 COUNTER_RETRY_S = 0.02
@@ -62,15 +63,8 @@ class NvmlMeter:
     """Meters the GPUs given by index (as NVML numbers them in this process)."""
 
     def __init__(self, gpus: list[int], poll_interval_s: float = 0.1) -> None:
-        try:
-            import pynvml
-        except ImportError as exc:  # pragma: no cover - a dependency of the package
-            raise MeterUnavailable(f"nvidia-ml-py is not installed: {exc}") from exc
+        pynvml = init_nvml(MeterUnavailable)
         self._nv = pynvml
-        try:
-            pynvml.nvmlInit()
-        except pynvml.NVMLError as exc:
-            raise MeterUnavailable(f"NVML cannot start (no NVIDIA driver/GPU?): {exc}") from exc
         try:
             count = pynvml.nvmlDeviceGetCount()
             missing = [g for g in gpus if g >= count]

@@ -100,6 +100,9 @@ class _ExperimentMixin:
     def planned(self) -> PlannedRun:
         return PlannedRun.model_validate(self.run)
 
+    def execute(self, context: Any) -> Any:
+        return self._measure(context, self._launch)  # type: ignore[attr-defined]
+
     def _measure(self, context: Any, launch: Any) -> dict[str, Any]:
         run = self.planned
         done = existing_summary(run)
@@ -147,9 +150,6 @@ class LlemDockerOperator(_ExperimentMixin, DockerOperator):
         self.run = run
         self.config_gap_s = config_gap_s
         self.results_dir = results_dir
-
-    def execute(self, context: Any) -> Any:
-        return self._measure(context, self._launch)
 
     def _launch(self, context: Any, run: PlannedRun) -> None:
         from docker.types import Mount
@@ -206,9 +206,6 @@ class LlemLocalOperator(_ExperimentMixin, BaseOperator):
         self.run = run
         self.config_gap_s = config_gap_s
         self.python = python
-
-    def execute(self, context: Any) -> Any:
-        return self._measure(context, self._launch)
 
     def _launch(self, context: Any, run: PlannedRun) -> None:
         cmd = [self.python or sys.executable, "-m", "llem_core", "run-experiment",
