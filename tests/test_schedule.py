@@ -83,3 +83,4 @@ def test_window_becomes_a_zone_aware_dag(tmp_path, monkeypatch):
     over = schedule_line(cfg, now=dt.datetime(2027, 1, 1, tzinfo=dt.UTC))
     assert "none (the window is over)" in over
     assert "Europe/Berlin" in dag.doc_md
+    assert "Europe/Berlin" in dag.params.get_param("cycles").description  # the trigger form

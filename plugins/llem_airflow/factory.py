@@ -39,13 +39,15 @@ DEFAULT_CAMPAIGNS = Path(__file__).resolve().parents[2] / "campaigns"
 
 def build_params(cfg: CampaignConfig, names: list[str]) -> dict[str, Param]:
     ex = cfg.execution
+    # the form is where a user triggering by hand sees when the campaign runs by itself
+    window = f" Scheduled {schedule_line(cfg)[12:]}." if cfg.schedule_window else ""
     configs_schema: dict[str, Any] = {"type": "string"}
     if len(names) <= ENUM_LIMIT:
         configs_schema["enum"] = names
     return {
         "cycles": Param(ex.cycles, type="integer", minimum=1, maximum=ex.cycle_limit,
                         title="Cycles", description=f"Times every configuration runs "
-                        f"(1..{ex.cycle_limit})."),
+                        f"(1..{ex.cycle_limit}).{window}"),
         "ordering": Param(str(ex.ordering), type="string", enum=[o.value for o in Ordering],
                           title="Ordering", description="interleaved, shuffled or grouped."),
         "seed": Param(ex.seed, type="integer", minimum=0, title="Seed",

@@ -15,16 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llem_core import metrics as metric_registry
 from llem_core.discovery import CAMPAIGNS_ENV, iter_campaigns
 from llem_core.results import run_dir
 
-# (key in aggregate.json's table rows, column title)
-HEADLINE: tuple[tuple[str, str], ...] = (
-    ("tokens_per_s", "tokens/s"),
-    ("j_per_token_adjusted", "J/token (adjusted)"),
-    ("ttft_p50_s", "TTFT p50 (s)"),
-    ("itl_p50_s", "ITL p50 (s)"),
-)
+# (key in aggregate.json's table rows, column title): the registry's labels
+PAGE_METRICS = ("tokens_per_s", "j_per_token_adjusted", "ttft_p50_s", "itl_p50_s")
+HEADLINE: tuple[tuple[str, str], ...] = tuple((m, metric_registry.label(m)) for m in PAGE_METRICS)
 MAX_JSON_BYTES = 20_000_000  # a digest is small; refuse to parse a planted giant file
 
 
