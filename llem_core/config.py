@@ -22,11 +22,14 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    SerializerFunctionWrapHandler,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
 from llem_core.schedule import ScheduleWindow, window_problem
+from llem_core.serving.config import LoadSettings, ServerSettings
 
 # Airflow DAG ids allow letters, digits, '-', '.', '_' and at most 250 characters; the
 # factory prefixes "llem_".
@@ -47,9 +50,10 @@ class Backend(StrEnum):
     pytorch = "pytorch"
     vllm = "vllm"
     tensorrt = "tensorrt"
+    server = "server"  # any OpenAI-compatible server under load (llem_core.serving)
 
 
-AVAILABLE_BACKENDS = (Backend.pytorch,)
+AVAILABLE_BACKENDS = (Backend.pytorch, Backend.server)
 
 
 class DType(StrEnum):
@@ -217,6 +221,21 @@ class ExperimentConfig(Strict):
     extra: dict[str, Any] = Field(
         default_factory=dict, description="Free metadata, copied into the results."
     )
+    server: ServerSettings | None = Field(
+        None, description="backend server: the OpenAI-compatible server (command or url).")
+    load: LoadSettings | None = Field(
+        None, description="backend server: the load pattern and the steady-state rules.")
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_serving(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Absent server/load sections are left out of every dump, so the config_hash of
+        # configurations written before these fields existed does not change.
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in ("server", "load"):
+                if data.get(key, 0) is None:
+                    del data[key]
+        return data
 
     @field_validator("backend")
     @classmethod

@@ -26,12 +26,14 @@ from llem_core.campaign_file import (
     set_path,
 )
 from llem_core.config import Backend, CampaignConfig, DType, ExperimentConfig
+from llem_core.serving.rules import serving_conflicts
 
 # Which dtypes each backend can run; vllm/tensorrt are listed for when they land.
 BACKEND_DTYPES: dict[str, set[str]] = {
     Backend.pytorch: {DType.float32, DType.float16, DType.bfloat16},
     Backend.vllm: {DType.float16, DType.bfloat16},
     Backend.tensorrt: {DType.float16, DType.bfloat16},
+    Backend.server: {DType.float32, DType.float16, DType.bfloat16},  # the server decides
 }
 # Airflow's [core] max_map_length default: a mapped task with more entries fails.
 AIRFLOW_MAX_MAP_LENGTH = 1024
@@ -108,6 +110,7 @@ def conflicts(cfg: ExperimentConfig) -> list[str]:
         out.append("energy.meter nvml needs at least one GPU in gpus")
     if cfg.device == "cuda" and not cfg.gpus:
         out.append("device cuda needs at least one GPU in gpus")
+    out += serving_conflicts(cfg)
     return out
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llem_core.config import ExperimentConfig, HealthCheck
 from llem_core.latency import Distribution
+from llem_core.serving.metrics import ServingMetrics
 
 SCHEMA_VERSION = 1
 SUMMARY_MARKER = "llem_result"
@@ -144,6 +145,8 @@ class ExperimentResult(BaseModel):
     provenance: Provenance
     health: dict[str, Any] | None = None
     warnings: list[str] = Field(default_factory=list)
+    serving: ServingMetrics | None = Field(
+        None, description="backend server: the load, its steady-state window and energy.")
 
     def summary(self, path: str | None = None) -> dict[str, Any]:
         """The compact line printed last on stdout (XCom): identity and headline numbers."""
