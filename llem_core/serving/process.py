@@ -7,6 +7,7 @@ the whole group (engines fork workers), SIGTERM first, SIGKILL after a grace per
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -126,10 +127,8 @@ class ServerProcess:
                 time.sleep(0.1)
             if self.group_alive():
                 self._signal(signal.SIGKILL)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
             for _ in range(100):  # children reparented to init are reaped there
                 if not self.group_alive():
                     break
@@ -139,10 +138,8 @@ class ServerProcess:
         return self.proc.returncode
 
     def _signal(self, sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pgid, sig)
-        except ProcessLookupError:
-            pass
 
     def __enter__(self) -> ServerProcess:
         return self

@@ -9,6 +9,7 @@ names). When the endpoint is missing, that is recorded, not guessed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import httpx
@@ -28,10 +29,8 @@ def parse_gauges(text: str) -> dict[str, float]:
         name = name_part.split("{", 1)[0].strip()
         for key, names in KEYS.items():
             if any(name.endswith(n) for n in names):
-                try:
+                with contextlib.suppress(ValueError):
                     out[key] = out.get(key, 0.0) + float(value)
-                except ValueError:
-                    pass
     return out
 
 
@@ -61,10 +60,8 @@ class GaugeSampler:
                     self.unavailable = f"{self.url}: no running/waiting/KV-cache gauge"
                     return
                 self.samples.append((time.monotonic(), gauges))
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.interval_s)
-                except TimeoutError:
-                    pass
 
     def stop(self) -> None:
         self._stop.set()
