@@ -28,6 +28,7 @@ class RequestRecord:
     index: int
     prompt_index: int
     submitted: float = 0.0
+    scheduled: float | None = None
     event_times: list[float] = field(default_factory=list)
     content_times: list[float] = field(default_factory=list)
     done: float | None = None
@@ -135,6 +136,7 @@ async def run_load(base_url: str, server: ServerSettings, load: LoadSettings,
 
 async def _at(when: float, client: httpx.AsyncClient, url: str, body: dict[str, Any],
               rec: RequestRecord, chat: bool) -> None:
+    rec.scheduled = when
     delay = when - time.monotonic()
     if delay > 0:
         await asyncio.sleep(delay)

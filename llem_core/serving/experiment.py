@@ -74,6 +74,7 @@ async def _load_with_gauges(url: str, server: ServerSettings, load: LoadSettings
                             bodies: list[dict], gauges: GaugeSampler | None
                             ) -> tuple[list[RequestRecord], float, float]:
     task = asyncio.create_task(gauges.run()) if gauges else None
+    await asyncio.sleep(0)  # the sampler builds its client now, not after the first request
     try:
         return await run_load(url, server, load, bodies)
     finally:
@@ -196,6 +197,7 @@ def _result(spec: RunSpec, run: dict[str, Any], hardware: dict[str, Any],
         fixed_output_requested=load.fixed_output and server.fixed_length != "none",
         requests=summary.served(records, t0, att, _edges(steady, t0)))
     _token_checks(serving, records, cfg.max_output_tokens, flags)
+    _lateness_check(records, flags)
     gauges: GaugeSampler | None = run["gauges"]
     if gauges is not None and gauges.unavailable is None:
         serving.engine_gauges = gauges.summary(w.start, w.end)
@@ -223,6 +225,19 @@ def _result(spec: RunSpec, run: dict[str, Any], hardware: dict[str, Any],
 def _edges(steady: Any, t0: float) -> tuple[float, float] | None:
     e = steady.energy
     return None if e.start_s is None or e.end_s is None else (e.start_s + t0, e.end_s + t0)
+
+
+LATE_S = 0.05  # a request sent later than this after its scheduled time is flagged
+
+
+def _lateness_check(records: list[RequestRecord], flags: list[str]) -> None:
+    late = [(r.submitted - r.scheduled, r.index) for r in records
+            if r.scheduled is not None and r.submitted - r.scheduled > LATE_S]
+    if late:
+        worst = max(late)
+        flags.append(f"the client fell behind the arrival schedule: {len(late)} requests sent "
+                     f"more than {LATE_S:g} s late (worst: request {worst[1]}, "
+                     f"{worst[0]:.3f} s)")
 
 
 def _token_checks(serving: ServingMetrics, records: list[RequestRecord], max_tokens: int,

@@ -18,6 +18,8 @@ class ServedRequest(BaseModel):
     events: int = Field(description="Chunks with choices (vllm bench serve's unit).")
     content_events: int = Field(description="Chunks that carried text: tokens as received.")
     finish_reason: str | None
+    scheduled_s: float | None = Field(
+        None, description="When the arrival schedule asked for it (burst and rate loads).")
     submitted_s: float
     first_token_s: float | None
     done_s: float | None
