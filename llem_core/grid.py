@@ -126,7 +126,8 @@ def soft_warnings(cfg: ExperimentConfig) -> list[str]:
         if cfg.prompts.count % cfg.batch_size:
             out.append(f"{cfg.prompts.count} prompts do not divide into batches of "
                        f"{cfg.batch_size}: the last batch is partial")
-    if cfg.min_output_tokens < cfg.max_output_tokens:
+    fixed_by_server = cfg.load is not None and cfg.load.fixed_output
+    if cfg.min_output_tokens < cfg.max_output_tokens and not fixed_by_server:
         out.append("output length varies with EOS (min_output_tokens < max_output_tokens): "
                    "J/token is comparable, J/request is not")
     return out

@@ -301,3 +301,12 @@ def test_server_that_exits_reports_its_code_and_log(tmp_path: Path) -> None:
 def test_command_not_found_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ServerError, match="could not start"):
         ServerProcess(["/nonexistent/server-binary"], tmp_path / "s.log")
+
+
+def test_fixed_output_silences_the_eos_warning() -> None:
+    from llem_core.grid import soft_warnings
+
+    eos = "output length varies with EOS"
+    assert not any(eos in w for w in soft_warnings(server_cfg()))
+    free = server_cfg(load={"pattern": "rate", "rate": 2.0, "fixed_output": False})
+    assert any(eos in w for w in soft_warnings(free))
