@@ -7,6 +7,8 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -310,3 +312,51 @@ def test_fixed_output_silences_the_eos_warning() -> None:
     assert not any(eos in w for w in soft_warnings(server_cfg()))
     free = server_cfg(load={"pattern": "rate", "rate": 2.0, "fixed_output": False})
     assert any(eos in w for w in soft_warnings(free))
+
+
+PARENT = """
+import sys, time
+from pathlib import Path
+from llem_core.serving.process import ServerProcess, terminate_as_exception
+log = Path(sys.argv[1])
+try:
+    with terminate_as_exception(), ServerProcess([sys.executable, '-c', sys.argv[2]], log,
+                                                 stop_timeout_s=1.0):
+        time.sleep(120)
+except BaseException as exc:
+    print(type(exc).__name__, flush=True)
+    raise
+"""
+
+
+def _start_parent(tmp_path: Path) -> tuple[subprocess.Popen, int]:
+    log = tmp_path / "s.log"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(log), SPAWN],
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    return parent, child_pid(log)
+
+
+def test_sigterm_to_llem_stops_the_server_group(tmp_path: Path) -> None:
+    parent, child = _start_parent(tmp_path)
+    parent.send_signal(signal.SIGTERM)
+    out, _ = parent.communicate(timeout=30)
+    assert "Terminated" in out and parent.returncode != 0
+    for _ in range(100):
+        if not alive(child):
+            break
+        time.sleep(0.05)
+    assert not alive(child)
+
+
+def test_sigkill_to_llem_terminates_the_server_leader(tmp_path: Path) -> None:
+    parent, child = _start_parent(tmp_path)
+    leader = int(subprocess.check_output(["ps", "-o", "ppid=", "-p", str(child)]).strip())
+    parent.kill()
+    parent.wait(timeout=10)
+    for _ in range(100):
+        if not alive(leader):
+            break
+        time.sleep(0.05)
+    assert not alive(leader)  # PR_SET_PDEATHSIG; its own children are its business
+    os.kill(child, signal.SIGKILL)

@@ -33,6 +33,7 @@ from llem_core.serving.process import (
     ServerProcess,
     free_port,
     render_argv,
+    terminate_as_exception,
     wait_http_ok,
 )
 from llem_core.serving.prometheus import GaugeSampler
@@ -118,7 +119,8 @@ def run_server(spec: RunSpec, out_path: str | Path | None = None, log: Log = _qu
             idle_note = None if idle else "not measured (see warnings)"
         else:
             idle, idle_note = None, "server already running (server.url): not measurable"
-        run = _with_server(cfg, server, load, bodies, meter, log_path_for(out_path), log)
+        with terminate_as_exception():
+            run = _with_server(cfg, server, load, bodies, meter, log_path_for(out_path), log)
     finally:
         monitor.close()
     run["idle"], run["idle_note"] = idle, idle_note

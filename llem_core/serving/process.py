@@ -8,19 +8,54 @@ the whole group (engines fork workers), SIGTERM first, SIGKILL after a grace per
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 
 import httpx
 
 
 class ServerError(RuntimeError):
     """A server that could not start or answer; the message is one line."""
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the server's leader gets SIGTERM if llem dies without stopping it (SIGKILL)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Terminated(BaseException):
+    """SIGTERM received while a server runs: unwinds so that the server is stopped."""
+
+
+@contextlib.contextmanager
+def terminate_as_exception() -> Iterator[None]:
+    """Turn SIGTERM (Airflow killing the task) into an exception inside the block, so the
+    ``finally`` that stops the server runs; a no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Terminated(f"signal {signum} received")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -72,7 +107,8 @@ class ServerProcess:
         try:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})}, start_new_session=True)
+                env={**os.environ, **(env or {})}, start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         except OSError as exc:
             self._log.close()
             raise ServerError(f"server command {argv[0]!r} could not start: {exc}") from exc
