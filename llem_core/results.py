@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llem_core.config import ExperimentConfig, HealthCheck
 from llem_core.latency import Distribution
-from llem_core.serving.metrics import ServingMetrics
+from llem_core.serving.metrics import ServingMetrics, table_columns
 
 SCHEMA_VERSION = 1
 SUMMARY_MARKER = "llem_result"
@@ -268,6 +268,7 @@ def row_of(r: ExperimentResult, path: str | None = None) -> dict[str, Any]:
         "gpu_name": ", ".join(str(g.get("name")) for g in p.hardware.get("gpus", [])) or None,
         "driver": p.hardware.get("driver"),
         "result_path": path,
+        **table_columns(r.serving),
     }
     for k, v in _flat(r.config.model_dump(mode="json")).items():
         row[f"config.{k}"] = v if not isinstance(v, list | dict) else json.dumps(v)

@@ -135,7 +135,7 @@ def test_burst_and_concurrency_schedules() -> None:
 
 def rec(i: int, submitted: float, first: float, done: float, tokens: int = 4) -> RequestRecord:
     times = list(np.linspace(first, done, tokens))
-    return RequestRecord(index=i, prompt_index=i, submitted=submitted, event_times=times,
+    return RequestRecord(index=i, submitted=submitted, event_times=times,
                          content_times=times, done=done, usage_completion_tokens=tokens)
 
 
@@ -172,9 +172,9 @@ def test_target_estimated_for_rate_loads() -> None:
 # --- attribution -----------------------------------------------------------------------
 
 def test_attribution_is_proportional_and_sums_exactly() -> None:
-    a = RequestRecord(0, 0, submitted=0.0, content_times=[0.5, 1.5, 1.6, 1.7], done=2.0)
-    b = RequestRecord(1, 1, submitted=0.0, content_times=[1.2], done=3.5)
-    c = RequestRecord(2, 2, submitted=5.0, content_times=[5.5], done=5.6)
+    a = RequestRecord(0, submitted=0.0, content_times=[0.5, 1.5, 1.6, 1.7], done=2.0)
+    b = RequestRecord(1, submitted=0.0, content_times=[1.2], done=3.5)
+    c = RequestRecord(2, submitted=5.0, content_times=[5.5], done=5.6)
     bounds = [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, 4.0), (4.0, 5.0), (5.0, 6.0)]
     joules = [10.0, 40.0, 7.0, 3.0, 2.5, 1.1]
     att = attribute(bounds, joules, [a, b, c])
@@ -192,7 +192,7 @@ def test_attribution_with_a_known_power_trace_sums_to_the_window() -> None:
     for i in range(12):
         start = float(rng.uniform(0, 6))
         times = sorted(rng.uniform(start, start + 4, 20).tolist())
-        recs.append(RequestRecord(i, i, submitted=start, content_times=times,
+        recs.append(RequestRecord(i, submitted=start, content_times=times,
                                   event_times=times, done=times[-1]))
     edges = snap(marks, 1.1, 8.9)
     assert edges is not None
@@ -219,7 +219,7 @@ def test_unmeasured_interval_gives_no_attribution() -> None:
 # --- client chunk parsing and gauges ---------------------------------------------------
 
 def test_chunks_events_content_and_usage() -> None:
-    r = RequestRecord(0, 0)
+    r = RequestRecord(0)
     _record_chunk(r, {"choices": [{"text": "a"}]}, 1.0, chat=False)
     _record_chunk(r, {"choices": [{"text": ""}]}, 2.0, chat=False)
     _record_chunk(r, {"choices": [{"delta": {"content": "b"}, "finish_reason": "length"}]},
@@ -360,3 +360,14 @@ def test_sigkill_to_llem_terminates_the_server_leader(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert not alive(leader)  # PR_SET_PDEATHSIG; its own children are its business
     os.kill(child, signal.SIGKILL)
+
+
+def test_bodies_reuse_prompts_in_order_and_warm_up_on_other_prompts() -> None:
+    from llem_core.serving.experiment import bodies_for
+
+    cfg = server_cfg(prompts={"count": 3, "length": 8},
+                     load={"pattern": "burst", "num_requests": 7, "warmup_requests": 2})
+    bodies, warm = bodies_for(cfg, cfg.server, cfg.load)
+    prompts = [b["prompt"] for b in bodies]
+    assert len(prompts) == 7 and prompts[3:6] == prompts[:3] and len(set(prompts)) == 3
+    assert len(warm) == 2 and not {w["prompt"] for w in warm} & set(prompts)

@@ -15,7 +15,7 @@ import pytest
 from llem_core.config import ExperimentConfig
 from llem_core.energy.base import EnergyReading
 from llem_core.experiment.errors import ExperimentError
-from llem_core.results import ExperimentResult, RunSpec
+from llem_core.results import ExperimentResult, RunSpec, row_of
 from llem_core.runner import run
 from llem_core.serving.experiment import run_server
 from llem_core.serving.process import ServerProcess, free_port
@@ -146,6 +146,9 @@ def test_runner_dispatch_without_a_meter_writes_null_energy(tiny_model: Path, se
     assert all(q.window_energy_j is None for q in r.serving.requests)
     assert r.serving.loaded_baseline_note == "no energy meter"
     assert load_result(tmp_path / "cycle_1.json").config.load.concurrency == 2
+    row = row_of(r)
+    assert row["serving_pattern"] == "concurrency" and row["config.load.concurrency"] == 2
+    assert row["j_per_token_adjusted_loaded"] is None and row["energy_raw_j"] is None
 
 
 def test_never_healthy_fails_in_time_and_leaves_no_process(tiny_model: Path) -> None:

@@ -26,7 +26,6 @@ class RequestRecord:
     """One streamed request as the client saw it (times on the monotonic clock)."""
 
     index: int
-    prompt_index: int
     submitted: float = 0.0
     scheduled: float | None = None
     event_times: list[float] = field(default_factory=list)
@@ -120,7 +119,7 @@ async def run_load(base_url: str, server: ServerSettings, load: LoadSettings,
     url = base_url + endpoint_path(server)
     chat = server.endpoint == "chat"
     n = len(bodies)
-    records = [RequestRecord(index=i, prompt_index=i) for i in range(n)]
+    records = [RequestRecord(index=i) for i in range(n)]
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     timeout = httpx.Timeout(server.request_timeout_s, connect=30.0)
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:

@@ -85,7 +85,7 @@ class LoadSettings(_Strict):
         "< 1 burstier, > 1 more regular.")
     num_requests: int | None = Field(
         None, ge=1, le=10_000_000, description="Requests sent; default: one per prompt "
-        "(prompts are reused in order when more).")
+        "(prompt i mod the prompt count).")
     seed: int = Field(0, ge=0, description="Seed of the arrival schedule.")
     fixed_output: bool = Field(
         True, description="Ask for exactly max_output_tokens per request (see "

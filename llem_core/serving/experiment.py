@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llem_core.backends.prompts import load_texts
-from llem_core.config import ExperimentConfig
+from llem_core.config import BuiltinPrompts, ExperimentConfig
 from llem_core.energy import EnergyMonitor, MeterUnavailable, open_meter
 from llem_core.energy.base import Baseline, EnergyMeter, measure_idle
 from llem_core.energy.result import energy_result
@@ -54,14 +54,26 @@ def log_path_for(out_path: str | Path | None) -> Path:
     return Path(tempfile.mkdtemp(prefix="llem-server-")) / "server.log"
 
 
-def bodies_for(cfg: ExperimentConfig, server: ServerSettings, load: LoadSettings) -> list[dict]:
+def bodies_for(cfg: ExperimentConfig, server: ServerSettings,
+               load: LoadSettings) -> tuple[list[dict], list[dict]]:
+    """The measured requests' bodies (prompts reused in order when more requests than
+    prompts), and the warm-up's, on other prompts so that no prefix cache favours the load."""
     try:
         texts = load_texts(cfg.prompts)
     except (OSError, ValueError) as exc:
         raise ExperimentError(f"prompts: {exc}") from exc
     n = load.num_requests or len(texts)
-    return [request_body(server, cfg.model, texts[i % len(texts)], cfg.max_output_tokens,
-                         load.fixed_output, cfg.decoding.temperature) for i in range(n)]
+    length = cfg.prompts.length if isinstance(cfg.prompts, BuiltinPrompts) else 64
+    warm = load_texts(BuiltinPrompts(count=max(load.warmup_requests, 1), length=length,
+                                     seed=cfg.prompts.seed + 1 if isinstance(
+                                         cfg.prompts, BuiltinPrompts) else 1))
+
+    def body(text: str) -> dict:
+        return request_body(server, cfg.model, text, cfg.max_output_tokens, load.fixed_output,
+                            cfg.decoding.temperature)
+
+    return ([body(texts[i % len(texts)]) for i in range(n)],
+            [body(t) for t in warm[:load.warmup_requests]])
 
 
 def _check(records: list[RequestRecord], what: str) -> None:
@@ -104,7 +116,7 @@ def run_server(spec: RunSpec, out_path: str | Path | None = None, log: Log = _qu
         raise ExperimentError("backend server needs server and load sections")
     started = now()
     health = phases.preflight(spec, log)
-    bodies = bodies_for(cfg, server, load)
+    bodies, warm_bodies = bodies_for(cfg, server, load)
     warnings: list[str] = []
     if meter is None:
         try:
@@ -120,7 +132,8 @@ def run_server(spec: RunSpec, out_path: str | Path | None = None, log: Log = _qu
         else:
             idle, idle_note = None, "server already running (server.url): not measurable"
         with terminate_as_exception():
-            run = _with_server(cfg, server, load, bodies, meter, log_path_for(out_path), log)
+            run = _with_server(cfg, server, load, (bodies, warm_bodies), meter,
+                               log_path_for(out_path), log)
     finally:
         monitor.close()
     run["idle"], run["idle_note"] = idle, idle_note
@@ -131,9 +144,10 @@ def run_server(spec: RunSpec, out_path: str | Path | None = None, log: Log = _qu
 
 
 def _with_server(cfg: ExperimentConfig, server: ServerSettings, load: LoadSettings,
-                 bodies: list[dict], meter: EnergyMeter, log_path: Path,
+                 all_bodies: tuple[list[dict], list[dict]], meter: EnergyMeter, log_path: Path,
                  log: Log) -> dict[str, Any]:
     """Start (or reach) the server, warm it, measure the loaded baseline and the load."""
+    bodies, warm_bodies = all_bodies
     proc: ServerProcess | None = None
     run: dict[str, Any] = {"log": None, "startup_s": None}
     try:
@@ -152,7 +166,7 @@ def _with_server(cfg: ExperimentConfig, server: ServerSettings, load: LoadSettin
         run["url"] = url
         if load.warmup_requests:
             warm, _, _ = asyncio.run(run_load(url, server, LoadSettings(pattern="burst"),
-                                              bodies[:load.warmup_requests]))
+                                              warm_bodies))
             _check(warm, "warm-up")
         run["loaded"], run["loaded_note"] = loaded_baseline(meter, server.loaded_baseline_s)
         gauges = GaugeSampler(url + server.metrics_path, server.metrics_interval_s) \

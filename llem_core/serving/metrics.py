@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field
 
 class ServedRequest(BaseModel):
     index: int
-    prompt_index: int
     prompt_tokens: int | None = Field(description="The engine's usage count.")
     completion_tokens: int | None = Field(description="The engine's usage count.")
     events: int = Field(description="Chunks with choices (vllm bench serve's unit).")
@@ -92,3 +91,21 @@ class ServingMetrics(BaseModel):
     engine_gauges_note: str | None = None
     requests: list[ServedRequest] = Field(default_factory=list)
     flags: list[str] = Field(default_factory=list)
+
+
+def table_columns(s: ServingMetrics | None) -> dict[str, object]:
+    """The serving figures of a result's tidy row (empty for other backends)."""
+    if s is None:
+        return {}
+    st = s.steady_state
+    return {
+        "serving_pattern": s.pattern, "serving_requests": s.num_requests,
+        "serving_load_s": s.load_s, "steady_window_s": st.seconds,
+        "steady_energy_window_s": st.energy.seconds,
+        "steady_target_occupancy": st.target_occupancy,
+        "steady_occupancy_mean": st.occupancy_mean, "steady_fill_fraction": st.fill_fraction,
+        "idle_baseline_w": s.idle_baseline_w, "loaded_baseline_w": s.loaded_baseline_w,
+        "j_per_token_adjusted_loaded": st.energy.adjusted_loaded_j_per_token,
+        "whole_load_j_per_token_raw": s.whole_load.raw_j_per_token,
+        "serving_flags": "; ".join(s.flags) or None,
+    }

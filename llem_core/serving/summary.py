@@ -121,7 +121,7 @@ def served(records: Sequence[RequestRecord], t0: float, att: Attribution | None,
     for i, r in enumerate(records):
         ttft = (r.event_times[0] - r.submitted) if r.event_times else None
         out.append(ServedRequest(
-            index=r.index, prompt_index=r.prompt_index, prompt_tokens=r.usage_prompt_tokens,
+            index=r.index, prompt_tokens=r.usage_prompt_tokens,
             completion_tokens=r.usage_completion_tokens, events=len(r.event_times),
             content_events=len(r.content_times), finish_reason=r.finish_reason,
             scheduled_s=None if r.scheduled is None else r.scheduled - t0,
