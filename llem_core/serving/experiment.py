@@ -134,10 +134,10 @@ def run_server(spec: RunSpec, out_path: str | Path | None = None, log: Log = _qu
         with terminate_as_exception():
             run = _with_server(cfg, server, load, (bodies, warm_bodies), meter,
                                log_path_for(out_path), log)
+        run["idle"], run["idle_note"] = idle, idle_note
+        result = _result(spec, run, hardware, health, warnings, started)  # meter still open
     finally:
         monitor.close()
-    run["idle"], run["idle_note"] = idle, idle_note
-    result = _result(spec, run, hardware, health, warnings, started)
     if out_path is not None:
         write_result(result, out_path)
     return result
