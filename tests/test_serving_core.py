@@ -371,3 +371,32 @@ def test_bodies_reuse_prompts_in_order_and_warm_up_on_other_prompts() -> None:
     prompts = [b["prompt"] for b in bodies]
     assert len(prompts) == 7 and prompts[3:6] == prompts[:3] and len(set(prompts)) == 3
     assert len(warm) == 2 and not {w["prompt"] for w in warm} & set(prompts)
+
+
+def test_usage_mismatch_and_unhonoured_fixed_length_are_flagged() -> None:
+    from llem_core.serving.experiment import _token_checks
+    from llem_core.serving.metrics import EnergySpan, ServingMetrics, SteadyState
+
+    def serving() -> ServingMetrics:
+        return ServingMetrics(url="u", launched=False, pattern="burst", num_requests=2,
+                              load_s=1.0, whole_load=EnergySpan(),
+                              steady_state=SteadyState(start_s=None, end_s=None, seconds=0,
+                                                       target_occupancy=1, target_source="x"),
+                              fixed_output_requested=True)
+
+    ok = [rec(0, 0.0, 0.1, 1.0, tokens=4), rec(1, 0.0, 0.1, 1.0, tokens=4)]
+    s, flags = serving(), []
+    _token_checks(s, ok, 4, flags)
+    assert flags == [] and s.fixed_output_honoured is True and s.token_mismatches == 0
+    bad = [rec(0, 0.0, 0.1, 1.0, tokens=4), rec(1, 0.0, 0.1, 1.0, tokens=3)]
+    bad[1].usage_completion_tokens = 4  # the engine says 4, the client received 3
+    bad[0].usage_completion_tokens = 2
+    s, flags = serving(), []
+    _token_checks(s, bad, 4, flags)
+    assert s.token_mismatches == 2 and s.fixed_output_honoured is False
+    assert any("differ from the content events" in f for f in flags)
+    assert any("not honoured" in f for f in flags)
+    bad[0].usage_completion_tokens = None
+    s, flags = serving(), []
+    _token_checks(s, bad, 4, flags)
+    assert s.usage_missing == 1 and s.fixed_output_honoured is None

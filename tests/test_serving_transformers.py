@@ -174,3 +174,13 @@ def _read(p: Path) -> bytes:
         return p.read_bytes()
     except OSError:
         return b""
+
+
+def test_a_rejected_request_fails_the_experiment_in_one_line(tiny_model: Path,
+                                                             served: str) -> None:
+    # transformers serve refuses vLLM's ignore_eos/min_tokens fields (HTTP 422)
+    cfg = config(tiny_model, {"url": served, "fixed_length": "ignore_eos"}, {"pattern": "burst"})
+    with pytest.raises(ExperimentError) as err:
+        run_server(RunSpec(config=cfg), meter=LinearPowerMeter())
+    msg = str(err.value)
+    assert "\n" not in msg and "warm-up requests failed" in msg and "HTTP 422" in msg
