@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[pytorch,airflow,report,distributed,dev]"
+	$(BIN)/pip install -q -e ".[pytorch,airflow,report,distributed,serving,dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -17,8 +17,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
+    SerializerFunctionWrapHandler,
     Tag,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -42,6 +44,7 @@ from llem_core.config_base import (
 )
 from llem_core.config_rules import check_cron, non_finite, parse_size
 from llem_core.schedule import ScheduleWindow, window_problem
+from llem_core.serving.config import LoadSettings, ServerSettings
 
 # The building blocks live in config_base; this module is where they are imported from.
 __all__ = [
@@ -114,6 +117,21 @@ class ExperimentConfig(Strict):
     extra: dict[str, Any] = Field(
         default_factory=dict, description="Free metadata, copied into the results."
     )
+    server: ServerSettings | None = Field(
+        None, description="backend server: the OpenAI-compatible server (command or url).")
+    load: LoadSettings | None = Field(
+        None, description="backend server: the load pattern and the steady-state rules.")
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_serving(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Absent server/load sections are left out of every dump, so the config_hash of
+        # configurations written before these fields existed does not change.
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in ("server", "load"):
+                if data.get(key, 0) is None:
+                    del data[key]
+        return data
 
     @field_validator("backend")
     @classmethod

@@ -52,9 +52,10 @@ class Backend(StrEnum):
     pytorch = "pytorch"
     vllm = "vllm"
     tensorrt = "tensorrt"
+    server = "server"  # any OpenAI-compatible server under load (llem_core.serving)
 
 
-AVAILABLE_BACKENDS = (Backend.pytorch,)
+AVAILABLE_BACKENDS = (Backend.pytorch, Backend.server)
 
 
 class DType(StrEnum):

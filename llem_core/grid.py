@@ -32,12 +32,14 @@ from llem_core.grid_limits import (
     max_expansion_work,
     max_grid_size,
 )
+from llem_core.serving.rules import serving_conflicts
 
 # Which dtypes each backend can run; vllm/tensorrt are listed for when they land.
 BACKEND_DTYPES: dict[str, set[str]] = {
     Backend.pytorch: {DType.float32, DType.float16, DType.bfloat16},
     Backend.vllm: {DType.float16, DType.bfloat16},
     Backend.tensorrt: {DType.float16, DType.bfloat16},
+    Backend.server: {DType.float32, DType.float16, DType.bfloat16},  # the server decides
 }
 # Airflow's [core] max_map_length default: a mapped task with more entries fails.
 AIRFLOW_MAX_MAP_LENGTH = 1024
@@ -119,6 +121,7 @@ def conflicts(cfg: ExperimentConfig) -> list[str]:
         out.append("energy.meter nvml needs at least one GPU in gpus")
     if cfg.device == "cuda" and not cfg.gpus:
         out.append("device cuda needs at least one GPU in gpus")
+    out += serving_conflicts(cfg)
     return out
 
 
@@ -134,7 +137,8 @@ def soft_warnings(cfg: ExperimentConfig) -> list[str]:
         if cfg.prompts.count % cfg.batch_size:
             out.append(f"{cfg.prompts.count} prompts do not divide into batches of "
                        f"{cfg.batch_size}: the last batch is partial")
-    if cfg.min_output_tokens < cfg.max_output_tokens:
+    fixed_by_server = cfg.load is not None and cfg.load.fixed_output
+    if cfg.min_output_tokens < cfg.max_output_tokens and not fixed_by_server:
         out.append("output length varies with EOS (min_output_tokens < max_output_tokens): "
                    "J/token is comparable, J/request is not")
     return out

@@ -20,6 +20,7 @@ from llem_core import metrics as metric_registry
 from llem_core.campaign_file import flatten
 from llem_core.config import ExperimentConfig, HealthCheck
 from llem_core.latency import Distribution
+from llem_core.serving.metrics import ServingMetrics, table_columns
 
 SCHEMA_VERSION = 1
 SUMMARY_MARKER = "llem_result"
@@ -146,6 +147,8 @@ class ExperimentResult(BaseModel):
     provenance: Provenance
     health: dict[str, Any] | None = None
     warnings: list[str] = Field(default_factory=list)
+    serving: ServingMetrics | None = Field(
+        None, description="backend server: the load, its steady-state window and energy.")
 
     def summary(self, path: str | None = None) -> dict[str, Any]:
         """The compact line printed last on stdout (XCom): identity and headline numbers."""
@@ -246,6 +249,7 @@ def row_of(r: ExperimentResult, path: str | None = None) -> dict[str, Any]:
         "gpu_name": ", ".join(str(g.get("name")) for g in p.hardware.get("gpus", [])) or None,
         "driver": p.hardware.get("driver"),
         "result_path": path,
+        **table_columns(r.serving),
     }
     for k, v in flatten(r.config.model_dump(mode="json")).items():
         row[f"config.{k}"] = v if not isinstance(v, list | dict) else json.dumps(v)

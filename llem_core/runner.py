@@ -31,6 +31,10 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
         log: Callable[[str], None] = _quiet) -> ExperimentResult:
     """Run one experiment and, if ``out_path`` is given, write its result atomically."""
     cfg = spec.config
+    if cfg.backend == "server":
+        from llem_core.serving.experiment import run_server  # imports httpx only when used
+
+        return run_server(spec, out_path, log)
     started = now()
     health = phases.preflight(spec, log)
     backend, import_s = phases.import_backend(cfg)

@@ -1,0 +1,280 @@
+"""The phases of a ``backend: server`` experiment.
+
+preflight -> open meter -> idle baseline (launched servers only) -> launch and wait healthy
+-> warm-up requests -> loaded baseline -> the load (meter marks and engine gauges sampled)
+-> stop the server's group -> steady-state window, energy, attribution -> result.
+The server is stopped whatever happens; its log is kept next to the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from llem_core.backends.prompts import load_texts
+from llem_core.config import BuiltinPrompts, ExperimentConfig
+from llem_core.energy import EnergyMonitor, MeterUnavailable, open_meter
+from llem_core.energy.base import Baseline, EnergyMeter, measure_idle
+from llem_core.energy.result import energy_result
+from llem_core.experiment import phases
+from llem_core.experiment.errors import ExperimentError
+from llem_core.experiment.provenance import now, provenance, version
+from llem_core.results import EnergyResult, ExperimentResult, RunSpec, write_result
+from llem_core.serving import summary
+from llem_core.serving.attribution import MarkSampler
+from llem_core.serving.client import RequestRecord, request_body, run_load
+from llem_core.serving.config import LoadSettings, ServerSettings
+from llem_core.serving.metrics import ServingMetrics
+from llem_core.serving.process import (
+    ServerError,
+    ServerProcess,
+    free_port,
+    render_argv,
+    terminate_as_exception,
+    wait_http_ok,
+)
+from llem_core.serving.prometheus import GaugeSampler
+from llem_core.serving.window import steady_window, target_occupancy
+
+Log = Callable[[str], None]
+
+
+def _quiet(_m: str) -> None:
+    pass
+
+
+def log_path_for(out_path: str | Path | None) -> Path:
+    """The server's log: next to the result file, else in a fresh temporary folder."""
+    if out_path is not None:
+        p = Path(out_path)
+        return p.with_name(p.stem + ".server.log")
+    return Path(tempfile.mkdtemp(prefix="llem-server-")) / "server.log"
+
+
+def bodies_for(cfg: ExperimentConfig, server: ServerSettings,
+               load: LoadSettings) -> tuple[list[dict], list[dict]]:
+    """The measured requests' bodies (prompts reused in order when more requests than
+    prompts), and the warm-up's, on other prompts so that no prefix cache favours the load."""
+    try:
+        texts = load_texts(cfg.prompts)
+    except (OSError, ValueError) as exc:
+        raise ExperimentError(f"prompts: {exc}") from exc
+    n = load.num_requests or len(texts)
+    length = cfg.prompts.length if isinstance(cfg.prompts, BuiltinPrompts) else 64
+    warm = load_texts(BuiltinPrompts(count=max(load.warmup_requests, 1), length=length,
+                                     seed=cfg.prompts.seed + 1 if isinstance(
+                                         cfg.prompts, BuiltinPrompts) else 1))
+
+    def body(text: str) -> dict:
+        return request_body(server, cfg.model, text, cfg.max_output_tokens, load.fixed_output,
+                            cfg.decoding.temperature)
+
+    return ([body(texts[i % len(texts)]) for i in range(n)],
+            [body(t) for t in warm[:load.warmup_requests]])
+
+
+def _check(records: list[RequestRecord], what: str) -> None:
+    failed = [r for r in records if r.error]
+    if failed:
+        raise ExperimentError(f"{len(failed)} of {len(records)} {what} requests failed "
+                              f"(first: {failed[0].error})")
+
+
+async def _load_with_gauges(url: str, server: ServerSettings, load: LoadSettings,
+                            bodies: list[dict], gauges: GaugeSampler | None
+                            ) -> tuple[list[RequestRecord], float, float]:
+    task = asyncio.create_task(gauges.run()) if gauges else None
+    await asyncio.sleep(0)  # the sampler builds its client now, not after the first request
+    try:
+        return await run_load(url, server, load, bodies)
+    finally:
+        if gauges and task:
+            gauges.stop()
+            await task
+
+
+def loaded_baseline(meter: EnergyMeter, seconds: float) -> tuple[Baseline | None, str | None]:
+    if meter.source == "none":
+        return None, "no energy meter"
+    if seconds <= 0:
+        return None, "server.loaded_baseline_s is 0"
+    try:
+        return measure_idle(meter, seconds), None
+    except MeterUnavailable as exc:
+        return None, str(exc)
+
+
+def run_server(spec: RunSpec, out_path: str | Path | None = None, log: Log = _quiet,
+               meter: EnergyMeter | None = None) -> ExperimentResult:
+    """Run one server experiment; ``meter`` replaces the configured one (tests, custom)."""
+    cfg = spec.config
+    server, load = cfg.server, cfg.load
+    if server is None or load is None:
+        raise ExperimentError("backend server needs server and load sections")
+    started = now()
+    health = phases.preflight(spec, log)
+    bodies, warm_bodies = bodies_for(cfg, server, load)
+    warnings: list[str] = []
+    if meter is None:
+        try:
+            meter = open_meter(cfg.energy, cfg.gpus, {"cuda": True, "cpu": False}.get(cfg.device))
+        except MeterUnavailable as exc:
+            raise ExperimentError(f"energy meter {cfg.energy.meter}: {exc}") from exc
+    monitor = EnergyMonitor(meter, sync=None)
+    try:
+        hardware = monitor.hardware()
+        if server.command is not None:
+            idle, _age = phases.baseline(cfg, monitor, hardware, log, warnings)
+            idle_note = None if idle else "not measured (see warnings)"
+        else:
+            idle, idle_note = None, "server already running (server.url): not measurable"
+        with terminate_as_exception():
+            run = _with_server(cfg, server, load, (bodies, warm_bodies), meter,
+                               log_path_for(out_path), log)
+        run["idle"], run["idle_note"] = idle, idle_note
+        result = _result(spec, run, hardware, health, warnings, started)  # meter still open
+    finally:
+        monitor.close()
+    if out_path is not None:
+        write_result(result, out_path)
+    return result
+
+
+def _with_server(cfg: ExperimentConfig, server: ServerSettings, load: LoadSettings,
+                 all_bodies: tuple[list[dict], list[dict]], meter: EnergyMeter, log_path: Path,
+                 log: Log) -> dict[str, Any]:
+    """Start (or reach) the server, warm it, measure the loaded baseline and the load."""
+    bodies, warm_bodies = all_bodies
+    proc: ServerProcess | None = None
+    run: dict[str, Any] = {"log": None, "startup_s": None}
+    try:
+        if server.command is not None:
+            port = server.port or free_port()
+            url = f"http://127.0.0.1:{port}"
+            argv = render_argv(server.command, port, cfg.model)
+            log(f"starting server: {argv[0]} (log {log_path})")
+            proc = ServerProcess(argv, log_path, server.env, server.stop_timeout_s)
+            run["log"] = str(log_path)
+            run["startup_s"] = proc.wait_healthy(url + server.health_path,
+                                                 server.startup_timeout_s)
+        else:
+            url = str(server.url)
+            wait_http_ok(url + server.health_path, min(server.startup_timeout_s, 30.0))
+        run["url"] = url
+        if load.warmup_requests:
+            warm, _, _ = asyncio.run(run_load(url, server, LoadSettings(pattern="burst"),
+                                              warm_bodies))
+            _check(warm, "warm-up")
+        run["loaded"], run["loaded_note"] = loaded_baseline(meter, server.loaded_baseline_s)
+        gauges = GaugeSampler(url + server.metrics_path, server.metrics_interval_s) \
+            if server.metrics_path else None
+        sampler = MarkSampler(meter, load.energy_interval_s)
+        log(f"load: {load.pattern}, {len(bodies)} requests")
+        sampler.start()
+        try:
+            records, t0, t1 = asyncio.run(_load_with_gauges(url, server, load, bodies, gauges))
+        finally:
+            sampler.stop()
+    except ServerError as exc:
+        raise ExperimentError(str(exc)) from exc
+    finally:
+        if proc is not None:
+            proc.stop()
+    _check(records, "measured")
+    run.update(records=records, t0=t0, t1=t1, marks=sampler.marks, gauges=gauges, meter=meter)
+    return run
+
+
+def _result(spec: RunSpec, run: dict[str, Any], hardware: dict[str, Any],
+            health: dict[str, Any] | None, warnings: list[str],
+            started: str) -> ExperimentResult:
+    cfg = spec.config
+    server, load = cfg.server, cfg.load
+    assert server is not None and load is not None
+    records: list[RequestRecord] = run["records"]
+    t0, t1, marks, meter = run["t0"], run["t1"], run["marks"], run["meter"]
+    idle, loaded = run["idle"], run["loaded"]
+    target, source = target_occupancy(load, server, len(records))
+    w = steady_window(records, target, source, t0, t1, load.min_window_s,
+                      load.min_fill_fraction)
+    whole, _ = summary.span(meter, marks, 0, len(marks) - 1, records, t0, idle, loaded)
+    steady, reading, att = summary.steady_state(w, meter, marks, records, t0, idle, loaded)
+    flags = list(steady.flags)
+    serving = ServingMetrics(
+        url=run["url"], launched=server.command is not None, server_log=run["log"],
+        startup_s=run["startup_s"], pattern=load.pattern, num_requests=len(records),
+        load_s=t1 - t0, idle_baseline_w=idle.watts if idle else None,
+        idle_baseline_note=run["idle_note"],
+        loaded_baseline_w=loaded.watts if loaded else None,
+        loaded_baseline_note=run["loaded_note"], whole_load=whole, steady_state=steady,
+        fixed_output_requested=load.fixed_output and server.fixed_length != "none",
+        requests=summary.served(records, t0, att, _edges(steady, t0)))
+    _token_checks(serving, records, cfg.max_output_tokens, flags)
+    _lateness_check(records, flags)
+    gauges: GaugeSampler | None = run["gauges"]
+    if gauges is not None and gauges.unavailable is None:
+        serving.engine_gauges = gauges.summary(w.start, w.end)
+    else:
+        serving.engine_gauges_note = gauges.unavailable if gauges else "server.metrics_path null"
+    serving.flags = flags
+    if reading is not None:
+        energy = energy_result(reading, idle, steady.energy.tokens,
+                               sum(1 for r in records if r.done is not None and w.end
+                                   and w.start is not None and w.start < r.done <= w.end))
+        energy.baseline_cache_age_s = None
+    else:
+        energy = EnergyResult(source=meter.source, note=steady.energy.note or "no window")
+    timings = {"startup": run["startup_s"] or 0.0, "load": t1 - t0}
+    prov = provenance(cfg.device, {**hardware, "server": {"url": run["url"]}},
+                      {"httpx": version("httpx")}, started, timings)
+    return ExperimentResult(
+        campaign=spec.campaign, run_id=spec.run_id, name=spec.name,
+        config_hash=spec.config_hash, cycle=spec.cycle, position=spec.position,
+        config=cfg, metrics=summary.load_metrics(records, t1 - t0, load.warmup_requests),
+        energy=energy, provenance=prov, health=health,
+        warnings=warnings + energy.flags + flags, serving=serving)
+
+
+def _edges(steady: Any, t0: float) -> tuple[float, float] | None:
+    e = steady.energy
+    return None if e.start_s is None or e.end_s is None else (e.start_s + t0, e.end_s + t0)
+
+
+LATE_S = 0.05  # a request sent later than this after its scheduled time is flagged
+
+
+def _lateness_check(records: list[RequestRecord], flags: list[str]) -> None:
+    late = [(r.submitted - r.scheduled, r.index) for r in records
+            if r.scheduled is not None and r.submitted - r.scheduled > LATE_S]
+    if late:
+        worst = max(late)
+        flags.append(f"the client fell behind the arrival schedule: {len(late)} requests sent "
+                     f"more than {LATE_S:g} s late (worst: request {worst[1]}, "
+                     f"{worst[0]:.3f} s)")
+
+
+def _token_checks(serving: ServingMetrics, records: list[RequestRecord], max_tokens: int,
+                  flags: list[str]) -> None:
+    """Usage counts against the events received, and whether a fixed length was honoured."""
+    missing = [r for r in records if r.usage_completion_tokens is None]
+    serving.usage_missing = len(missing)
+    if missing:
+        flags.append(f"{len(missing)} requests had no usage counts: tokens are the content "
+                     "events received")
+    mismatched = [r for r in records if r.usage_completion_tokens is not None
+                  and r.usage_completion_tokens != len(r.content_times)]
+    serving.token_mismatches = len(mismatched)
+    if mismatched:
+        r = mismatched[0]
+        flags.append(f"{len(mismatched)} requests' usage token counts differ from the content "
+                     f"events received (e.g. request {r.index}: usage "
+                     f"{r.usage_completion_tokens}, events {len(r.content_times)})")
+    if serving.fixed_output_requested and not missing:
+        serving.fixed_output_honoured = all(r.usage_completion_tokens == max_tokens
+                                            for r in records)
+        if not serving.fixed_output_honoured:
+            flags.append(f"fixed output length {max_tokens} asked for but not honoured by "
+                         "the engine (usage counts differ)")
