@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -417,16 +418,17 @@ def test_plugin_page_and_report_in_headless_chromium(stack):
         driver.save_screenshot(str(out / "plugin-index.png"))
         row[0].find_element(By.LINK_TEXT, "report").click()
         assert "Per-configuration means" in driver.page_source
-        table = driver.find_elements(By.TAG_NAME, "table")[0]
+        # one row per configuration: name, n, then "mean [low, high]" per metric
+        table = next(t for t in driver.find_elements(By.TAG_NAME, "table")
+                     if "output tokens/s" in t.text)
         body = table.text
         for name in names:
-            lines = [ln for ln in body.splitlines() if ln.startswith(name + " tokens_per_s")]
+            lines = [ln for ln in body.splitlines() if ln.startswith(name + " ")]
             assert lines, body[:3000]
-            cells = lines[0].split()
-            # n, mean, ci_low, ci_high are numbers: an interval is shown
-            nums = [c for c in cells if c.replace(".", "").replace("e-", "").replace(
-                "e+", "").isdigit()]
-            assert len(nums) >= 4, lines[0]
+            m = re.match(rf"{re.escape(name)} (\d+) (\S+) \[(\S+), (\S+)\]", lines[0])
+            assert m, lines[0]
+            n, mean, low, high = int(m[1]), float(m[2]), float(m[3]), float(m[4])
+            assert n == 2 and low <= mean <= high  # tokens/s with its interval
         charts = driver.find_elements(By.CSS_SELECTOR, "figure.chart svg")
         assert len(charts) >= 4
         driver.save_screenshot(str(out / "plugin-report.png"))

@@ -173,8 +173,8 @@ def test_clear_failed_experiment_through_rest_reruns_only_it(stack, tiny_model):
     run_id = f"dist_{time.time_ns()}"
     assert api.trigger(dag_id, {}, run_id).status_code in (200, 201)
     assert api.wait_run(dag_id, run_id, timeout_s=900) == "failed"
-    plan = api.xcom(dag_id, run_id, "plan", key="plan")
-    by_name = {plan[t["map_index"]]["name"]: t for t in experiments(api, dag_id, run_id)}
+    by_name = {t["rendered_map_index"].split(" · ")[0]: t
+               for t in experiments(api, dag_id, run_id)}
     assert by_name["later"]["state"] == "failed" and by_name["seed=1"]["state"] == "success"
     assert {t["queue"] for t in by_name.values()} == {"gpu-b"}
     ok_try = by_name["seed=1"]["try_number"]
