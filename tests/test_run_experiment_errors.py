@@ -20,9 +20,22 @@ from llem_core.results import RunSpec
 VALID = {"model": "/nonexistent-model", "device": "cpu", "energy": {"meter": "none"}}
 
 
-def llem(*args: str, **env: str) -> subprocess.CompletedProcess:
+def llem(*args: str) -> subprocess.CompletedProcess:
+    """The command in-process (fast): its exit code and what it wrote to stderr."""
+    import contextlib
+    import io
+
+    from llem_core.cli import main
+
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        code = main(list(args))
+    return subprocess.CompletedProcess(args, code, "", stderr.getvalue())
+
+
+def llem_process(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "llem_core", *args], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **env})
+                          text=True, timeout=120)
 
 
 def one_line_error(p: subprocess.CompletedProcess, code: int, *needles: str) -> None:
@@ -47,6 +60,12 @@ def test_bad_specs_get_one_line(tmp_path, text, needle):
     spec = tmp_path / "spec.json"
     spec.write_text(text)
     one_line_error(llem("run-experiment", "--spec", str(spec)), 2, "bad spec", needle)
+
+
+def test_a_bad_spec_gets_one_line_from_the_real_command(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text("[]")
+    one_line_error(llem_process("run-experiment", "--spec", str(spec)), 2, "bad spec")
 
 
 def test_model_path_that_is_a_file(tmp_path):
