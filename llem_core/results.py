@@ -292,6 +292,11 @@ def _drop_duplicates(ok: list[tuple[str, ExperimentResult]], problems: list[Load
     return sorted(out, key=lambda item: item[0])
 
 
+def _no_constant(name: str) -> Any:
+    """NaN/Infinity are not numbers llem writes (pydantic writes null): refuse them."""
+    raise ValueError(f"not an llem result: {name} is not a measured value")
+
+
 def load_results(root: str | Path) -> tuple[list[tuple[str, ExperimentResult]], list[LoadProblem]]:
     """Every result JSON under ``root`` (recursively); unreadable ones are reported, not dropped.
 
@@ -302,7 +307,7 @@ def load_results(root: str | Path) -> tuple[list[tuple[str, ExperimentResult]], 
     problems: list[LoadProblem] = []
     for path in sorted(Path(root).rglob("cycle_*.json")):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
             if not isinstance(data, dict):
                 kind = _JSON_KIND.get(type(data), "value")
                 raise ValueError(f"not an llem result: a JSON {kind}, "

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
+from llem_core.config import ExperimentConfig
 from llem_core.identity import identify
-from llem_core.stats import summarise
+from llem_core.results import load_results, result_path, write_result
+from llem_core.stats import drift, summarise
+from tests.synthetic import synthetic_result
 
 
 def _row(campaign: str, name: str, chash: str, cycle: int, value: float) -> dict:
@@ -23,3 +28,30 @@ def test_a_name_holding_a_slash_never_shares_a_label_with_another_configuration(
     assert labels.nunique() == 3
     ci = summarise(df, metrics=("tokens_per_s",))
     assert len(ci) == 3 and set(ci["n"]) == {1}
+
+
+def test_drift_is_not_flagged_when_the_cycle_numbers_repeat():
+    # The same cycle number five times (e.g. results of several runs without a run id):
+    # Spearman's rho is undefined, and the old code reported p = 0 and drifted = True.
+    df = pd.DataFrame([_row("A", "a", "h", 1, v) for v in (1.0, 2.0, 3.0, 4.0, 5.0)])
+    row = drift(df, metrics=("energy_raw_j",)).iloc[0]
+    assert not row["drifted"]
+    assert "repeated cycle" in row["note"]
+
+
+def test_a_result_file_holding_infinity_or_nan_is_a_problem_not_a_sample(tmp_path):
+    cfg = ExperimentConfig(model="./m")
+    for cycle, bad in ((1, "Infinity"), (2, "NaN")):
+        r = synthetic_result("c", "r", "a", cfg, "h", cycle, tokens_per_s=100.0)
+        path = result_path(tmp_path, "c", "r", "h", cycle)
+        write_result(r, path)
+        doc = json.loads(path.read_text())
+        doc["metrics"]["output_tokens_per_s"] = 12345.0
+        path.write_text(json.dumps(doc).replace("12345.0", bad))
+    write_result(synthetic_result("c", "r", "a", cfg, "h", 3), result_path(
+        tmp_path, "c", "r", "h", 3))
+    ok, problems = load_results(tmp_path)
+    assert len(ok) == 1
+    assert sorted(p.path.rsplit("/", 1)[1] for p in problems) == ["cycle_1.json",
+                                                                  "cycle_2.json"]
+    assert all("not a measured value" in p.reason for p in problems)
