@@ -62,3 +62,24 @@ def test_covered_energy_known_answers():
     assert covered_energy([1, 2, 3], [100, 100, 100], 0, 4, 0.9) is None
     assert covered_energy([0, 4], [100, 300], 0, 4, 5) == pytest.approx(800)
     assert covered_energy([1], [100], 0, 4, 5) is None
+
+
+@pytest.mark.parametrize("doc", [
+    '{"measured_at": 1000.0, "temperature_c": 40, "baseline": {"watts": NaN, '
+    '"seconds": 10, "source": "nvml_counter"}}',
+    '{"measured_at": 1000.0, "temperature_c": 40, "baseline": {"watts": -5, '
+    '"seconds": 10, "source": "nvml_counter"}}',
+    '{"measured_at": 1000.0, "baseline": {"seconds": 10}}',
+    '{"measured_at": "yesterday", "baseline": {}}',
+    '[1, 2]',
+])
+def test_a_corrupt_cached_baseline_is_measured_again_not_used(tmp_path, monkeypatch, doc):
+    # Old code: a NaN watts became the baseline (adjusted energy NaN), a missing key or a
+    # list raised KeyError/TypeError and failed the experiment.
+    from llem_core.energy import baseline_cache
+
+    monkeypatch.setenv("LLEM_CACHE_DIR", str(tmp_path))
+    path = baseline_cache.cache_path("GPU-abc")
+    path.parent.mkdir(parents=True)
+    path.write_text(doc)
+    assert baseline_cache.load("GPU-abc", 600, 40.0, 5.0, now=1001.0) is None
