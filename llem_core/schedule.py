@@ -68,7 +68,11 @@ class ScheduleWindow(BaseModel):
         if self.duration_days is not None and self.start is not None:
             start = self.start_at()
             assert start is not None
-            return start + dt.timedelta(days=self.duration_days)
+            try:
+                return start + dt.timedelta(days=self.duration_days)
+            except OverflowError:
+                raise ValueError(f"start + duration_days is past the year {dt.MAXYEAR}"
+                                 ) from None
         return self._aware(self.end)
 
 
@@ -99,8 +103,12 @@ def window_problem(cron: str | None, window: ScheduleWindow | None) -> str | Non
     if cron is None or cron in NOT_CRON:
         what = "no schedule" if cron is None else f"schedule {cron}"
         return f"schedule_window: needs a cron schedule ({what} given)"
-    if window.end_at() is not None and window.start_at() is not None \
-            and not fire_times(cron, window):
+    try:
+        never = window.end_at() is not None and window.start_at() is not None \
+            and not fire_times(cron, window)
+    except (OverflowError, ValueError) as exc:  # croniter past the year 9999
+        return f"schedule_window: no fire time can be computed ({exc})"
+    if never:
         return (f"schedule_window: schedule {cron!r} never fires between {window.start_at()} and "
                 f"{window.end_at()} ({window.timezone})")
     return None

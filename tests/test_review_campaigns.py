@@ -1,0 +1,35 @@
+"""Review findings: hostile campaign files through `llem validate` and build_dags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from llem_airflow import factory
+
+from llem_core.cli import main
+from tests.test_airflow_dag import _cache, folder, write  # noqa: F401  (fixtures)
+
+
+def _both(folder: Path, path: Path, capsys) -> tuple[int, list[str], set[str]]:  # noqa: F811
+    dags, errors = factory.build_dags(folder)
+    capsys.readouterr()
+    rc = main(["validate", str(path)])
+    return rc, errors, set(dags)
+
+
+@pytest.mark.parametrize("window", [
+    {"start": "9999-12-31T00:00", "duration_days": 2},
+    {"start": "9999-12-31T20:00", "end": "9999-12-31T23:00", "timezone": "Etc/GMT+12"},
+])
+def test_a_window_past_the_year_9999_is_a_file_error_not_a_crash(folder, capsys, window):  # noqa: F811
+    # start + duration_days overflowed inside the campaign model's validator: the
+    # OverflowError escaped iter_campaigns, so build_dags lost every campaign and
+    # `llem validate` died with a traceback.
+    write(folder, "good")
+    path = write(folder, "late", schedule="0 22 * * *", schedule_window=window)
+    rc, errors, dags = _both(folder, path, capsys)
+    assert dags == {"llem_good"}
+    assert len(errors) == 1 and errors[0].startswith(f"{path}: ")
+    assert "schedule_window" in errors[0]
+    assert rc == 1 and "schedule_window" in capsys.readouterr().err
