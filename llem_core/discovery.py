@@ -72,6 +72,11 @@ def iter_campaigns(folder: Path) -> tuple[list[Campaign], list[CampaignFileError
         except CampaignFileError as exc:
             errors.append(exc)
             continue
+        except Exception as exc:  # one file's surprise must not hide the rest
+            reason = (str(exc).splitlines() or [""])[0][:300]
+            errors.append(CampaignFileError(str(path), [FieldError(
+                "(file)", f"cannot be loaded: {type(exc).__name__}: {reason}")]))
+            continue
         name = loaded.config.campaign
         if name in owners:
             errors.append(CampaignFileError(str(path), [FieldError(

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from llem_airflow import factory
 
+from llem_core import discovery
 from llem_core.cli import main
 from tests.test_airflow_dag import _cache, folder, write  # noqa: F401  (fixtures)
 
@@ -33,3 +34,20 @@ def test_a_window_past_the_year_9999_is_a_file_error_not_a_crash(folder, capsys,
     assert len(errors) == 1 and errors[0].startswith(f"{path}: ")
     assert "schedule_window" in errors[0]
     assert rc == 1 and "schedule_window" in capsys.readouterr().err
+
+
+def test_any_unexpected_error_of_one_file_loses_only_that_file(folder, monkeypatch):  # noqa: F811
+    write(folder, "good")
+    bad = write(folder, "bad")
+    real = discovery.parse_campaign_text
+
+    def parse(text: str, path: Path):
+        if Path(path) == bad:
+            raise RecursionError("simulated surprise")
+        return real(text, path)
+
+    monkeypatch.setattr(discovery, "parse_campaign_text", parse)
+    campaigns, errors = discovery.iter_campaigns(folder)
+    assert [c.name for c in campaigns] == ["good"]
+    assert [str(e) for e in errors] == [
+        f"{bad}: (file): cannot be loaded: RecursionError: simulated surprise"]
