@@ -18,11 +18,11 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from llem_core.campaign_paths import model_warnings, prompt_file_errors, resolve_paths
+from llem_core.campaign_text import read_campaign_text
 from llem_core.config import CampaignConfig, ExperimentConfig, RunnerConfig
 from llem_core.errors import CampaignFileError, FieldError
 from llem_core.grid_limits import grid_size_error
 from llem_core.yaml_safe import (
-    MAX_FILE_BYTES,
     YamlProblems,
     data_problem,
     load_bounded,
@@ -353,25 +353,6 @@ def check_campaign_data(
 def validate_campaign_data(data: Any, file: str, base_dir: Path | None = None) -> CampaignConfig:
     """Validate parsed YAML; raise CampaignFileError listing every problem found."""
     return check_campaign_data(data, file, base_dir)[0]
-
-
-def read_campaign_text(path: str | Path) -> str:
-    """A campaign file's text, read no further than the size limit."""
-    file = str(path)
-    try:
-        with Path(path).open("rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise CampaignFileError(file, [FieldError("(file)", "no such file")]) from None
-    except OSError as exc:
-        raise CampaignFileError(file, [FieldError("(file)", f"cannot read: {exc}")]) from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise CampaignFileError(
-            file, [FieldError("(file)", f"larger than {MAX_FILE_BYTES} bytes")])
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CampaignFileError(file, [FieldError("(file)", f"cannot read: {exc}")]) from None
 
 
 def parse_campaign_text(text: str, path: str | Path) -> LoadedCampaign:

@@ -50,9 +50,14 @@ def campaigns_dir(default: Path | None = None) -> Path:
 
 
 def campaign_files(folder: Path) -> list[Path]:
-    """Campaign files of a folder, sorted; hidden files (editor swap files) are skipped."""
+    """Campaign files of a folder, sorted; hidden files (editor swap files) are skipped.
+
+    Everything else named like a campaign is listed, a folder or a broken symlink too:
+    reading it is then that file's error, as `llem validate` reports it, never a
+    campaign silently missing.
+    """
     found = {p for pattern in PATTERNS for p in folder.glob(pattern)
-             if not p.name.startswith(".") and p.is_file()}
+             if not p.name.startswith(".")}
     return sorted(found)
 
 

@@ -51,3 +51,39 @@ def test_any_unexpected_error_of_one_file_loses_only_that_file(folder, monkeypat
     assert [c.name for c in campaigns] == ["good"]
     assert [str(e) for e in errors] == [
         f"{bad}: (file): cannot be loaded: RecursionError: simulated surprise"]
+
+
+def _dangling(p: Path) -> None:
+    p.symlink_to(p.parent / "gone.yaml")
+
+
+def _fifo(p: Path) -> None:
+    import os
+
+    os.mkfifo(p)
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    (_dangling, "(file): broken symlink"),
+    (Path.mkdir, "(file): a folder, not a file"),
+    (_fifo, "(file): a special file, not a file"),
+])
+def test_a_campaign_name_that_is_no_regular_file_is_an_error_in_both(folder, capsys, make,  # noqa: F811
+                                                                     reason):
+    # build_dags skipped a broken symlink or a folder named *.yaml silently while
+    # `llem validate` refused it; a FIFO made `llem validate` block forever.
+    write(folder, "good")
+    path = folder / "odd.yaml"
+    make(path)
+    rc, errors, dags = _both(folder, path, capsys)
+    assert dags == {"llem_good"}
+    assert errors == [f"{path}: {reason}"]
+    assert rc == 1 and f"{path}: {reason}" in capsys.readouterr().err
+
+
+def test_a_symlinked_campaign_file_builds(folder, capsys):  # noqa: F811
+    target = write(folder, "real").rename(folder.parent / "real.txt")
+    path = folder / "linked.yaml"
+    path.symlink_to(target)
+    rc, errors, dags = _both(folder, path, capsys)
+    assert errors == [] and dags == {"llem_real"} and rc == 0
