@@ -87,3 +87,14 @@ def test_a_symlinked_campaign_file_builds(folder, capsys):  # noqa: F811
     path.symlink_to(target)
     rc, errors, dags = _both(folder, path, capsys)
     assert errors == [] and dags == {"llem_real"} and rc == 0
+
+
+def test_compare_to_naming_no_configuration_is_refused_by_both(folder, capsys):  # noqa: F811
+    # A typo in compare_to was accepted: the campaign ran, and only its aggregate said
+    # "no comparison" at the end.
+    write(folder, "good", compare_to="max_output_tokens=8")
+    path = write(folder, "typo", compare_to="max_output_tokens=80")
+    rc, errors, dags = _both(folder, path, capsys)
+    assert dags == {"llem_good"}
+    assert len(errors) == 1 and errors[0].startswith(f"{path}: compare_to: 'max_output_tokens=80'")
+    assert rc == 1 and "compare_to" in capsys.readouterr().err

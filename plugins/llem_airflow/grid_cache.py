@@ -60,7 +60,7 @@ def grid_summary(campaign: Campaign) -> GridSummary:
         try:
             cached = {"summary": _summarise(campaign).model_dump(mode="json")}
         except NoValidConfigError as exc:
-            cached = {"error": ["grid", str(exc)]}
+            cached = {"error": [exc.field, str(exc)]}
         except PlacementError as exc:
             cached = {"error": ["runner.gpus", str(exc)]}
         # A read-only home still parses, only slower.
