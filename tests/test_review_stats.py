@@ -55,3 +55,24 @@ def test_a_result_file_holding_infinity_or_nan_is_a_problem_not_a_sample(tmp_pat
     assert sorted(p.path.rsplit("/", 1)[1] for p in problems) == ["cycle_1.json",
                                                                   "cycle_2.json"]
     assert all("not a measured value" in p.reason for p in problems)
+
+
+def test_names_holding_rich_markup_are_printed_not_interpreted(tmp_path, capsys):
+    # Config names, paths and reasons are data: "[/x]" in a name made rich raise
+    # MarkupError, so `llem aggregate` and `llem history` crashed on such a result set.
+    from llem_core.cli import main
+
+    cfg = ExperimentConfig(model="./m")
+    for name, chash in (("fast[/x]", "h1"), ("[bold]ref", "h2")):
+        for cycle in (1, 2, 3):
+            write_result(synthetic_result("c", "r", name, cfg, chash, cycle,
+                                          tokens_per_s=100.0 + cycle * (1 + (chash == "h1"))),
+                         result_path(tmp_path, "c", "r", chash, cycle))
+    (tmp_path / "c" / "r" / "[bold]p").mkdir()
+    (tmp_path / "c" / "r" / "[bold]p" / "cycle_1.json").write_text("{")
+    assert main(["aggregate", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "fast[/x]" in text and "[bold]ref" in text and "[bold]p/cycle_1.json" in text
+    assert main(["history", str(tmp_path / "c")]) == 0
+    text = capsys.readouterr().out
+    assert "fast[/x]" in text and "[bold]ref" in text
