@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from llem_core.config import ExperimentConfig
 from llem_core.identity import identify
@@ -76,3 +77,19 @@ def test_names_holding_rich_markup_are_printed_not_interpreted(tmp_path, capsys)
     assert main(["history", str(tmp_path / "c")]) == 0
     text = capsys.readouterr().out
     assert "fast[/x]" in text and "[bold]ref" in text
+
+
+def test_history_refuses_a_folder_of_several_campaigns(tmp_path):
+    # Scheduled run ids and config hashes repeat across campaigns: two campaigns' cycles
+    # were pooled into one point (n = 4, the mean of two different campaigns).
+    from llem_core.history import history
+
+    cfg = ExperimentConfig(model="./m")
+    for campaign, base in (("a", 100.0), ("b", 200.0)):
+        for cycle in (1, 2):
+            write_result(synthetic_result(campaign, "scheduled__2026", "x", cfg, "h1", cycle,
+                                          tokens_per_s=base + cycle),
+                         result_path(tmp_path, campaign, "scheduled__2026", "h1", cycle))
+    with pytest.raises(ValueError, match="2 campaigns"):
+        history(tmp_path, ("tokens_per_s",))
+    assert history(tmp_path / "a", ("tokens_per_s",)).points["n"].tolist() == [2]
