@@ -53,7 +53,11 @@ def cmd_history(args: argparse.Namespace) -> int:
                            "t interval"))
     for col in ("configuration", "metric", *[str(o) for o in h.runs["order"]]):
         t.add_column(col)
-    for (name, metric), g in h.points.groupby(["config_name", "metric"], sort=True):
+    # A series is a config hash: a name reused for other settings gets its own rows.
+    hashes = h.points.groupby("config_name")["config_hash"].nunique() if len(h.points) else {}
+    for (name, chash, metric), g in h.points.groupby(["config_name", "config_hash", "metric"],
+                                                     sort=True):
+        name = name if hashes[name] == 1 else f"{name}@{str(chash)[:8]}"
         by_order = {int(r["order"]): r for r in g.to_dict("records")}
         cells = [f"{_fmt(r['mean'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] n={r['n']}"
                  if (r := by_order.get(int(o))) else "missing" for o in h.runs["order"]]
@@ -64,7 +68,8 @@ def cmd_history(args: argparse.Namespace) -> int:
                   f"{c['before']} -> {c['after']}", markup=False, highlight=False)
     for f in h.flags[h.flags["flagged"]].to_dict("records") if not h.flags.empty else []:
         out.print("[yellow]moved[/]: " + escape(
-            f"{f['config_name']} {f['metric']} {f['run']} vs {f['reference']}: "
+            f"{f['config_name']}@{str(f['config_hash'])[:8]} {f['metric']} {f['run']} vs "
+            f"{f['reference']}: "
             f"{_fmt(f['diff_mean'])} [{_fmt(f['diff_ci_low'])}, {_fmt(f['diff_ci_high'])}] "
             f"({f['method']})"), highlight=False)
     for p in h.problems:

@@ -93,3 +93,23 @@ def test_history_refuses_a_folder_of_several_campaigns(tmp_path):
     with pytest.raises(ValueError, match="2 campaigns"):
         history(tmp_path, ("tokens_per_s",))
     assert history(tmp_path / "a", ("tokens_per_s",)).points["n"].tolist() == [2]
+
+
+def test_history_table_keeps_a_reused_name_as_two_series(tmp_path, capsys):
+    # One name, two settings (the campaign file changed between runs): the table showed
+    # them in one row, as if the series had jumped from 101.5 to 301.5 and back.
+    from llem_core.cli import main
+
+    cfg = ExperimentConfig(model="./m")
+    for chash, base, run, day in (("h1aaaaaaaa", 100.0, "r1", "01"),
+                                  ("h2bbbbbbbb", 300.0, "r2", "02")):
+        for cycle in (1, 2):
+            write_result(synthetic_result("a", run, "x", cfg, chash, cycle,
+                                          tokens_per_s=base + cycle,
+                                          started_at=f"2026-01-{day}T00:00:00"),
+                         result_path(tmp_path, "a", run, chash, cycle))
+    assert main(["history", str(tmp_path), "--metric", "tokens_per_s"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "tokens_per_s" in line]
+    assert len(rows) == 2
+    assert any("x@h1aaaaaa" in r and "missing" in r for r in rows)
+    assert any("x@h2bbbbbb" in r and "missing" in r for r in rows)
