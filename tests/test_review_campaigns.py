@@ -98,3 +98,29 @@ def test_compare_to_naming_no_configuration_is_refused_by_both(folder, capsys): 
     assert dags == {"llem_good"}
     assert len(errors) == 1 and errors[0].startswith(f"{path}: compare_to: 'max_output_tokens=80'")
     assert rc == 1 and "compare_to" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    (lambda text: text.replace('"schema_version": 1', '"schema_version": 2'), "schema_version 2"),
+    (lambda text: text.replace('"raw_j": null', '"raw_j": NaN'), "NaN"),
+])
+def test_resume_never_reuses_a_result_the_aggregate_would_refuse(folder, change, reason):  # noqa: F811
+    # read_result skipped the schema-version check and accepted NaN: resume returned a
+    # newer-schema result as measured, the aggregate then refused it as unreadable and
+    # reported the run missing, and clearing the task reused it again.
+    from airflow.sdk.exceptions import AirflowException
+    from llem_airflow.operators import LlemLocalOperator
+
+    from llem_core.planning import PlannedRun
+    from tests.test_airflow_dag import plan_of, write_synthetic
+
+    write(folder, "a", runner={"type": "local"})
+    raw = plan_of(folder)["cycle_1"][0]
+    path = Path(raw["result_path"])
+    write_synthetic(PlannedRun.model_validate(raw))
+    text = change(path.read_text())
+    path.write_text(text)
+    op = LlemLocalOperator(task_id="experiment", run=raw, python="/nonexistent/python")
+    with pytest.raises(AirflowException, match=f"not a valid result.*{reason}.*it is kept"):
+        op.execute({})
+    assert path.read_text() == text
