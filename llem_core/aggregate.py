@@ -113,11 +113,25 @@ def missing_runs(planned: list[dict[str, Any]],
     return missing
 
 
-def _group_columns(df: pd.DataFrame, group_by: list[str] | None) -> list[str] | None:
+def _group_columns(df: pd.DataFrame, group_by: list[str] | None
+                   ) -> tuple[list[str] | None, list[str]]:
+    """The table columns of the group-by fields, and a note per field that has none.
+
+    A field holding fields (``decoding``) groups by each of them; a field no result has
+    (``extra.x`` never set) is the same for every result and is left out, said in a note.
+    """
     if not group_by:
-        return None
-    return [g if g in df.columns or g.startswith("config.") else f"config.{g}"
-            for g in group_by]
+        return None, []
+    cols: list[str] = []
+    notes: list[str] = []
+    for g in group_by:
+        col = g if g in df.columns or g.startswith("config.") else f"config.{g}"
+        found = [col] if col in df.columns else sorted(
+            c for c in df.columns if c.startswith(col + "."))
+        if not found and not df.empty:
+            notes.append(f"group_by {g}: no result has this field; left out of the grouping")
+        cols += [c for c in found if c not in cols]
+    return cols or None, notes
 
 
 def _comparison(df: pd.DataFrame, compare_to: str | None, opts: CIOptions
@@ -167,7 +181,8 @@ def aggregate_dir(run_dir: str | Path, planned: list[dict[str, Any]] | None = No
         if no_energy:
             notes.append("no energy meter for: " + ", ".join(no_energy)
                          + " (energy fields are empty, not zero)")
-    cols = _group_columns(df, group_by)
+    cols, group_notes = _group_columns(df, group_by)
+    notes += group_notes
     ci = summarise(df, group_by=cols, opts=opts)
     cmp_df, reference, ref_error = _comparison(df, compare_to or plan_compare_to, opts)
     if ref_error:

@@ -113,3 +113,23 @@ def test_history_table_keeps_a_reused_name_as_two_series(tmp_path, capsys):
     assert len(rows) == 2
     assert any("x@h1aaaaaa" in r and "missing" in r for r in rows)
     assert any("x@h2bbbbbb" in r and "missing" in r for r in rows)
+
+
+def test_group_by_a_field_group_or_an_absent_field_aggregates_instead_of_crashing(tmp_path):
+    # `group_by: [decoding]` passes `llem validate`, but the aggregate task then raised
+    # KeyError 'config.decoding' after the whole campaign had run (no summary at all);
+    # so did an `extra.x` no configuration sets, and a typo in `llem aggregate --group-by`.
+    from llem_core.aggregate import aggregate_dir
+
+    for temp, chash in ((0.0, "h1"), (0.7, "h2")):
+        cfg = ExperimentConfig(model="./m", decoding={"temperature": temp})
+        for cycle in (1, 2):
+            write_result(synthetic_result("c", "r", f"t{temp}", cfg, chash, cycle,
+                                          tokens_per_s=100.0 + cycle + 10 * temp),
+                         result_path(tmp_path, "c", "r", chash, cycle))
+    digest = aggregate_dir(tmp_path, group_by=["decoding"])
+    assert "config.decoding.temperature" in digest["group_by"]
+    assert len(digest["table"]) == 2
+    digest = aggregate_dir(tmp_path, group_by=["extra.x"])
+    assert any("group_by extra.x: no result has this field" in n for n in digest["notes"])
+    assert len(digest["table"]) == 2  # per configuration, never pooled
