@@ -7,7 +7,7 @@ import time
 import pytest
 
 from llem_core.energy.trace import covered_energy
-from tests.test_monitor import monitor, nvml  # noqa: F401  (fixture)
+from tests.test_monitor import monitor, nvml, timed_window  # noqa: F401  (fixture)
 
 
 def _power_fails_while(fake, failing: dict[str, bool]) -> None:
@@ -83,3 +83,13 @@ def test_a_corrupt_cached_baseline_is_measured_again_not_used(tmp_path, monkeypa
     path.parent.mkdir(parents=True)
     path.write_text(doc)
     assert baseline_cache.load("GPU-abc", 600, 40.0, 5.0, now=1001.0) is None
+
+
+def test_an_idle_window_the_counter_never_ticked_in_is_no_baseline(nvml):  # noqa: F811
+    # With a 1 s counter and a 0.05 s idle window the counter does not move: the old
+    # code took 0 J / 0.05 s = 0 W as the idle baseline, so adjusted energy equalled raw.
+    nvml(period_s=1.0)
+    with monitor() as mon:
+        assert mon.measure_idle(0.05) is None
+        m = timed_window(mon, 0.1)
+    assert m.adjusted_joules is None and m.baseline_w is None
