@@ -93,3 +93,20 @@ def test_an_idle_window_the_counter_never_ticked_in_is_no_baseline(nvml):  # noq
         assert mon.measure_idle(0.05) is None
         m = timed_window(mon, 0.1)
     assert m.adjusted_joules is None and m.baseline_w is None
+
+
+def test_a_rapl_read_failing_at_a_window_start_is_flagged(tmp_path):
+    # The failure at the start mark was counted before the window (end - start = 0
+    # failures): a window whose start edge was never read carried no flag at all.
+    from llem_core.energy.rapl import RaplMeter
+    from tests.test_energy import _fake_rapl
+
+    d = _fake_rapl(tmp_path, energy_uj=1_000_000, rng=2**30)
+    m = RaplMeter(poll_interval_s=10, root=tmp_path)
+    (d / "energy_uj").write_text("garbage")
+    start = m.mark()
+    (d / "energy_uj").write_text("4000000")
+    r = m.reading(start, m.mark())
+    m.close()
+    assert r.failed_samples == 1
+    assert any("unreadable at the window's start" in f for f in r.flags)
