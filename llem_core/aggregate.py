@@ -68,6 +68,13 @@ def compact_table(ci: pd.DataFrame, key: str | list[str] | None = None,
     return list(rows.values())
 
 
+def _planned_run(e: Any) -> bool:
+    """A plan entry of the right shape: the folder is writable by every experiment."""
+    return isinstance(e, dict) and isinstance(e.get("name"), str) \
+        and isinstance(e.get("config_hash"), str) and type(e.get("cycle")) is int \
+        and e["cycle"] >= 1
+
+
 def read_plans(root: str | Path) -> tuple[list[dict[str, Any]] | None, str | None, list[str]]:
     """Planned runs from every ``plan.json`` under ``root`` (None when there is none).
 
@@ -81,10 +88,9 @@ def read_plans(root: str | Path) -> tuple[list[dict[str, Any]] | None, str | Non
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             entries = data.get("runs") if isinstance(data, dict) else None
-            if not isinstance(entries, list) or not all(
-                    isinstance(e, dict) and {"name", "config_hash", "cycle"} <= set(e)
-                    for e in entries):
-                raise ValueError("runs: expected a list of {name, config_hash, cycle}")
+            if not isinstance(entries, list) or not all(_planned_run(e) for e in entries):
+                raise ValueError("runs: expected a list of {name, config_hash, cycle} "
+                                 "(two strings and a positive integer)")
         except (OSError, ValueError) as exc:
             notes.append(f"{path}: unreadable plan: {str(exc).splitlines()[0][:200]}")
             continue

@@ -133,3 +133,25 @@ def test_group_by_a_field_group_or_an_absent_field_aggregates_instead_of_crashin
     digest = aggregate_dir(tmp_path, group_by=["extra.x"])
     assert any("group_by extra.x: no result has this field" in n for n in digest["notes"])
     assert len(digest["table"]) == 2  # per configuration, never pooled
+
+
+@pytest.mark.parametrize("entry", [
+    {"name": "a", "config_hash": ["h1"], "cycle": 1},
+    {"name": "a", "config_hash": {"x": 1}, "cycle": 1},
+    {"name": "a", "config_hash": "h1", "cycle": "1"},
+    {"name": None, "config_hash": "h1", "cycle": 1},
+])
+def test_an_odd_plan_file_is_a_note_not_a_crash_or_a_false_missing_run(tmp_path, entry):
+    # The run folder is writable by every experiment: a plan.json entry holding a list
+    # as config_hash crashed aggregate (TypeError: unhashable), and a cycle "1" reported
+    # a measured run as missing.
+    from llem_core.aggregate import aggregate_dir
+
+    cfg = ExperimentConfig(model="./m")
+    for cycle in (1, 2):
+        write_result(synthetic_result("c", "r", "a", cfg, "h1", cycle),
+                     result_path(tmp_path, "c", "r", "h1", cycle))
+    (tmp_path / "c" / "r" / "plan.json").write_text(json.dumps({"runs": [entry]}))
+    digest = aggregate_dir(tmp_path)
+    assert digest["missing"] == [] and digest["planned"] is None
+    assert any("plan.json: unreadable plan" in n for n in digest["notes"])
