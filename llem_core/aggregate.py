@@ -29,15 +29,15 @@ def _num(x: Any) -> float | None:
         v = float(x)
     except (TypeError, ValueError):
         return None
-    return None if math.isnan(v) else v
+    return v if math.isfinite(v) else None
 
 
 def _plain(v: Any) -> Any:
     """A JSON-friendly scalar (numpy scalars -> Python, NaN -> None)."""
     if isinstance(v, np.generic):
         v = v.item()
-    if isinstance(v, float) and math.isnan(v):
-        return None
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # NaN, or an overflow: JSON has no such number
     return v
 
 

@@ -155,3 +155,25 @@ def test_an_odd_plan_file_is_a_note_not_a_crash_or_a_false_missing_run(tmp_path,
     digest = aggregate_dir(tmp_path)
     assert digest["missing"] == [] and digest["planned"] is None
     assert any("plan.json: unreadable plan" in n for n in digest["notes"])
+
+
+def test_huge_values_give_no_number_and_valid_json_not_infinity(tmp_path):
+    # 1.7e308 tokens/s (finite, so it loads): the sum overflowed, the mean was inf and
+    # aggregate.json held `Infinity`, which is not JSON.
+    from llem_core.aggregate import aggregate_dir
+
+    cfg = ExperimentConfig(model="./m")
+    for name, chash, v in (("a", "h1", 1.7e308), ("b", "h2", 1.0)):
+        for cycle in (1, 2):
+            write_result(synthetic_result("c", "r", name, cfg, chash, cycle,
+                                          tokens_per_s=v * (1 + 0.01 * cycle)),
+                         result_path(tmp_path, "c", "r", chash, cycle))
+    digest = aggregate_dir(tmp_path)
+
+    def refuse(name: str) -> None:
+        raise ValueError(name)
+
+    json.loads((tmp_path / "aggregate.json").read_text(), parse_constant=refuse)
+    row = {r["config_label"]: r for r in digest["table"]}["a"]["tokens_per_s"]
+    assert row["mean"] is None and row["ci_method"] == "none" and "too large" in row["note"]
+    assert not any(c["finding"] for c in digest["comparison"])
