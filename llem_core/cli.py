@@ -34,10 +34,14 @@ def _file_error(exc: CampaignFileError) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from llem_core.discovery import name_conflict
     from llem_core.planning import load_and_place
 
     try:
         loaded, report = load_and_place(args.campaign)
+        conflict = name_conflict(args.campaign)  # another file of its folder has its name
+        if conflict is not None:
+            raise conflict
     except CampaignFileError as exc:
         if args.json:
             _print_json({"valid_file": False, "errors": [

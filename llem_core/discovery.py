@@ -90,3 +90,18 @@ def iter_campaigns(folder: Path) -> tuple[list[Campaign], list[CampaignFileError
         owners[name] = path
         campaigns.append(Campaign(loaded, text))
     return campaigns, errors
+
+
+def name_conflict(path: str | Path) -> CampaignFileError | None:
+    """The error ``iter_campaigns`` gives ``path`` because an earlier file of its folder
+    holds the same campaign name (so `llem validate` agrees with the DAG build)."""
+    path = Path(path)
+    if path.name.startswith(".") or not any(path.match(p) for p in PATTERNS):
+        return None
+    _, errors = iter_campaigns(path.parent)
+    for exc in errors:
+        if Path(exc.file) == path and any(
+                e.path == "campaign" and "is already used by" in e.reason for e in exc.errors):
+            return exc
+    return None
+

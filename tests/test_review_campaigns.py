@@ -153,3 +153,16 @@ def test_experiments_number_gpus_as_nvml_and_the_pools_do(folder):  # noqa: F811
     op.execute({})
     assert client.create_container.call_args.kwargs["environment"]["CUDA_DEVICE_ORDER"] == \
         "PCI_BUS_ID"
+
+
+def test_validate_agrees_with_the_dag_build_on_a_campaign_name_taken_in_its_folder(
+        folder, capsys):  # noqa: F811
+    # build_dags refuses the second file claiming a name; `llem validate` on that file
+    # alone said it was fine.
+    second = write(folder, "same").rename(folder / "z-copy.yaml")
+    first = write(folder, "same")
+    rc, errors, dags = _both(folder, second, capsys)
+    assert dags == {"llem_same"}
+    assert errors == [f"{second}: campaign: 'same' is already used by {first}"]
+    assert rc == 1 and errors[0] in capsys.readouterr().err
+    assert main(["validate", str(first)]) == 0
