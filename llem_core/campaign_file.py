@@ -22,6 +22,7 @@ from llem_core.campaign_text import read_campaign_text
 from llem_core.config import CampaignConfig, ExperimentConfig, RunnerConfig
 from llem_core.errors import CampaignFileError, FieldError
 from llem_core.grid_limits import grid_size_error
+from llem_core.schedule import window_warnings
 from llem_core.yaml_safe import (
     YamlProblems,
     data_problem,
@@ -347,7 +348,7 @@ def check_campaign_data(
     errors = prompt_file_errors(cfg) + policy_errors(cfg)
     if errors:
         raise CampaignFileError(file, _unique(errors))
-    return cfg, model_warnings(cfg)
+    return cfg, model_warnings(cfg) + window_warnings(cfg.schedule, cfg.schedule_window)
 
 
 def validate_campaign_data(data: Any, file: str, base_dir: Path | None = None) -> CampaignConfig:

@@ -112,3 +112,20 @@ def window_problem(cron: str | None, window: ScheduleWindow | None) -> str | Non
         return (f"schedule_window: schedule {cron!r} never fires between {window.start_at()} and "
                 f"{window.end_at()} ({window.timezone})")
     return None
+
+
+def window_warnings(cron: str | None, window: ScheduleWindow | None,
+                    now: dt.datetime | None = None) -> list[str]:
+    """A window that is over: valid, but the DAG will never run again; say so."""
+    if window is None or cron is None or cron in NOT_CRON:
+        return []
+    end = window.end_at()
+    now = now or dt.datetime.now(dt.UTC)
+    try:
+        over = end is not None and not fire_times(cron, window, after=now)
+    except (OverflowError, ValueError):
+        return []
+    if over:
+        return [f"schedule_window: the window ended at {end.isoformat()}: no run will fire"]
+    return []
+

@@ -166,3 +166,13 @@ def test_validate_agrees_with_the_dag_build_on_a_campaign_name_taken_in_its_fold
     assert errors == [f"{second}: campaign: 'same' is already used by {first}"]
     assert rc == 1 and errors[0] in capsys.readouterr().err
     assert main(["validate", str(first)]) == 0
+
+
+def test_a_schedule_window_that_is_over_is_a_warning(folder, capsys):  # noqa: F811
+    # Valid, but the DAG will never run: validate said nothing, so a campaign whose
+    # window had passed was silently never measured.
+    path = write(folder, "past", schedule="0 2 * * *",
+                 schedule_window={"start": "2001-01-01T00:00", "duration_days": 3})
+    assert main(["validate", str(path)]) == 0
+    assert "schedule_window: the window ended at 2001-01-04T00:00:00+00:00: no run will " \
+        "fire" in capsys.readouterr().out
