@@ -40,7 +40,7 @@ from llem_core.config_base import (
     _check_gpu_indices,
     _tag,
 )
-from llem_core.config_rules import check_cron, non_finite, parse_size
+from llem_core.config_rules import check_cron, non_finite, parse_size, unordered_kind
 from llem_core.schedule import ScheduleWindow, window_problem
 
 # The building blocks live in config_base; this module is where they are imported from.
@@ -134,6 +134,9 @@ class ExperimentConfig(Strict):
     def _extra_finite(cls, v: dict[str, Any]) -> dict[str, Any]:
         if non_finite(v):
             raise ValueError("holds inf or nan, which JSON results cannot represent")
+        kind = unordered_kind(v)
+        if kind:
+            raise ValueError(f"holds {kind} (a YAML !!set or !!binary): use a list or a string")
         return v
 
     def is_local_model(self) -> bool:

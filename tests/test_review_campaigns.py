@@ -176,3 +176,21 @@ def test_a_schedule_window_that_is_over_is_a_warning(folder, capsys):  # noqa: F
     assert main(["validate", str(path)]) == 0
     assert "schedule_window: the window ended at 2001-01-04T00:00:00+00:00: no run will " \
         "fire" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("extra", "kind"), [
+    ("{d: !!set {alpha, beta, gamma}}", "a set"),
+    ("{d: [1, !!binary aGVsbG8=]}", "binary data"),
+])
+def test_extra_holding_a_set_or_bytes_is_refused(folder, capsys, extra, kind):  # noqa: F811
+    # A !!set in extra was accepted, and its order (so the config hash) changed with
+    # each process's hash seed: every run of the campaign started a new history series.
+    write(folder, "good")
+    path = folder / "set.yaml"
+    path.write_text((folder / "good.yaml").read_text().replace("campaign: good",
+                                                               "campaign: set")
+                    .replace("batch_size: 1", f"batch_size: 1\n  extra: {extra}"))
+    rc, errors, dags = _both(folder, path, capsys)
+    assert dags == {"llem_good"} and rc == 1
+    assert len(errors) == 1 and errors[0].startswith(f"{path}: base.extra")
+    assert kind in errors[0]
