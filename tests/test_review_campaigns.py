@@ -194,3 +194,18 @@ def test_extra_holding_a_set_or_bytes_is_refused(folder, capsys, extra, kind):  
     assert dags == {"llem_good"} and rc == 1
     assert len(errors) == 1 and errors[0].startswith(f"{path}: base.extra")
     assert kind in errors[0]
+
+
+@pytest.mark.parametrize("junk", ['[1, 2]', '{"summary": {"names": 3}}', '{"error": [1]}', '""'])
+def test_a_corrupt_grid_cache_entry_is_expanded_again(folder, capsys, junk):  # noqa: F811
+    # A cache entry of the wrong shape (valid JSON) broke that campaign's DAG with an
+    # AttributeError/ValidationError while `llem validate` accepted the file, until the
+    # file changed.
+    from llem_airflow.grid_cache import cache_dir
+
+    path = write(folder, "a")
+    assert set(factory.build_dags(folder)[0]) == {"llem_a"}
+    [entry] = list(cache_dir().glob("*.json"))
+    entry.write_text(junk)
+    rc, errors, dags = _both(folder, path, capsys)
+    assert rc == 0 and errors == [] and dags == {"llem_a"}
