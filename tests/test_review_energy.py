@@ -110,3 +110,37 @@ def test_a_rapl_read_failing_at_a_window_start_is_flagged(tmp_path):
     m.close()
     assert r.failed_samples == 1
     assert any("unreadable at the window's start" in f for f in r.flags)
+
+
+def test_an_idle_baseline_that_cannot_be_measured_is_a_warning_not_a_crash(tmp_path,
+                                                                           monkeypatch):
+    # EnergyMonitor.measure_idle returns None when the idle window has no energy, and
+    # the baseline phase then set None.temperature_c: AttributeError ended the experiment.
+    from llem_core.config import ExperimentConfig
+    from llem_core.energy.base import EnergyReading
+    from llem_core.energy.monitor import EnergyMonitor
+    from llem_core.experiment import phases
+
+    class Blind:
+        source = "rapl"
+
+        def hardware(self) -> dict:
+            return {}
+
+        def mark(self) -> float:
+            return time.monotonic()
+
+        def reading(self, start: float, end: float) -> EnergyReading:
+            return EnergyReading(source="rapl", joules=None, window_s=end - start,
+                                 note="simulated: unreadable")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setenv("LLEM_CACHE_DIR", str(tmp_path))
+    cfg = ExperimentConfig(model="./m", energy={"baseline_s": 0.01})
+    warnings: list[str] = []
+    got = phases.baseline(cfg, EnergyMonitor(Blind()), {}, lambda _m: None, warnings)
+    assert got == (None, None)
+    assert warnings == ["no idle baseline: idle baseline not measurable: simulated: "
+                        "unreadable: adjusted energy is null"]
