@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 # Presets Airflow runs without a cron timetable: no window applies to them.
 NOT_CRON = ("@once", "@continuous")
+CATCHUP_WARN = 100  # past fire times counted for the catch-up warning (then "more than")
 
 
 class ScheduleWindow(BaseModel):
@@ -127,5 +128,11 @@ def window_warnings(cron: str | None, window: ScheduleWindow | None,
         return []
     if over:
         return [f"schedule_window: the window ended at {end.isoformat()}: no run will fire"]
+    if window.catchup and window.start_at() is not None:
+        missed = [t for t in fire_times(cron, window, limit=CATCHUP_WARN + 1) if t < now]
+        if len(missed) > 1:
+            many = f"more than {CATCHUP_WARN}" if len(missed) > CATCHUP_WARN else len(missed)
+            return [f"schedule_window: catchup is on and {many} fire times since "
+                    f"{window.start_at().isoformat()} are past: each is a full campaign run"]
     return []
 

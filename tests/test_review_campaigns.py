@@ -209,3 +209,13 @@ def test_a_corrupt_grid_cache_entry_is_expanded_again(folder, capsys, junk):  # 
     entry.write_text(junk)
     rc, errors, dags = _both(folder, path, capsys)
     assert rc == 0 and errors == [] and dags == {"llem_a"}
+
+
+def test_catchup_over_a_past_window_start_is_a_warning(folder, capsys):  # noqa: F811
+    # catchup: true with a start years ago queues a full campaign run per missed fire
+    # time; validate said nothing.
+    path = write(folder, "catch", schedule="0 2 * * *",
+                 schedule_window={"start": "2020-01-01T00:00", "catchup": True})
+    assert main(["validate", str(path)]) == 0
+    assert "catchup is on and more than 100 fire times since 2020-01-01T00:00:00+00:00 " \
+        "are past" in capsys.readouterr().out
