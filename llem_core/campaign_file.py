@@ -17,7 +17,12 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from llem_core.campaign_paths import model_warnings, prompt_file_errors, resolve_paths
+from llem_core.campaign_paths import (
+    model_warnings,
+    mount_target_errors,
+    prompt_file_errors,
+    resolve_paths,
+)
 from llem_core.campaign_text import read_campaign_text
 from llem_core.config import CampaignConfig, ExperimentConfig, RunnerConfig
 from llem_core.errors import CampaignFileError, FieldError
@@ -345,7 +350,7 @@ def check_campaign_data(
     if errors or cfg is None:
         raise CampaignFileError(file, _unique(errors))
     cfg = resolve_paths(cfg, base_dir)
-    errors = prompt_file_errors(cfg) + policy_errors(cfg)
+    errors = prompt_file_errors(cfg) + mount_target_errors(cfg) + policy_errors(cfg)
     if errors:
         raise CampaignFileError(file, _unique(errors))
     return cfg, model_warnings(cfg) + window_warnings(cfg.schedule, cfg.schedule_window)

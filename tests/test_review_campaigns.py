@@ -219,3 +219,21 @@ def test_catchup_over_a_past_window_start_is_a_warning(folder, capsys):  # noqa:
     assert main(["validate", str(path)]) == 0
     assert "catchup is on and more than 100 fire times since 2020-01-01T00:00:00+00:00 " \
         "are past" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("target", "other"), [
+    ("{results}", "results_dir"), ("/models-cache", "runner.model_cache"),
+    ("/data/", "runner.mounts[0]")])
+def test_a_mount_at_a_container_path_already_taken_is_refused(folder, capsys, target, other):  # noqa: F811
+    # Docker refuses two mounts at one container path: validate accepted the campaign and
+    # every experiment then failed to start.
+    results = str(folder.parent / "results")
+    src = str(folder.parent / "model")
+    mounts = [{"source": src, "target": "/data"}, {"source": src,
+                                                    "target": target.format(results=results)}]
+    path = write(folder, "m", runner={"type": "docker", "image": "img:1", "gpus": [2],
+                                      "host": "srv", "model_cache": src, "mounts": mounts})
+    rc, errors, dags = _both(folder, path, capsys)
+    assert rc == 1 and dags == set()
+    assert errors == [f"{path}: runner.mounts[1].target: {target.format(results=results)} "
+                      f"is already the container path of {other}"]
