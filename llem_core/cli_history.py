@@ -14,6 +14,7 @@ from rich.table import Table
 
 from llem_core.history import HISTORY_METRICS, history
 from llem_core.history_report import write_history
+from llem_core.metrics import REGISTRY
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -33,6 +34,11 @@ def cmd_history(args: argparse.Namespace) -> int:
         err.print(f"error: {root}: no such folder", markup=False, highlight=False)
         return 1
     metrics = tuple(args.metric) if args.metric else HISTORY_METRICS
+    unknown = [m for m in metrics if m not in REGISTRY]
+    if unknown:
+        err.print(f"error: --metric: unknown {', '.join(unknown)} (known: "
+                  f"{', '.join(REGISTRY)})", markup=False, highlight=False)
+        return 1
     try:
         h = history(root, metrics, baseline=args.baseline, confidence=args.confidence)
     except ValueError as exc:

@@ -177,3 +177,14 @@ def test_huge_values_give_no_number_and_valid_json_not_infinity(tmp_path):
     row = {r["config_label"]: r for r in digest["table"]}["a"]["tokens_per_s"]
     assert row["mean"] is None and row["ci_method"] == "none" and "too large" in row["note"]
     assert not any(c["finding"] for c in digest["comparison"])
+
+
+def test_history_with_an_unknown_metric_is_a_one_line_error(tmp_path, capsys):
+    # `llem history DIR --metric bogus` died with a KeyError traceback.
+    from llem_core.cli import main
+
+    cfg = ExperimentConfig(model="./m")
+    write_result(synthetic_result("c", "r", "a", cfg, "h1", 1),
+                 result_path(tmp_path, "c", "r", "h1", 1))
+    assert main(["history", str(tmp_path / "c"), "--metric", "bogus"]) == 1
+    assert "error: --metric: unknown bogus (known: tokens_per_s" in capsys.readouterr().err
