@@ -29,15 +29,15 @@ def _num(x: Any) -> float | None:
         v = float(x)
     except (TypeError, ValueError):
         return None
-    return None if math.isnan(v) else v
+    return v if math.isfinite(v) else None
 
 
 def _plain(v: Any) -> Any:
     """A JSON-friendly scalar (numpy scalars -> Python, NaN -> None)."""
     if isinstance(v, np.generic):
         v = v.item()
-    if isinstance(v, float) and math.isnan(v):
-        return None
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # NaN, or an overflow: JSON has no such number
     return v
 
 
@@ -68,6 +68,13 @@ def compact_table(ci: pd.DataFrame, key: str | list[str] | None = None,
     return list(rows.values())
 
 
+def _planned_run(e: Any) -> bool:
+    """A plan entry of the right shape: the folder is writable by every experiment."""
+    return isinstance(e, dict) and isinstance(e.get("name"), str) \
+        and isinstance(e.get("config_hash"), str) and type(e.get("cycle")) is int \
+        and e["cycle"] >= 1
+
+
 def read_plans(root: str | Path) -> tuple[list[dict[str, Any]] | None, str | None, list[str]]:
     """Planned runs from every ``plan.json`` under ``root`` (None when there is none).
 
@@ -81,10 +88,9 @@ def read_plans(root: str | Path) -> tuple[list[dict[str, Any]] | None, str | Non
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             entries = data.get("runs") if isinstance(data, dict) else None
-            if not isinstance(entries, list) or not all(
-                    isinstance(e, dict) and {"name", "config_hash", "cycle"} <= set(e)
-                    for e in entries):
-                raise ValueError("runs: expected a list of {name, config_hash, cycle}")
+            if not isinstance(entries, list) or not all(_planned_run(e) for e in entries):
+                raise ValueError("runs: expected a list of {name, config_hash, cycle} "
+                                 "(two strings and a positive integer)")
         except (OSError, ValueError) as exc:
             notes.append(f"{path}: unreadable plan: {str(exc).splitlines()[0][:200]}")
             continue
@@ -113,11 +119,25 @@ def missing_runs(planned: list[dict[str, Any]],
     return missing
 
 
-def _group_columns(df: pd.DataFrame, group_by: list[str] | None) -> list[str] | None:
+def _group_columns(df: pd.DataFrame, group_by: list[str] | None
+                   ) -> tuple[list[str] | None, list[str]]:
+    """The table columns of the group-by fields, and a note per field that has none.
+
+    A field holding fields (``decoding``) groups by each of them; a field no result has
+    (``extra.x`` never set) is the same for every result and is left out, said in a note.
+    """
     if not group_by:
-        return None
-    return [g if g in df.columns or g.startswith("config.") else f"config.{g}"
-            for g in group_by]
+        return None, []
+    cols: list[str] = []
+    notes: list[str] = []
+    for g in group_by:
+        col = g if g in df.columns or g.startswith("config.") else f"config.{g}"
+        found = [col] if col in df.columns else sorted(
+            c for c in df.columns if c.startswith(col + "."))
+        if not found and not df.empty:
+            notes.append(f"group_by {g}: no result has this field; left out of the grouping")
+        cols += [c for c in found if c not in cols]
+    return cols or None, notes
 
 
 def _comparison(df: pd.DataFrame, compare_to: str | None, opts: CIOptions
@@ -167,7 +187,8 @@ def aggregate_dir(run_dir: str | Path, planned: list[dict[str, Any]] | None = No
         if no_energy:
             notes.append("no energy meter for: " + ", ".join(no_energy)
                          + " (energy fields are empty, not zero)")
-    cols = _group_columns(df, group_by)
+    cols, group_notes = _group_columns(df, group_by)
+    notes += group_notes
     ci = summarise(df, group_by=cols, opts=opts)
     cmp_df, reference, ref_error = _comparison(df, compare_to or plan_compare_to, opts)
     if ref_error:

@@ -17,12 +17,18 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from llem_core.campaign_paths import model_warnings, prompt_file_errors, resolve_paths
+from llem_core.campaign_paths import (
+    model_warnings,
+    mount_target_errors,
+    prompt_file_errors,
+    resolve_paths,
+)
+from llem_core.campaign_text import read_campaign_text
 from llem_core.config import CampaignConfig, ExperimentConfig, RunnerConfig
 from llem_core.errors import CampaignFileError, FieldError
 from llem_core.grid_limits import grid_size_error
+from llem_core.schedule import window_warnings
 from llem_core.yaml_safe import (
-    MAX_FILE_BYTES,
     YamlProblems,
     data_problem,
     load_bounded,
@@ -344,34 +350,15 @@ def check_campaign_data(
     if errors or cfg is None:
         raise CampaignFileError(file, _unique(errors))
     cfg = resolve_paths(cfg, base_dir)
-    errors = prompt_file_errors(cfg) + policy_errors(cfg)
+    errors = prompt_file_errors(cfg) + mount_target_errors(cfg) + policy_errors(cfg)
     if errors:
         raise CampaignFileError(file, _unique(errors))
-    return cfg, model_warnings(cfg)
+    return cfg, model_warnings(cfg) + window_warnings(cfg.schedule, cfg.schedule_window)
 
 
 def validate_campaign_data(data: Any, file: str, base_dir: Path | None = None) -> CampaignConfig:
     """Validate parsed YAML; raise CampaignFileError listing every problem found."""
     return check_campaign_data(data, file, base_dir)[0]
-
-
-def read_campaign_text(path: str | Path) -> str:
-    """A campaign file's text, read no further than the size limit."""
-    file = str(path)
-    try:
-        with Path(path).open("rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise CampaignFileError(file, [FieldError("(file)", "no such file")]) from None
-    except OSError as exc:
-        raise CampaignFileError(file, [FieldError("(file)", f"cannot read: {exc}")]) from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise CampaignFileError(
-            file, [FieldError("(file)", f"larger than {MAX_FILE_BYTES} bytes")])
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CampaignFileError(file, [FieldError("(file)", f"cannot read: {exc}")]) from None
 
 
 def parse_campaign_text(text: str, path: str | Path) -> LoadedCampaign:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import copy
 import json
+import posixpath
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llem_core.config import CampaignConfig, is_local_path, resolve_model_path
+from llem_core.config import CampaignConfig, DockerRunner, is_local_path, resolve_model_path
 from llem_core.errors import FieldError
 
 MAX_CHECKED_LINES = 1000  # the first lines of a prompts file are checked, for speed
@@ -176,3 +177,23 @@ def model_warnings(cfg: CampaignConfig) -> list[str]:
     return [f"{where}: local model folder {path} does not exist on this machine (it must "
             "exist on the GPU server)"
             for where, path in local_model_paths(cfg) if not Path(path).expanduser().is_dir()]
+
+
+def mount_target_errors(cfg: CampaignConfig) -> list[FieldError]:
+    """Docker refuses two mounts at one container path (every experiment would fail): the
+    results folder is mounted at its host path, runner.model_cache at /models-cache."""
+    runner = cfg.runner
+    if not isinstance(runner, DockerRunner):
+        return []
+    taken = {posixpath.normpath(cfg.results_dir): "results_dir"}
+    if runner.model_cache:
+        taken["/models-cache"] = "runner.model_cache"
+    errors = []
+    for i, m in enumerate(runner.mounts):
+        target = posixpath.normpath(m.target)
+        if target in taken:
+            errors.append(FieldError(f"runner.mounts[{i}].target", (
+                f"{m.target} is already the container path of {taken[target]}")))
+        taken.setdefault(target, f"runner.mounts[{i}]")
+    return errors
+

@@ -34,10 +34,14 @@ def _file_error(exc: CampaignFileError) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from llem_core.discovery import name_conflict
     from llem_core.planning import load_and_place
 
     try:
         loaded, report = load_and_place(args.campaign)
+        conflict = name_conflict(args.campaign)  # another file of its folder has its name
+        if conflict is not None:
+            raise conflict
     except CampaignFileError as exc:
         if args.json:
             _print_json({"valid_file": False, "errors": [
@@ -59,7 +63,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         })
         return 0
     cfg = loaded.config
-    t = Table(title=f"{args.campaign}: campaign {cfg.campaign!r} (DAG {cfg.dag_id})")
+    t = Table(title=escape(f"{args.campaign}: campaign {cfg.campaign!r} (DAG {cfg.dag_id})"))
     t.add_column("generated", justify="right")
     t.add_column("valid", justify="right")
     t.add_column("filtered", justify="right")
@@ -73,10 +77,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         ft.add_column("configuration")
         ft.add_column("reason")
         for f in report.filtered:
-            ft.add_row(f.name, "; ".join(f.reasons))
+            ft.add_row(escape(f.name), escape("; ".join(f.reasons)))
         out.print(ft)
     for d in report.duplicates:
-        out.print(f"[yellow]duplicate[/]: {d.name} ({d.source}) equals {d.duplicate_of}")
+        out.print("[yellow]duplicate[/]: "
+                  + escape(f"{d.name} ({d.source}) equals {d.duplicate_of}"))
     for w in warnings:
         out.print(f"[yellow]warning[/]: {escape(f'{args.campaign}: {w}')}", highlight=False)
     return 0
@@ -93,7 +98,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     ex = loaded.config.execution
     cycles = args.cycles if args.cycles is not None else ex.cycles
     if not 1 <= cycles <= 100:
-        err.print(f"{args.campaign}: --cycles: must be between 1 and 100, got {cycles}")
+        err.print(f"{args.campaign}: --cycles: must be between 1 and 100, got {cycles}",
+                  markup=False)
         return 1
     runs = plan.build(report.specs, cycles, args.ordering or ex.ordering,
                       args.seed if args.seed is not None else ex.seed)
@@ -102,12 +108,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
         return 0
-    t = Table(title=f"{loaded.config.campaign}: {len(rows)} runs, {cycles} cycles, "
-                    f"{args.ordering or ex.ordering}")
+    t = Table(title=escape(f"{loaded.config.campaign}: {len(rows)} runs, {cycles} cycles, "
+                    f"{args.ordering or ex.ordering}"))
     for col in ("position", "cycle", "config_name", "config_hash"):
         t.add_column(col)
     for r in rows:
-        t.add_row(*(str(r[c]) for c in ("position", "cycle", "config_name", "config_hash")))
+        t.add_row(*(escape(str(r[c])) for c in ("position", "cycle", "config_name",
+                                                "config_hash")))
     out.print(t)
     return 0
 
@@ -217,7 +224,7 @@ def _aggregate_table(digest: dict[str, Any], title: str) -> tuple[Table, list[st
     rows = digest["table"]
     shown = [m for m in registry.headline()
              if any((r.get(m) or {}).get("mean") is not None for r in rows)]
-    t = Table(title=title)
+    t = Table(title=escape(title))
     for k in keys:
         t.add_column(k)
     t.add_column("n", justify="right")
@@ -229,7 +236,7 @@ def _aggregate_table(digest: dict[str, Any], title: str) -> tuple[Table, list[st
         cells = [row.get(m) or {} for m in shown]
         methods = sorted({c["ci_method"] for c in cells if c.get("ci_method")})
         notes = list(dict.fromkeys(c["note"] for c in cells if c.get("note")))
-        t.add_row(*(str(row[k]) for k in keys), str(row["n"]), *(_cell(c) for c in cells),
+        t.add_row(*(escape(str(row[k])) for k in keys), str(row["n"]), *(_cell(c) for c in cells),
                   ", ".join(methods) + (" *" if notes else ""))
         name = " ".join(str(row[k]) for k in keys)
         caveats += [f"* {name}: {n}" for n in notes]
@@ -241,13 +248,13 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     from llem_core.summary_md import finding_line
 
     if not Path(args.results_dir).is_dir():
-        err.print(f"error: {args.results_dir}: no such folder")
+        err.print(f"error: {args.results_dir}: no such folder", markup=False)
         return 1
     group_by = [g.strip() for g in args.group_by.split(",")] if args.group_by else None
     try:
         opts = _ci_options(args)
     except ValueError as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", markup=False)
         return 1
     digest = aggregate_dir(args.results_dir, group_by=group_by, opts=opts,
                            compare_to=args.compare_to)
@@ -258,7 +265,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         _print_json(digest)
         return 0 if digest["results"] else 1
     if not digest["results"]:
-        err.print(f"error: no result files under {args.results_dir}")
+        err.print(f"error: no result files under {args.results_dir}", markup=False)
         return 1
     planned = digest["planned"]
     table, caveats = _aggregate_table(digest, f"{args.results_dir}: means with "
@@ -270,8 +277,8 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
               f"{planned if planned is not None else 'unknown (no plan.json)'}",
               highlight=False)
     for m in digest["missing"]:
-        out.print(f"[red]missing[/]: {m['name']} (cycle {m['cycle']}, {m['config_hash']}): "
-                  f"{m['reason']}", highlight=False)
+        out.print("[red]missing[/]: " + escape(f"{m['name']} (cycle {m['cycle']}, "
+                  f"{m['config_hash']}): {m['reason']}"), highlight=False)
     if digest["reference"]:
         out.print(f"reference: {digest['reference']['label']} "
                   f"({digest['reference']['rule']})", highlight=False, markup=False)
@@ -279,10 +286,10 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         if c["finding"]:  # >= 2 pairs and the interval excludes 0
             out.print(finding_line(c), highlight=False, markup=False)
     for p in digest["problems"]:
-        out.print(f"[red]problem[/]: {p['path']}: {p['reason']}", highlight=False)
+        out.print("[red]problem[/]: " + escape(f"{p['path']}: {p['reason']}"), highlight=False)
     for n in digest["notes"]:
-        out.print(f"[yellow]note[/]: {n}", highlight=False)
-    out.print(f"wrote {', '.join(v for v in digest['files'].values() if v)}")
+        out.print("[yellow]note[/]: " + escape(str(n)), highlight=False)
+    out.print(f"wrote {', '.join(v for v in digest['files'].values() if v)}", markup=False)
     return 0
 
 
@@ -290,14 +297,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from llem_core.report import write_report
 
     if not Path(args.results_dir).is_dir():
-        err.print(f"error: {args.results_dir}: no such folder")
+        err.print(f"error: {args.results_dir}: no such folder", markup=False)
         return 1
     try:
         path = write_report(args.results_dir, args.output, args.compare_to, _ci_options(args))
     except ValueError as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", markup=False)
         return 1
-    out.print(f"report written to {path}")
+    out.print(f"report written to {path}", markup=False)
     return 0
 
 
@@ -305,7 +312,7 @@ def cmd_make_tiny_model(args: argparse.Namespace) -> int:
     from llem_core.tinymodel import build_tiny_model
 
     path = build_tiny_model(args.out, seed=args.seed)
-    out.print(f"tiny model written to {path}")
+    out.print(f"tiny model written to {path}", markup=False)
     return 0
 
 

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llem_core.history import HISTORY_METRICS, history
 from llem_core.history_report import write_history
+from llem_core.metrics import REGISTRY
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -32,6 +34,11 @@ def cmd_history(args: argparse.Namespace) -> int:
         err.print(f"error: {root}: no such folder", markup=False, highlight=False)
         return 1
     metrics = tuple(args.metric) if args.metric else HISTORY_METRICS
+    unknown = [m for m in metrics if m not in REGISTRY]
+    if unknown:
+        err.print(f"error: --metric: unknown {', '.join(unknown)} (known: "
+                  f"{', '.join(REGISTRY)})", markup=False, highlight=False)
+        return 1
     try:
         h = history(root, metrics, baseline=args.baseline, confidence=args.confidence)
     except ValueError as exc:
@@ -48,22 +55,29 @@ def cmd_history(args: argparse.Namespace) -> int:
                           "problems": [p.model_dump() for p in h.problems], "files": files},
                          indent=2))
         return 0
-    t = Table(title=f"{root}: {len(h.runs)} runs, means with {args.confidence:.0%} t interval")
+    t = Table(title=escape(f"{root}: {len(h.runs)} runs, means with {args.confidence:.0%} "
+                           "t interval"))
     for col in ("configuration", "metric", *[str(o) for o in h.runs["order"]]):
         t.add_column(col)
-    for (name, metric), g in h.points.groupby(["config_name", "metric"], sort=True):
+    # A series is a config hash: a name reused for other settings gets its own rows.
+    hashes = h.points.groupby("config_name")["config_hash"].nunique() if len(h.points) else {}
+    for (name, chash, metric), g in h.points.groupby(["config_name", "config_hash", "metric"],
+                                                     sort=True):
+        name = name if hashes[name] == 1 else f"{name}@{str(chash)[:8]}"
         by_order = {int(r["order"]): r for r in g.to_dict("records")}
         cells = [f"{_fmt(r['mean'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] n={r['n']}"
                  if (r := by_order.get(int(o))) else "missing" for o in h.runs["order"]]
-        t.add_row(str(name), str(metric), *cells)
+        t.add_row(escape(str(name)), escape(str(metric)), *cells)
     out.print(t)
     for c in h.changes.to_dict("records"):
         out.print(f"changed between {c['run_before']} and {c['run_after']}: {c['field']} "
                   f"{c['before']} -> {c['after']}", markup=False, highlight=False)
     for f in h.flags[h.flags["flagged"]].to_dict("records") if not h.flags.empty else []:
-        out.print(f"[yellow]moved[/]: {f['config_name']} {f['metric']} {f['run']} vs "
-                  f"{f['reference']}: {_fmt(f['diff_mean'])} [{_fmt(f['diff_ci_low'])}, "
-                  f"{_fmt(f['diff_ci_high'])}] ({f['method']})", highlight=False)
+        out.print("[yellow]moved[/]: " + escape(
+            f"{f['config_name']}@{str(f['config_hash'])[:8]} {f['metric']} {f['run']} vs "
+            f"{f['reference']}: "
+            f"{_fmt(f['diff_mean'])} [{_fmt(f['diff_ci_low'])}, {_fmt(f['diff_ci_high'])}] "
+            f"({f['method']})"), highlight=False)
     for p in h.problems:
         out.print(f"unreadable: {p.path}: {p.reason}", markup=False, highlight=False)
     out.print(f"wrote {', '.join(files.values())}", markup=False, highlight=False)

@@ -42,7 +42,7 @@ from llem_core.config_base import (
     _check_gpu_indices,
     _tag,
 )
-from llem_core.config_rules import check_cron, non_finite, parse_size
+from llem_core.config_rules import check_cron, non_finite, parse_size, unordered_kind
 from llem_core.schedule import ScheduleWindow, window_problem
 from llem_core.serving.config import LoadSettings, ServerSettings
 
@@ -152,6 +152,9 @@ class ExperimentConfig(Strict):
     def _extra_finite(cls, v: dict[str, Any]) -> dict[str, Any]:
         if non_finite(v):
             raise ValueError("holds inf or nan, which JSON results cannot represent")
+        kind = unordered_kind(v)
+        if kind:
+            raise ValueError(f"holds {kind} (a YAML !!set or !!binary): use a list or a string")
         return v
 
     def is_local_model(self) -> bool:

@@ -100,3 +100,16 @@ def non_finite(value: Any) -> bool:
     if isinstance(value, list):
         return any(non_finite(v) for v in value)
     return False
+
+
+def unordered_kind(value: Any) -> str | None:
+    """The kind of a set (YAML ``!!set``) or bytes (``!!binary``) inside a free value:
+    a set's order changes with each process's hash seed, and with it the config hash."""
+    if isinstance(value, set | frozenset | bytes | bytearray):
+        return "a set" if isinstance(value, set | frozenset) else "binary data"
+    if isinstance(value, dict):
+        return next(filter(None, (unordered_kind(v) for v in value.values())), None)
+    if isinstance(value, list):
+        return next(filter(None, (unordered_kind(v) for v in value)), None)
+    return None
+

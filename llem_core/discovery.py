@@ -50,9 +50,14 @@ def campaigns_dir(default: Path | None = None) -> Path:
 
 
 def campaign_files(folder: Path) -> list[Path]:
-    """Campaign files of a folder, sorted; hidden files (editor swap files) are skipped."""
+    """Campaign files of a folder, sorted; hidden files (editor swap files) are skipped.
+
+    Everything else named like a campaign is listed, a folder or a broken symlink too:
+    reading it is then that file's error, as `llem validate` reports it, never a
+    campaign silently missing.
+    """
     found = {p for pattern in PATTERNS for p in folder.glob(pattern)
-             if not p.name.startswith(".") and p.is_file()}
+             if not p.name.startswith(".")}
     return sorted(found)
 
 
@@ -72,6 +77,11 @@ def iter_campaigns(folder: Path) -> tuple[list[Campaign], list[CampaignFileError
         except CampaignFileError as exc:
             errors.append(exc)
             continue
+        except Exception as exc:  # one file's surprise must not hide the rest
+            reason = (str(exc).splitlines() or [""])[0][:300]
+            errors.append(CampaignFileError(str(path), [FieldError(
+                "(file)", f"cannot be loaded: {type(exc).__name__}: {reason}")]))
+            continue
         name = loaded.config.campaign
         if name in owners:
             errors.append(CampaignFileError(str(path), [FieldError(
@@ -80,3 +90,18 @@ def iter_campaigns(folder: Path) -> tuple[list[Campaign], list[CampaignFileError
         owners[name] = path
         campaigns.append(Campaign(loaded, text))
     return campaigns, errors
+
+
+def name_conflict(path: str | Path) -> CampaignFileError | None:
+    """The error ``iter_campaigns`` gives ``path`` because an earlier file of its folder
+    holds the same campaign name (so `llem validate` agrees with the DAG build)."""
+    path = Path(path)
+    if path.name.startswith(".") or not any(path.match(p) for p in PATTERNS):
+        return None
+    _, errors = iter_campaigns(path.parent)
+    for exc in errors:
+        if Path(exc.file) == path and any(
+                e.path == "campaign" and "is already used by" in e.reason for e in exc.errors):
+            return exc
+    return None
+

@@ -46,6 +46,9 @@ def _trend(sub: pd.DataFrame, metric: str, alpha: float) -> dict:
     n = len(sub)
     if n < 3 or sub[metric].nunique() < 2:
         return {"n": n, "note": "fewer than 3 cycles or constant: no trend test"}
+    if sub["cycle"].nunique() < n:  # repeated cycle numbers: no order to correlate with
+        return {"n": n, "note": "repeated cycle numbers (results of several runs?): "
+                "no trend test"}
     x, y = sub["cycle"].to_numpy(float), sub[metric].to_numpy(float)
     if n <= EXACT_UP_TO:
         rho, p, min_p = spearman_exact(x, y)

@@ -88,6 +88,14 @@ class GridReport(BaseModel):
 class NoValidConfigError(ValueError):
     """Every combination of the campaign was filtered."""
 
+    field = "grid"  # the campaign field a file error names
+
+
+class UnknownReferenceError(NoValidConfigError):
+    """``compare_to`` names no valid configuration of the campaign."""
+
+    field = "compare_to"
+
 
 class GridTooLargeError(NoValidConfigError):
     """More combinations than max_grid_size(): refused before expanding (a subclass of
@@ -248,6 +256,13 @@ def expand_or_raise(campaign: CampaignConfig) -> GridReport:
         raise NoValidConfigError(
             f"campaign {campaign.campaign!r}: none of the {report.generated} configurations is "
             f"valid ({reasons})")
+    ref = campaign.compare_to
+    if ref is not None and not any(ref in (s.name, s.config_hash, f"{campaign.campaign}/{s.name}")
+                                   for s in report.specs):
+        names = ", ".join(s.name for s in report.specs[:10])
+        raise UnknownReferenceError(
+            f"{ref!r} is no valid configuration of this campaign (a name or config hash: "
+            f"{names}{', ...' if len(report.specs) > 10 else ''}); no comparison would be made")
     return report
 
 
@@ -257,5 +272,5 @@ def load_and_expand(path: str | Path) -> tuple[LoadedCampaign, GridReport]:
     try:
         return loaded, expand_or_raise(loaded.config)
     except NoValidConfigError as exc:
-        raise CampaignFileError(str(path), [FieldError("grid", str(exc))]) from None
+        raise CampaignFileError(str(path), [FieldError(exc.field, str(exc))]) from None
 

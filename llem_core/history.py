@@ -176,6 +176,11 @@ def history(campaign_root: str | Path, metrics: tuple[str, ...] = HISTORY_METRIC
     """The history of one campaign's results folder (``<results_dir>/<campaign>``)."""
     loaded, problems = load_results(campaign_root)
     results = [r for _, r in loaded]
+    campaigns = sorted({str(r.campaign) for r in results})
+    if len(campaigns) > 1:  # run ids (scheduled__<date>) and hashes repeat across campaigns
+        raise ValueError(f"{campaign_root} holds results of {len(campaigns)} campaigns "
+                         f"({', '.join(campaigns[:5])}): give one campaign's folder, "
+                         "<results_dir>/<campaign>")
     runs = _run_table(results)
     if baseline is not None and baseline not in set(runs["run_id"]):
         raise ValueError(f"baseline run {baseline!r} is not in {campaign_root} "

@@ -30,7 +30,21 @@ def _disambiguate(ids: pd.DataFrame) -> dict[tuple[str, str], str]:
             if per_campaign[campaign] > 1 or not campaign:
                 label += f"@{str(chash)[:8]}"
             labels[(campaign, chash)] = label
-    return labels
+    return _unique(labels)
+
+
+def _unique(labels: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
+    """Labels that still collide (a name may itself hold '/' or '@', e.g. ``B/x`` in
+    campaign A vs ``x`` in campaign B) get the full identity: never merged."""
+    seen: dict[str, list[tuple[str, str]]] = {}
+    for key, label in labels.items():
+        seen.setdefault(label, []).append(key)
+    out = dict(labels)
+    for label, keys in seen.items():
+        if len(keys) > 1:
+            for campaign, chash in keys:
+                out[(campaign, chash)] = f"{label} [{campaign}@{chash}]"
+    return out
 
 
 def identify(df: pd.DataFrame) -> pd.DataFrame:

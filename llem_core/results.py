@@ -215,8 +215,18 @@ def write_result(result: ExperimentResult, path: str | Path) -> None:
     write_atomic(path, result.model_dump_json(indent=2))
 
 
+def _no_constant(name: str) -> Any:
+    """NaN/Infinity are not numbers llem writes (pydantic writes null): refuse them."""
+    raise ValueError(f"not an llem result: {name} is not a measured value")
+
+
 def read_result(path: str | Path) -> ExperimentResult:
-    return ExperimentResult.model_validate_json(Path(path).read_text(encoding="utf-8"))
+    """One result file, checked as :func:`load_results` checks it (a JSON object, no
+    NaN/Infinity, a supported schema version); ValueError says why not."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_no_constant)
+    if not isinstance(data, dict):
+        raise ValueError("not an llem result: expected a JSON object")
+    return ExperimentResult.model_validate(migrate(data))
 
 
 # -- tables ------------------------------------------------------------------------------
@@ -306,7 +316,7 @@ def load_results(root: str | Path) -> tuple[list[tuple[str, ExperimentResult]], 
     problems: list[LoadProblem] = []
     for path in sorted(Path(root).rglob("cycle_*.json")):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
             if not isinstance(data, dict):
                 kind = _JSON_KIND.get(type(data), "value")
                 raise ValueError(f"not an llem result: a JSON {kind}, "

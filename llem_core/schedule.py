@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 # Presets Airflow runs without a cron timetable: no window applies to them.
 NOT_CRON = ("@once", "@continuous")
+CATCHUP_WARN = 100  # past fire times counted for the catch-up warning (then "more than")
 
 
 class ScheduleWindow(BaseModel):
@@ -68,7 +69,11 @@ class ScheduleWindow(BaseModel):
         if self.duration_days is not None and self.start is not None:
             start = self.start_at()
             assert start is not None
-            return start + dt.timedelta(days=self.duration_days)
+            try:
+                return start + dt.timedelta(days=self.duration_days)
+            except OverflowError:
+                raise ValueError(f"start + duration_days is past the year {dt.MAXYEAR}"
+                                 ) from None
         return self._aware(self.end)
 
 
@@ -99,8 +104,35 @@ def window_problem(cron: str | None, window: ScheduleWindow | None) -> str | Non
     if cron is None or cron in NOT_CRON:
         what = "no schedule" if cron is None else f"schedule {cron}"
         return f"schedule_window: needs a cron schedule ({what} given)"
-    if window.end_at() is not None and window.start_at() is not None \
-            and not fire_times(cron, window):
+    try:
+        never = window.end_at() is not None and window.start_at() is not None \
+            and not fire_times(cron, window)
+    except (OverflowError, ValueError) as exc:  # croniter past the year 9999
+        return f"schedule_window: no fire time can be computed ({exc})"
+    if never:
         return (f"schedule_window: schedule {cron!r} never fires between {window.start_at()} and "
                 f"{window.end_at()} ({window.timezone})")
     return None
+
+
+def window_warnings(cron: str | None, window: ScheduleWindow | None,
+                    now: dt.datetime | None = None) -> list[str]:
+    """A window that is over: valid, but the DAG will never run again; say so."""
+    if window is None or cron is None or cron in NOT_CRON:
+        return []
+    end = window.end_at()
+    now = now or dt.datetime.now(dt.UTC)
+    try:
+        over = end is not None and not fire_times(cron, window, after=now)
+    except (OverflowError, ValueError):
+        return []
+    if over:
+        return [f"schedule_window: the window ended at {end.isoformat()}: no run will fire"]
+    if window.catchup and window.start_at() is not None:
+        missed = [t for t in fire_times(cron, window, limit=CATCHUP_WARN + 1) if t < now]
+        if len(missed) > 1:
+            many = f"more than {CATCHUP_WARN}" if len(missed) > CATCHUP_WARN else len(missed)
+            return [f"schedule_window: catchup is on and {many} fire times since "
+                    f"{window.start_at().isoformat()} are past: each is a full campaign run"]
+    return []
+

@@ -130,7 +130,7 @@ def _intervals(samples: list[np.ndarray], opts: CIOptions
 def _sample_notes(n: int, missing: int) -> list[str]:
     notes = []
     if n == 0:
-        notes.append("no values (metric not measured)")
+        notes.append("no values (metric not measured, or too large to summarise)")
     elif n < 2:
         notes.append("too few cycles: fewer than 2, no confidence interval")
     elif n < UNRELIABLE_BELOW:
@@ -174,6 +174,8 @@ def summarise(df: pd.DataFrame, group_by: list[str] | None = None,
     rows = []
     for (key, idv, metric, missing), s, (lo, hi, _, method) in zip(
             keys, samples, _intervals(samples, opts), strict=True):
+        if not np.all(np.isfinite(np.square(s.astype(float) / 2))):  # var() would overflow
+            s, lo, hi, method, missing = np.array([]), np.nan, np.nan, "none", missing + s.size
         rows.append({
             **dict(zip(group_by, key, strict=True)), **dict(zip(ident, idv, strict=True)),
             "metric": metric, "unit": registry.units().get(metric, ""), "n": int(s.size),

@@ -76,5 +76,8 @@ def measure_idle(meter: EnergyMeter, seconds: float,
     r = meter.reading(start, meter.mark())
     if r.joules is None or r.window_s <= 0:
         raise MeterUnavailable(f"idle baseline not measurable: {r.note or 'empty window'}")
+    if r.joules <= 0:  # a powered device never idles at 0 W: the counter did not advance
+        raise MeterUnavailable(f"idle baseline not measurable: {r.source} read {r.joules} J "
+                               f"over {r.window_s:.3f} s (shorter than its update period?)")
     return Baseline(watts=r.joules / r.window_s, seconds=r.window_s, source=r.source,
                     per_device_w={k: v / r.window_s for k, v in r.per_device_j.items()})

@@ -8,6 +8,7 @@ reused. The cache is a small JSON file per device in the llem cache folder.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -30,18 +31,24 @@ def load(device_key: str, max_age_s: float, temperature_c: float | None,
         return None
     try:
         data = json.loads(cache_path(device_key).read_text())
-    except (OSError, ValueError):
+        age = (now if now is not None else time.time()) - float(data["measured_at"])
+        cached_t = data.get("temperature_c")
+        cached_t = None if cached_t is None else float(cached_t)
+        b = data["baseline"]
+        found = Baseline(watts=float(b["watts"]), seconds=float(b["seconds"]),
+                         source=str(b["source"]), per_device_w=dict(b.get("per_device_w", {})),
+                         temperature_c=cached_t)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # unreadable or not a baseline: measure again
+    # A cached NaN/inf or negative power is no baseline: it would become adjusted energy.
+    if not (math.isfinite(found.watts) and found.watts >= 0 and math.isfinite(age)):
         return None
-    age = (now if now is not None else time.time()) - float(data["measured_at"])
     if age < 0 or age > max_age_s:
         return None
-    cached_t = data.get("temperature_c")
     if band_c is not None and temperature_c is not None and cached_t is not None \
-            and abs(cached_t - temperature_c) > band_c:
+            and not abs(cached_t - temperature_c) <= band_c:
         return None
-    b = data["baseline"]
-    return Baseline(watts=b["watts"], seconds=b["seconds"], source=b["source"],
-                    per_device_w=b.get("per_device_w", {}), temperature_c=cached_t), age
+    return found, age
 
 
 def store(device_key: str, baseline: Baseline, temperature_c: float | None,

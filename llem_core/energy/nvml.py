@@ -20,11 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llem_core.energy.base import EnergyReading, MeterUnavailable
-from llem_core.energy.trace import detect_update_period, integrate_power
+from llem_core.energy.trace import covered_energy, detect_update_period
 from llem_core.nvml_init import init_nvml
 
 COUNTER_TRIES = 3
 COUNTER_RETRY_S = 0.02
+# Polled power bridges a gap of failed samples up to this long (polls, or seconds if more);
+# a longer one leaves the window without a polled energy.
+MAX_GAP_POLLS = 5
+MAX_GAP_MIN_S = 0.5
 
 # Throttle reasons that mean the numbers were taken on a slowed GPU.
 _THROTTLE_NAMES = {
@@ -207,10 +211,15 @@ class NvmlMeter:
             window = {g: [s for s in ss if start.t <= s.t <= end.t]
                       for g, ss in self._samples.items()}
         polled: dict[int, float | None] = {}
+        gap = max(MAX_GAP_POLLS * self.poll_interval_s, MAX_GAP_MIN_S)
+        gaps = []
         for g, ss in window.items():
             good = [s for s in ss if s.watts is not None]
-            polled[g] = integrate_power([s.t for s in good], [s.watts for s in good]) \
-                if len(good) >= 2 else None
+            polled[g] = covered_energy([s.t for s in good], [s.watts for s in good],
+                                       start.t, end.t, gap)
+            if polled[g] is None:
+                gaps.append(f"gpu{g} power samples read leave a gap over {gap:.2f} s "
+                            "in the window")
         failed = sum(1 for ss in window.values() for s in ss if s.watts is None)
         polled_total = None if None in polled.values() else sum(polled.values())  # type: ignore[arg-type]
         r = EnergyReading(
@@ -231,7 +240,7 @@ class NvmlMeter:
             if why:
                 r.flags.append(f"{'; '.join(why)}: energy is integrated polled power instead")
         else:
-            r.note = "; ".join([*why, "fewer than 2 power samples read in the window"])
+            r.note = "; ".join([*why, *gaps])
             return r
         r.joules = sum(r.per_device_j.values())
         return r

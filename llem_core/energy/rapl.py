@@ -32,6 +32,7 @@ class RaplMark:
     total_uj: dict[str, int]
     reads: int
     failed_reads: int
+    edge_failed: int = 0  # domains unreadable at this very mark
 
 
 class RaplMeter:
@@ -59,7 +60,12 @@ class RaplMeter:
         return int((d / "energy_uj").read_text())
 
     def _accumulate(self) -> float:
+        return self._accumulate_counted()[0]
+
+    def _accumulate_counted(self) -> tuple[float, int]:
+        """(when, how many domains failed to read now)."""
         with self._lock:
+            before = self._failed
             for d in self.domains:
                 try:
                     now = self._read(d)
@@ -70,7 +76,7 @@ class RaplMeter:
                 self._total[d] += counter_delta(self._last[d], now, self._ranges[d] + 1)
                 self._last[d] = now
             self._reads += 1
-            return time.monotonic()
+            return time.monotonic(), self._failed - before
 
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_interval_s):
@@ -86,19 +92,24 @@ class RaplMeter:
         return {"meter": "rapl", "domains": names}
 
     def mark(self) -> RaplMark:
-        t = self._accumulate()
+        t, failed = self._accumulate_counted()
         with self._lock:
             return RaplMark(t, {d.name: v for d, v in self._total.items()}, self._reads,
-                            self._failed)
+                            self._failed, failed)
 
     def reading(self, start: RaplMark, end: RaplMark) -> EnergyReading:
         per = {k: (end.total_uj[k] - start.total_uj[k]) / 1e6 for k in start.total_uj}
-        failed = end.failed_reads - start.failed_reads
+        # A read failed at the start mark is counted there, yet it is this window's too.
+        failed = end.failed_reads - start.failed_reads + start.edge_failed
         r = EnergyReading(source="rapl", joules=sum(per.values()), window_s=end.t - start.t,
                           per_device_j=per, polled_samples=end.reads - start.reads,
                           failed_samples=failed)
         if failed:
             r.flags.append(f"{failed} RAPL reads failed and were skipped")
+        edges = [e for e, m in (("start", start), ("end", end)) if m.edge_failed]
+        if edges:
+            r.flags.append(f"RAPL unreadable at the window's {' and '.join(edges)}: energy "
+                           "since the last good read is counted in the wrong window")
         return r
 
     def close(self) -> None:

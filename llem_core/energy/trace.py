@@ -33,6 +33,25 @@ def integrate_power(times_s: Sequence[float], watts: Sequence[float]) -> float:
     return float(np.trapezoid(w, t))
 
 
+def covered_energy(times_s: Sequence[float], watts: Sequence[float], start: float,
+                   end: float, max_gap_s: float) -> float | None:
+    """Energy of ``[start, end]`` from power samples inside it, or None where the samples
+    leave a gap longer than ``max_gap_s`` (at either edge or between two samples).
+
+    A short edge gap (an edge sample failed to read) holds the nearest sample's power up
+    to the edge, as the trapezoid rule bridges a gap inside: the window is never silently
+    shortened to the span its samples happen to cover.
+    """
+    t = list(times_s)
+    if len(t) < 2 or end < start:
+        return None
+    edges = [t[0] - start, *np.diff(t), end - t[-1]]
+    if max(edges) > max_gap_s:
+        return None
+    w = list(watts)
+    return integrate_power([start, *t, end], [w[0], *w, w[-1]])
+
+
 def baseline_adjusted(raw_j: float, baseline_w: float, window_s: float) -> float:
     """Energy above idle: the idle power is subtracted over the measured window only."""
     if window_s < 0:

@@ -24,7 +24,7 @@ from llem_core.energy import (
     baseline_cache,
     open_meter,
 )
-from llem_core.energy.base import Baseline
+from llem_core.energy.base import Baseline, measure_idle
 from llem_core.experiment.errors import ExperimentError
 from llem_core.grid import conflicts
 from llem_core.health import Thresholds, read_gpus, wait_until_ready
@@ -122,8 +122,9 @@ def baseline(cfg: ExperimentConfig, monitor: EnergyMonitor, hardware: dict[str, 
     temperature = gpu_temperature(cfg.gpus) if monitor.source.startswith("nvml") else None
     key = baseline_cache.device_key(hardware, monitor.source)
     try:
+        # The meter's own measure_idle raises with the reason; the monitor's returns None.
         found, age = baseline_cache.obtain(key, cfg.energy, temperature,
-                                           monitor.measure_idle, log)
+                                           lambda s: measure_idle(monitor.meter, s), log)
     except MeterUnavailable as exc:
         warnings.append(f"no idle baseline: {exc}: adjusted energy is null")
         return None, None

@@ -47,20 +47,32 @@ def _summarise(campaign: Campaign) -> GridSummary:
                        placement=placement)
 
 
+def _valid(cached: object) -> dict | None:
+    """A cache entry as written below, or None."""
+    if isinstance(cached, dict):
+        error = cached.get("error")
+        if isinstance(error, list) and len(error) == 2 and all(isinstance(e, str) for e in error):
+            return cached
+        if "summary" in cached:
+            GridSummary.model_validate(cached["summary"])  # ValueError when it is not one
+            return cached
+    return None
+
+
 def grid_summary(campaign: Campaign) -> GridSummary:
     """Names, counts and placement of the valid configurations; CampaignFileError if none."""
     key = hashlib.sha256(
         f"{__version__}\0{campaign.path.resolve()}\0{campaign.text}".encode()).hexdigest()
     path = cache_dir() / f"{key[:32]}.json"
     try:
-        cached = json.loads(path.read_text())
+        cached = _valid(json.loads(path.read_text()))
     except (OSError, ValueError):
-        cached = None
+        cached = None  # missing, or not what this code writes: expand again
     if cached is None:
         try:
             cached = {"summary": _summarise(campaign).model_dump(mode="json")}
         except NoValidConfigError as exc:
-            cached = {"error": ["grid", str(exc)]}
+            cached = {"error": [exc.field, str(exc)]}
         except PlacementError as exc:
             cached = {"error": ["runner.gpus", str(exc)]}
         # A read-only home still parses, only slower.

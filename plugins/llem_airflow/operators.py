@@ -36,12 +36,14 @@ HOST_ENV = "LLEM_HOST_NAME"
 # What a local experiment process inherits from the worker: never its secrets
 # (metadata DB URL, Fernet key, JWT secret live in AIRFLOW__* variables).
 LOCAL_ENV_KEEP = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
-                  "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
-                  "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "OMP_NUM_THREADS",
+                  "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "OMP_NUM_THREADS",
                   "MKL_NUM_THREADS", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE",
                   "TRANSFORMERS_OFFLINE", "TRANSFORMERS_CACHE", "OPENBLAS_CORETYPE",
                   "OPENBLAS_L2_SIZE")
 LOCAL_ENV_PREFIXES = ("LC_", "LLEM_")
+# `gpus` index the GPUs as NVML does (PCI order; pools, locks and the meter use it): torch
+# must count them the same way, and a worker's CUDA_VISIBLE_DEVICES must not renumber them.
+GPU_ORDER_ENV = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
 
 def _matches(result: ExperimentResult, run: PlannedRun) -> bool:
@@ -157,7 +159,7 @@ class LlemDockerOperator(_ExperimentMixin, DockerOperator):
         Path(self.results_dir).mkdir(parents=True, exist_ok=True)
         self.environment = {**(self.environment or {}), SPEC_ENV: run.spec.model_dump_json(),
                             "HOME": "/tmp", "LLEM_IN_CONTAINER": "1", "PYTHONUNBUFFERED": "1",
-                            HOST_ENV: socket.gethostname()}
+                            HOST_ENV: socket.gethostname(), **GPU_ORDER_ENV}
         self.command = ["llem", "run-experiment", "--out", run.result_path]
         mounts = list(self.mounts or [])
         mounts.append(Mount(target=self.results_dir, source=self.results_dir, type="bind",
@@ -190,7 +192,8 @@ def local_environment(spec_json: str, source: dict[str, str] | None = None) -> d
     source = dict(os.environ if source is None else source)
     env = {k: v for k, v in source.items()
            if k in LOCAL_ENV_KEEP or k.startswith(LOCAL_ENV_PREFIXES)}
-    env.update({SPEC_ENV: spec_json, "PYTHONUNBUFFERED": "1", HOST_ENV: socket.gethostname()})
+    env.update({SPEC_ENV: spec_json, "PYTHONUNBUFFERED": "1", HOST_ENV: socket.gethostname(),
+                **GPU_ORDER_ENV})
     return env
 
 
