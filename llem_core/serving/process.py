@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -77,12 +77,18 @@ def _last_line(path: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def wait_http_ok(url: str, timeout_s: float, poll_s: float = 0.5) -> float:
-    """Seconds until GET ``url`` answered 200 (a server llem did not start)."""
+def wait_http_ok(url: str, timeout_s: float, poll_s: float = 0.5,
+                 check: Callable[[], None] | None = None, where: str = "") -> float:
+    """Seconds until GET ``url`` answered 200; ServerError when time runs out.
+
+    ``check`` runs before every try and raises to stop early (a server that died).
+    """
     t0 = time.monotonic()
     last = "no answer"
     with httpx.Client(timeout=min(5.0, timeout_s)) as client:
-        while time.monotonic() - t0 < timeout_s:
+        while True:
+            if check is not None:
+                check()
             try:
                 r = client.get(url)
                 if r.status_code == 200:
@@ -90,8 +96,10 @@ def wait_http_ok(url: str, timeout_s: float, poll_s: float = 0.5) -> float:
                 last = f"HTTP {r.status_code}"
             except httpx.HTTPError as exc:
                 last = type(exc).__name__
+            if time.monotonic() - t0 >= timeout_s:
+                raise ServerError(f"server not healthy at {url} within {timeout_s:g} s "
+                                  f"(last: {last}{where})")
             time.sleep(poll_s)
-    raise ServerError(f"server not healthy at {url} within {timeout_s:g} s (last: {last})")
 
 
 class ServerProcess:
@@ -121,25 +129,14 @@ class ServerProcess:
 
     def wait_healthy(self, url: str, timeout_s: float, poll_s: float = 0.5) -> float:
         """Seconds until ``url`` answered 200; ServerError if the process dies or time runs out."""
-        t0 = time.monotonic()
-        last = "no answer"
-        with httpx.Client(timeout=min(5.0, timeout_s)) as client:
-            while True:
-                code = self.proc.poll()
-                if code is not None:
-                    raise ServerError(f"server exited with code {code} before it was healthy "
-                                      f"(log {self.log_path}: {_last_line(self.log_path)})")
-                try:
-                    r = client.get(url)
-                    if r.status_code == 200:
-                        return time.monotonic() - t0
-                    last = f"HTTP {r.status_code}"
-                except httpx.HTTPError as exc:
-                    last = type(exc).__name__
-                if time.monotonic() - t0 >= timeout_s:
-                    raise ServerError(f"server not healthy at {url} within {timeout_s:g} s "
-                                      f"(last: {last}; log {self.log_path})")
-                time.sleep(poll_s)
+
+        def alive() -> None:
+            code = self.proc.poll()
+            if code is not None:
+                raise ServerError(f"server exited with code {code} before it was healthy "
+                                  f"(log {self.log_path}: {_last_line(self.log_path)})")
+
+        return wait_http_ok(url, timeout_s, poll_s, alive, f"; log {self.log_path}")
 
     def group_alive(self) -> bool:
         try:
