@@ -22,6 +22,7 @@ from llem_core.campaign_paths import (
     mount_target_errors,
     prompt_file_errors,
     resolve_paths,
+    results_dir_errors,
 )
 from llem_core.campaign_text import read_campaign_text
 from llem_core.config import CampaignConfig, ExperimentConfig, RunnerConfig
@@ -350,7 +351,8 @@ def check_campaign_data(
     if errors or cfg is None:
         raise CampaignFileError(file, _unique(errors))
     cfg = resolve_paths(cfg, base_dir)
-    errors = prompt_file_errors(cfg) + mount_target_errors(cfg) + policy_errors(cfg)
+    errors = (prompt_file_errors(cfg) + mount_target_errors(cfg) + results_dir_errors(cfg)
+              + policy_errors(cfg))
     if errors:
         raise CampaignFileError(file, _unique(errors))
     return cfg, model_warnings(cfg) + window_warnings(cfg.schedule, cfg.schedule_window)

@@ -157,6 +157,14 @@ def prompt_file_errors(cfg: CampaignConfig) -> list[FieldError]:
     return errors
 
 
+def results_dir_errors(cfg: CampaignConfig) -> list[FieldError]:
+    """A results folder that exists as something else fails every experiment: say so now."""
+    p = Path(cfg.results_dir)
+    if p.exists() and not p.is_dir():
+        return [FieldError("results_dir", f"{p} exists and is not a folder")]
+    return []
+
+
 def _models(cfg: CampaignConfig) -> Iterator[tuple[str, Any]]:
     yield "base.model", cfg.base.get("model")
     for i, m in enumerate(cfg.grid.get("model", [])):

@@ -10,10 +10,12 @@ which instants it fires. The DAG factory maps it to the DAG's ``start_date``,
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+# Names in the system's zone database that are not a place: they follow the machine.
+MACHINE_ZONES = ("localtime", "posixrules", "Factory")
 # Presets Airflow runs without a cron timetable: no window applies to them.
 NOT_CRON = ("@once", "@continuous")
 CATCHUP_WARN = 100  # past fire times counted for the catch-up warning (then "more than")
@@ -38,11 +40,17 @@ class ScheduleWindow(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, v: str) -> str:
+        # only named IANA zones: 'localtime' or a file path would make the schedule depend
+        # on the machine that reads it
         try:
             ZoneInfo(v)
+            known = (v == "UTC" or v in available_timezones()) and v not in MACHINE_ZONES \
+                and not v.startswith(("posix/", "right/"))
         except (ZoneInfoNotFoundError, ValueError):
+            known = False
+        if not known:
             raise ValueError(f"unknown time zone {v!r} (an IANA name such as "
-                             "'Europe/Berlin' or 'UTC')") from None
+                             "'Europe/Berlin' or 'UTC')")
         return v
 
     @model_validator(mode="after")

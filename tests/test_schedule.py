@@ -45,6 +45,7 @@ def test_fire_times_follow_daylight_saving():
 
 @pytest.mark.parametrize(("window", "schedule", "reason"), [
     ({"timezone": "Mars/Olympus"}, "0 2 * * *", "unknown time zone 'Mars/Olympus'"),
+    ({"timezone": "localtime"}, "0 2 * * *", "unknown time zone 'localtime'"),
     ({"start": "2026-12-02", "end": "2026-12-01"}, "0 2 * * *", "is not after start"),
     ({"start": "2026-12-01T00:00", "end": "2026-12-01T01:00"}, "0 2 * * *", "never fires"),
     ({"start": "2026-12-01", "end": "2026-12-09", "duration_days": 3}, "0 2 * * *",

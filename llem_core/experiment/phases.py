@@ -8,6 +8,7 @@ appended to the ``warnings`` list a phase is given.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +69,9 @@ def preflight(spec: RunSpec, log: Log) -> dict[str, Any] | None:
 def import_backend(cfg: ExperimentConfig) -> tuple[InferenceBackend, float]:
     """The backend with its libraries and the model's code imported, and how long that took
     (kept out of the load time)."""
+    # CUDA numbers GPUs fastest-first unless told otherwise; NVML, the pools and the
+    # readiness checks number them by PCI bus: make the backend agree before it loads CUDA.
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     t0 = time.perf_counter()
     try:
         backend = get_backend(cfg)

@@ -1,0 +1,42 @@
+"""Checks `llem validate` makes before anything runs: what would fail every experiment."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from llem_core.backends.base import BackendError
+from llem_core.cli import main
+from llem_core.config import ExperimentConfig
+from llem_core.experiment import phases
+from llem_core.experiment.errors import ExperimentError
+
+
+def test_a_results_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "results").write_text("not a folder")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"campaign": "c", "base": {"model": "org/m"},
+                                    "results_dir": "results"}))
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: results_dir:" in err and "is not a folder" in err
+
+
+def test_the_backend_numbers_gpus_as_nvml_does(monkeypatch):
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+
+    def refuse(cfg):
+        assert os.environ["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"  # set before CUDA can load
+        raise BackendError("no backend here")
+
+    monkeypatch.setattr(phases, "get_backend", refuse)
+    with pytest.raises(ExperimentError, match="no backend here"):
+        phases.import_backend(ExperimentConfig(model="/m"))
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")  # a user's explicit choice stays
+    with pytest.raises(ExperimentError):
+        monkeypatch.setattr(phases, "get_backend", lambda cfg: (_ for _ in ()).throw(
+            BackendError("x")))
+        phases.import_backend(ExperimentConfig(model="/m"))
+    assert os.environ["CUDA_DEVICE_ORDER"] == "FASTEST_FIRST"
