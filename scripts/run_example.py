@@ -66,7 +66,9 @@ def _fmt(v: float, scale: float) -> str:
 
 def print_table(digest: dict) -> None:
     methods = sorted({m.get("ci_method") for row in digest.get("table", [])
-                      for m in row.values() if isinstance(m, dict) and m.get("ci_method")})
+                      for m in row.values() if isinstance(m, dict)
+                      and m.get("ci_method") not in (None, "none")})
+    notes: dict[str, list[str]] = {}
     t = Table(title="per-configuration means with 95% CI "
               f"({', '.join(methods) or 'no interval'}; n = cycles)")
     cols = [("tokens_per_s", "tokens/s", 1), ("j_per_token_adjusted", "J/token (adj.)", 4),
@@ -84,10 +86,13 @@ def print_table(digest: dict) -> None:
                 continue
             ci = f" [{_fmt(m['ci_low'], scale)}, {_fmt(m['ci_high'], scale)}]" \
                 if m.get("ci_low") is not None else " (no CI)"
-            note = f" ({m['note']})" if m.get("note") else ""
-            cells.append(_fmt(m["mean"], scale) + ci + note)
+            if m.get("note"):
+                notes.setdefault(m["note"], []).append(f"{row['config_name']} {key}")
+            cells.append(_fmt(m["mean"], scale) + ci + (" *" if m.get("note") else ""))
         t.add_row(row["config_name"], str(row["n"]), *cells)
     console.print(t)
+    for note, where in notes.items():
+        console.print(f"* {note} ({len(where)} cell(s))", markup=False, highlight=False)
     for m in digest.get("missing", []):
         console.print(f"[red]missing[/]: {m['name']} cycle {m['cycle']}: {m['reason']}")
     for n in digest.get("notes", []):
