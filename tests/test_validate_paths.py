@@ -40,3 +40,23 @@ def test_the_backend_numbers_gpus_as_nvml_does(monkeypatch):
             BackendError("x")))
         phases.import_backend(ExperimentConfig(model="/m"))
     assert os.environ["CUDA_DEVICE_ORDER"] == "FASTEST_FIRST"
+
+
+def test_backend_server_without_its_extra_is_a_one_line_error(monkeypatch):
+    import builtins
+
+    from llem_core.results import RunSpec
+    from llem_core.runner import run
+
+    real_import = builtins.__import__
+
+    def no_httpx(name, *args, **kwargs):
+        if name == "httpx" or name.startswith("llem_core.serving.experiment"):
+            raise ImportError("No module named 'httpx'", name="httpx")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_httpx)
+    cfg = ExperimentConfig(model="/m", backend="server",
+                           server={"url": "http://127.0.0.1:1"}, load={"pattern": "burst"})
+    with pytest.raises(ExperimentError, match=r"needs the 'serving' extra \(httpx"):
+        run(RunSpec(config=cfg))
