@@ -269,6 +269,7 @@ def child_pid(log: Path) -> int:
     raise AssertionError("child never started")
 
 
+@pytest.mark.slow  # real processes and their stop timeouts
 @pytest.mark.parametrize("code", [SPAWN, STUBBORN])
 def test_stop_kills_the_whole_group_even_after_an_error(tmp_path: Path, code: str) -> None:
     log = tmp_path / "s.log"
@@ -280,6 +281,7 @@ def test_stop_kills_the_whole_group_even_after_an_error(tmp_path: Path, code: st
     assert not proc.group_alive() and not alive(child)
 
 
+@pytest.mark.slow  # waits out its own timeout
 def test_never_healthy_fails_within_its_timeout_with_one_line(tmp_path: Path) -> None:
     port = free_port()
     with ServerProcess([sys.executable, "-c", "import time; time.sleep(60)"],
@@ -337,6 +339,7 @@ def _start_parent(tmp_path: Path) -> tuple[subprocess.Popen, int]:
     return parent, child_pid(log)
 
 
+@pytest.mark.slow  # real processes and signals
 def test_sigterm_to_llem_stops_the_server_group(tmp_path: Path) -> None:
     parent, child = _start_parent(tmp_path)
     parent.send_signal(signal.SIGTERM)
