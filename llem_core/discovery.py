@@ -39,6 +39,10 @@ class Campaign:
         return self.loaded.config.campaign
 
 
+class NameTakenError(CampaignFileError):
+    """A valid file whose campaign name an earlier file of its folder already holds."""
+
+
 def campaigns_dir(default: Path | None = None) -> Path:
     """``$LLEM_CAMPAIGNS_DIR``, else ``default``; an error when neither is given."""
     env = os.environ.get(CAMPAIGNS_ENV)
@@ -84,7 +88,7 @@ def iter_campaigns(folder: Path) -> tuple[list[Campaign], list[CampaignFileError
             continue
         name = loaded.config.campaign
         if name in owners:
-            errors.append(CampaignFileError(str(path), [FieldError(
+            errors.append(NameTakenError(str(path), [FieldError(
                 "campaign", f"{name!r} is already used by {owners[name]}")]))
             continue
         owners[name] = path
@@ -99,9 +103,6 @@ def name_conflict(path: str | Path) -> CampaignFileError | None:
     if path.name.startswith(".") or not any(path.match(p) for p in PATTERNS):
         return None
     _, errors = iter_campaigns(path.parent)
-    for exc in errors:
-        if Path(exc.file) == path and any(
-                e.path == "campaign" and "is already used by" in e.reason for e in exc.errors):
-            return exc
-    return None
+    return next((exc for exc in errors
+                 if isinstance(exc, NameTakenError) and Path(exc.file) == path), None)
 

@@ -65,7 +65,7 @@ def test_bad_windows_are_validate_errors(tmp_path, capsys, window, schedule, rea
 
 def test_window_becomes_a_zone_aware_dag(tmp_path, monkeypatch):
     from airflow.sdk import CronTriggerTimetable
-    from llem_airflow.factory import build_dags, schedule_line
+    from llem_airflow.factory import build_dags, schedule_text
 
     monkeypatch.setenv("LLEM_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "camps").mkdir()
@@ -79,9 +79,9 @@ def test_window_becomes_a_zone_aware_dag(tmp_path, monkeypatch):
     assert dag.end_date == dt.datetime(2026, 12, 15, 0, 0, tzinfo=BERLIN)
     assert dag.catchup is False
     cfg = CampaignConfig.model_validate(campaign())
-    line = schedule_line(cfg, now=dt.datetime(2026, 12, 5, 12, 0, tzinfo=dt.UTC))
+    line = schedule_text(cfg, now=dt.datetime(2026, 12, 5, 12, 0, tzinfo=dt.UTC))
     assert "next run: 2026-12-06T02:00:00+01:00" in line and "Europe/Berlin" in line
-    over = schedule_line(cfg, now=dt.datetime(2027, 1, 1, tzinfo=dt.UTC))
+    over = schedule_text(cfg, now=dt.datetime(2027, 1, 1, tzinfo=dt.UTC))
     assert "none (the window is over)" in over
     assert "Europe/Berlin" in dag.doc_md
     assert "Europe/Berlin" in dag.params.get_param("cycles").description  # the trigger form

@@ -31,36 +31,38 @@ from llem_airflow.grid_cache import GridSummary, grid_summary
 from llem_core.campaign_file import CampaignFileError
 from llem_core.config import CampaignConfig, DockerRunner, LocalRunner, Ordering
 from llem_core.discovery import Campaign, campaigns_dir, iter_campaigns
+from llem_core.planning import defaults
 
 ENUM_LIMIT = 500  # beyond this many configurations the trigger form takes free names
 START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 DEFAULT_CAMPAIGNS = Path(__file__).resolve().parents[2] / "campaigns"
 
 
-def build_params(cfg: CampaignConfig, names: list[str]) -> dict[str, Param]:
+def build_params(cfg: CampaignConfig, names: list[str], when: str) -> dict[str, Param]:
     ex = cfg.execution
+    d = defaults(cfg)
     # the form is where a user triggering by hand sees when the campaign runs by itself
-    window = f" Scheduled {schedule_line(cfg)[12:]}." if cfg.schedule_window else ""
+    window = f" Scheduled {when}." if cfg.schedule_window else ""
     configs_schema: dict[str, Any] = {"type": "string"}
     if len(names) <= ENUM_LIMIT:
         configs_schema["enum"] = names
     return {
-        "cycles": Param(ex.cycles, type="integer", minimum=1, maximum=ex.cycle_limit,
+        "cycles": Param(d["cycles"], type="integer", minimum=1, maximum=ex.cycle_limit,
                         title="Cycles", description=f"Times every configuration runs "
                         f"(1..{ex.cycle_limit}).{window}"),
-        "ordering": Param(str(ex.ordering), type="string", enum=[o.value for o in Ordering],
+        "ordering": Param(d["ordering"], type="string", enum=[o.value for o in Ordering],
                           title="Ordering", description="interleaved, shuffled or grouped."),
-        "seed": Param(ex.seed, type="integer", minimum=0, title="Seed",
+        "seed": Param(d["seed"], type="integer", minimum=0, title="Seed",
                       description="Seed of the shuffled ordering."),
-        "configs": Param([], type="array", items=configs_schema, uniqueItems=True,
+        "configs": Param(d["configs"], type="array", items=configs_schema, uniqueItems=True,
                          examples=names[:ENUM_LIMIT], title="Configurations",
                          description="Run only these configurations (empty: all)."),
-        "dry_run": Param(False, type="boolean", title="Dry run",
+        "dry_run": Param(d["dry_run"], type="boolean", title="Dry run",
                          description="Plan only: no experiment runs."),
-        "max_output_tokens": Param(None, type=["null", "integer"], minimum=1,
+        "max_output_tokens": Param(d["max_output_tokens"], type=["null", "integer"], minimum=1,
                                    maximum=131_072, title="Override max_output_tokens",
                                    description="Empty: as configured."),
-        "warmup_runs": Param(None, type=["null", "integer"], minimum=0, maximum=100,
+        "warmup_runs": Param(d["warmup_runs"], type=["null", "integer"], minimum=0, maximum=100,
                              title="Override warmup_runs", description="Empty: as configured."),
     }
 
@@ -70,24 +72,24 @@ def _md(text: Any) -> str:
     return html.escape(str(text)).replace("|", "\\|").replace("\n", " ")
 
 
-def schedule_line(cfg: CampaignConfig, now: datetime | None = None) -> str:
-    """The schedule as users read it: cron, zone, window and the next run."""
+def schedule_text(cfg: CampaignConfig, now: datetime | None = None) -> str:
+    """The schedule as users read it: cron, zone, window and the next run (Markdown)."""
     if not cfg.schedule:
-        return "- schedule: manual"
+        return "manual"
     w = cfg.schedule_window
     if w is None:
-        return f"- schedule: `{_md(cfg.schedule)}` (UTC)"
+        return f"`{_md(cfg.schedule)}` (UTC)"
     from llem_core.schedule import fire_times
 
     nxt = fire_times(cfg.schedule, w, after=now or datetime.now(UTC))
     start, end = w.start_at(), w.end_at()
-    return (f"- schedule: `{_md(cfg.schedule)}` in {_md(w.timezone)}, from "
+    return (f"`{_md(cfg.schedule)}` in {_md(w.timezone)}, from "
             f"{start.isoformat() if start else 'now'} until "
             f"{end.isoformat() if end else 'stopped'}; next run: "
             f"{nxt[0].isoformat() if nxt else 'none (the window is over)'}")
 
 
-def doc_md(cfg: CampaignConfig, summary: GridSummary, source: Path) -> str:
+def doc_md(cfg: CampaignConfig, summary: GridSummary, source: Path, when: str) -> str:
     ex = cfg.execution
     runner = cfg.runner
     where = f"docker image `{_md(runner.image)}`" if isinstance(runner, DockerRunner) \
@@ -100,7 +102,7 @@ def doc_md(cfg: CampaignConfig, summary: GridSummary, source: Path) -> str:
              f"generated ({summary.filtered} filtered)",
              f"- cycles: {ex.cycles} (up to {ex.cycle_limit}), ordering: {ex.ordering}, "
              f"seed {ex.seed}",
-             schedule_line(cfg),
+             f"- schedule: {when}",
              f"- runner: {where} on {_md(p.host)} (queue `{_md(p.queue)}`), {gpus}, "
              f"pool `{_md(p.pool)}`",
              f"- results: `{_md(cfg.results_dir)}`", ""]
@@ -214,12 +216,14 @@ def schedule_args(cfg: CampaignConfig) -> dict[str, Any]:
 def build_dag(campaign: Campaign, summary: GridSummary | None = None) -> DAG:
     cfg = campaign.loaded.config
     summary = summary or grid_summary(campaign)
+    when = schedule_text(cfg)
     with DAG(
         dag_id=cfg.dag_id, **schedule_args(cfg), max_active_runs=1,
         tags=["llem", "energy", f"campaign:{cfg.campaign}"],
-        doc_md=doc_md(cfg, summary, campaign.path), params=build_params(cfg, summary.names),
+        doc_md=doc_md(cfg, summary, campaign.path, when),
+        params=build_params(cfg, summary.names, when),
         description=(cfg.description or f"LLM energy campaign {cfg.campaign}")[:150]
-        + (f" [{schedule_line(cfg)[12:]}]"[:200] if cfg.schedule_window else ""),
+        + (f" [{when}]"[:200] if cfg.schedule_window else ""),
         default_args={"owner": "llem"},
     ) as dag:
 
