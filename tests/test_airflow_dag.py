@@ -249,14 +249,21 @@ def write_synthetic(run: PlannedRun) -> None:
                                   run.config_hash, run.cycle), run.result_path)
 
 
-def test_docker_operator_runs_a_locked_down_container(folder):
+def execute_docker_run(folder: Path) -> tuple[dict[str, Any], PlannedRun, mock.Mock,
+                                                dict[str, Any]]:
+    """Plan campaign "a", run its first experiment against a mock Docker client whose
+    container "writes" a result; (planned run as XCom, validated, client, summary)."""
     write(folder, "a")
     raw = plan_of(folder)["cycle_1"][0]
     run = PlannedRun.model_validate(raw)
     client = mock_client(on_start=lambda _id: write_synthetic(run))
     op = docker_operator(raw, folder.parent / "results")
     op.__dict__["hook"] = mock.Mock(api_client=client)
-    summary = op.execute({})
+    return raw, run, client, op.execute({})
+
+
+def test_docker_operator_runs_a_locked_down_container(folder):
+    raw, run, client, summary = execute_docker_run(folder)
     assert summary["config_hash"] == run.config_hash and summary["cycle"] == 1
     create = client.create_container.call_args.kwargs
     host = create["host_config"]

@@ -131,12 +131,9 @@ def test_experiments_number_gpus_as_nvml_and_the_pools_do(folder):  # noqa: F811
     # passed the worker's CUDA_VISIBLE_DEVICES=1 on, so torch's cuda:0 was host GPU 1
     # while GPU 0 was locked and metered; CUDA's default order (fastest first) can
     # renumber mixed GPUs in a container too.
-    from unittest import mock
-
     from llem_airflow.operators import local_environment
 
-    from llem_core.planning import PlannedRun
-    from tests.test_airflow_dag import docker_operator, mock_client, plan_of, write_synthetic
+    from tests.test_airflow_dag import execute_docker_run
 
     env = local_environment("{}", {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "1",
                                    "NVIDIA_VISIBLE_DEVICES": "1",
@@ -144,13 +141,7 @@ def test_experiments_number_gpus_as_nvml_and_the_pools_do(folder):  # noqa: F811
     assert "CUDA_VISIBLE_DEVICES" not in env and "NVIDIA_VISIBLE_DEVICES" not in env
     assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
 
-    write(folder, "a")
-    raw = plan_of(folder)["cycle_1"][0]
-    run = PlannedRun.model_validate(raw)
-    client = mock_client(on_start=lambda _id: write_synthetic(run))
-    op = docker_operator(raw, folder.parent / "results")
-    op.__dict__["hook"] = mock.Mock(api_client=client)
-    op.execute({})
+    _, _, client, _ = execute_docker_run(folder)
     assert client.create_container.call_args.kwargs["environment"]["CUDA_DEVICE_ORDER"] == \
         "PCI_BUS_ID"
 

@@ -21,20 +21,26 @@ def _power_fails_while(fake, failing: dict[str, bool]) -> None:
     fake.nvmlDeviceGetPowerUsage = flaky
 
 
-def test_polled_energy_covers_the_whole_window_when_an_edge_sample_fails(nvml):  # noqa: F811
-    # The counter fails at the window's end, so energy is polled power; the power read at
-    # the window's start (and the next poll or so) fails. Integrating only the span the
-    # good samples cover under-reported the window (about 170 W of a 200 W draw).
+def _window_with_power_failing(nvml, failing_s: float, readable_s: float):  # noqa: F811
+    """A window whose energy counter is untrusted (it fails at the window's end) and
+    whose power reads fail for its first ``failing_s`` seconds."""
     fake = nvml(fail_counter="3-5")
     failing = {"on": False}
     _power_fails_while(fake, failing)
     with monitor() as mon:
         failing["on"] = True
         mon.begin_window("w")
-        time.sleep(0.08)
+        time.sleep(failing_s)
         failing["on"] = False
-        time.sleep(0.5)
-        m = mon.end_window("w")
+        time.sleep(readable_s)
+        return mon.end_window("w")
+
+
+def test_polled_energy_covers_the_whole_window_when_an_edge_sample_fails(nvml):  # noqa: F811
+    # The counter fails at the window's end, so energy is polled power; the power read at
+    # the window's start (and the next poll or so) fails. Integrating only the span the
+    # good samples cover under-reported the window (about 170 W of a 200 W draw).
+    m = _window_with_power_failing(nvml, failing_s=0.08, readable_s=0.5)
     assert m.source == "nvml_power" and m.reading.failed_samples >= 1
     assert m.joules / m.seconds == pytest.approx(200, rel=0.03)
 
@@ -42,16 +48,7 @@ def test_polled_energy_covers_the_whole_window_when_an_edge_sample_fails(nvml): 
 def test_a_long_gap_in_polled_power_is_no_number(nvml):  # noqa: F811
     # Power unreadable for most of the window and the counter untrusted: the old code
     # reported the energy of the short readable span as the window's (about 1/3 of it).
-    fake = nvml(fail_counter="3-5")
-    failing = {"on": False}
-    _power_fails_while(fake, failing)
-    with monitor() as mon:
-        failing["on"] = True
-        mon.begin_window("w")
-        time.sleep(0.9)
-        failing["on"] = False
-        time.sleep(0.3)
-        m = mon.end_window("w")
+    m = _window_with_power_failing(nvml, failing_s=0.9, readable_s=0.3)
     assert m.joules is None and m.adjusted_joules is None
     assert "gap" in m.reason and "unreadable at the window's end" in m.reason
 
