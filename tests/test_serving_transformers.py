@@ -105,7 +105,10 @@ def check_load(r: ExperimentResult, meter: LinearPowerMeter) -> None:
 
 
 def test_burst_launched_by_llem(tiny_model: Path, tmp_path: Path) -> None:
-    cfg = config(tiny_model, {"command": SERVE, "max_num_seqs": 4}, {"pattern": "burst"})
+    # A burst of 8 on an engine batching them all decodes them side by side: the window
+    # (4th first token to 4th completion) lasts a few decode steps, so mark every 5 ms.
+    cfg = config(tiny_model, {"command": SERVE, "max_num_seqs": 4},
+                 {"pattern": "burst", "energy_interval_s": 0.005})
     out = tmp_path / "cycle_1.json"
     meter = LinearPowerMeter()
     r = run_server(RunSpec(config=cfg), out, meter=meter)
