@@ -36,12 +36,28 @@ def _fix_prompts(prompts: Any, base_dir: Path) -> Any:
     return prompts
 
 
+def _fix_program(path: Any, base_dir: Path) -> Any:
+    """A program written as a relative path ('../.venv-vllm/bin/python') is relative to the
+    campaign file; a bare name ('python3') is looked up on the PATH where it runs."""
+    if isinstance(path, str) and "/" in path and not path.startswith(("/", "~")):
+        return str((base_dir / path).resolve())
+    return path
+
+
+def _fix_vllm(section: Any, base_dir: Path) -> Any:
+    if isinstance(section, dict) and "python" in section:
+        return {**section, "python": _fix_program(section["python"], base_dir)}
+    return section
+
+
 def _fix_fragment(fragment: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     out = copy.deepcopy(fragment)
     if isinstance(out.get("model"), str):
         out["model"] = resolve_model_path(out["model"], base_dir)
     if "prompts" in out:
         out["prompts"] = _fix_prompts(out["prompts"], base_dir)
+    if "vllm" in out:
+        out["vllm"] = _fix_vllm(out["vllm"], base_dir)
     return out
 
 
@@ -58,6 +74,10 @@ def resolve_paths(cfg: CampaignConfig, base_dir: Path | None) -> CampaignConfig:
                                 for p in grid["prompts.path"]]
     if "prompts" in grid:
         grid["prompts"] = [_fix_prompts(p, base_dir) for p in grid["prompts"]]
+    if "vllm.python" in grid:
+        grid["vllm.python"] = [_fix_program(p, base_dir) for p in grid["vllm.python"]]
+    if "vllm" in grid:
+        grid["vllm"] = [_fix_vllm(v, base_dir) for v in grid["vllm"]]
     return cfg.model_copy(update={
         "base": _fix_fragment(cfg.base, base_dir),
         "grid": grid,
@@ -171,6 +191,34 @@ def _models(cfg: CampaignConfig) -> Iterator[tuple[str, Any]]:
         yield f"grid.model[{i}]", m
     for i, e in enumerate(cfg.experiments):
         yield f"experiments[{i}].model", e.get("model")
+
+
+def field_values(cfg: CampaignConfig, dotted: str) -> Iterator[tuple[str, Any]]:
+    """(field path, value) of every place the raw campaign sets ``dotted`` (e.g.
+    ``vllm.python``): base, each grid value (as a dotted axis or inside a section axis)
+    and each explicit experiment."""
+    head, _, rest = dotted.partition(".")
+
+    def inside(value: Any) -> tuple[bool, Any]:
+        for part in rest.split(".") if rest else []:
+            if not isinstance(value, dict) or part not in value:
+                return False, None
+            value = value[part]
+        return True, value
+
+    sources = [("base", cfg.base)] + [(f"experiments[{i}]", e)
+                                      for i, e in enumerate(cfg.experiments)]
+    for where, fragment in sources:
+        if isinstance(fragment, dict) and head in fragment:
+            found, value = inside(fragment[head])
+            if found:
+                yield f"{where}.{dotted}", value
+    for i, value in enumerate(cfg.grid.get(dotted, []) if dotted != head else []):
+        yield f"grid.{dotted}[{i}]", value
+    for i, section in enumerate(cfg.grid.get(head, [])):
+        found, value = inside(section)
+        if found:
+            yield f"grid.{head}[{i}]{'.' + rest if rest else ''}", value
 
 
 def local_model_paths(cfg: CampaignConfig) -> Iterator[tuple[str, str]]:

@@ -44,7 +44,7 @@ from llem_core.config_base import (
 )
 from llem_core.config_rules import check_cron, non_finite, parse_size, unordered_kind
 from llem_core.schedule import ScheduleWindow, window_problem
-from llem_core.serving.config import LoadSettings, ServerSettings
+from llem_core.serving.config import LoadSettings, ServerSettings, VllmSettings
 
 # The building blocks live in config_base; this module is where they are imported from.
 __all__ = [
@@ -120,15 +120,33 @@ class ExperimentConfig(Strict):
     server: ServerSettings | None = Field(
         None, description="backend server: the OpenAI-compatible server (command or url).")
     load: LoadSettings | None = Field(
-        None, description="backend server: the load pattern and the steady-state rules.")
+        None, description="backend server or vllm: the load pattern and the steady-state "
+        "rules.")
+    vllm: VllmSettings | None = Field(
+        None, description="backend vllm: the engine settings of the vLLM server llem starts.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_dtype(cls, data: Any) -> Any:
+        # vllm.dtype and dtype name one setting: the experiment's dtype is what is recorded
+        # and passed as --dtype, so vllm.dtype may only say the same or stand in for it.
+        if isinstance(data, dict) and isinstance(data.get("vllm"), dict):
+            engine = data["vllm"].get("dtype")
+            if engine is not None:
+                if "dtype" not in data:
+                    data = {**data, "dtype": engine}
+                elif data["dtype"] != engine:
+                    raise ValueError(f"vllm.dtype {engine!r} differs from dtype "
+                                     f"{data['dtype']!r}: set one of the two")
+        return data
 
     @model_serializer(mode="wrap")
     def _omit_unset_serving(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # Absent server/load sections are left out of every dump, so the config_hash of
+        # Absent server/load/vllm sections are left out of every dump, so the config_hash of
         # configurations written before these fields existed does not change.
         data = handler(self)
         if isinstance(data, dict):
-            for key in ("server", "load"):
+            for key in ("server", "load", "vllm"):
                 if data.get(key, 0) is None:
                     del data[key]
         return data

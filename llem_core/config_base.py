@@ -50,12 +50,12 @@ def _check_gpu_indices(v: list[int]) -> list[int]:
 
 class Backend(StrEnum):
     pytorch = "pytorch"
-    vllm = "vllm"
+    vllm = "vllm"  # a vLLM server llem starts, under load (llem_core.serving.vllm)
     tensorrt = "tensorrt"
     server = "server"  # any OpenAI-compatible server under load (llem_core.serving)
 
 
-AVAILABLE_BACKENDS = (Backend.pytorch, Backend.server)
+AVAILABLE_BACKENDS = (Backend.pytorch, Backend.server, Backend.vllm)
 
 
 class DType(StrEnum):

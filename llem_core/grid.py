@@ -34,10 +34,10 @@ from llem_core.grid_limits import (
 )
 from llem_core.serving.rules import serving_conflicts
 
-# Which dtypes each backend can run; vllm/tensorrt are listed for when they land.
+# Which dtypes each backend can run; tensorrt is listed for when it lands.
 BACKEND_DTYPES: dict[str, set[str]] = {
     Backend.pytorch: {DType.float32, DType.float16, DType.bfloat16},
-    Backend.vllm: {DType.float16, DType.bfloat16},
+    Backend.vllm: {DType.float32, DType.float16, DType.bfloat16},  # float32 on CPUs
     Backend.tensorrt: {DType.float16, DType.bfloat16},
     Backend.server: {DType.float32, DType.float16, DType.bfloat16},  # the server decides
 }

@@ -31,12 +31,12 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
         log: Callable[[str], None] = _quiet) -> ExperimentResult:
     """Run one experiment and, if ``out_path`` is given, write its result atomically."""
     cfg = spec.config
-    if cfg.backend == "server":
+    if cfg.backend in ("server", "vllm"):
         try:
             from llem_core.serving.experiment import run_server  # httpx only when used
         except ImportError as exc:
             raise ExperimentError(
-                f"backend server needs the 'serving' extra ({exc.name or exc} is missing): "
+                f"backend {cfg.backend} needs the 'serving' extra ({exc.name or exc} is missing): "
                 "pip install 'llem-airflow[serving]' where the experiment runs") from None
         return run_server(spec, out_path, log)
     started = now()

@@ -12,8 +12,12 @@ environment for ``llem validate`` and the DAG processor, so that both agree):
   ``runner.model_cache``, ``results_dir``, local model folders) must lie under one.
 - ``LLEM_ALLOWED_DOCKER_URLS``: comma-separated URL patterns; unset allows local
   ``unix://`` sockets only.
-- ``LLEM_ALLOWED_PYTHONS``: comma-separated interpreters the ``local`` runner may start;
-  unset allows none but the worker's own (``runner.python`` left null).
+- ``LLEM_ALLOWED_PYTHONS``: comma-separated interpreters the ``local`` runner may start
+  (``runner.python``, and ``vllm.python`` for the engine); unset allows none but the
+  worker's own (both left null).
+- ``LLEM_ALLOWED_SERVER_COMMANDS``: comma-separated programs (fnmatch globs of
+  ``server.command[0]``) a ``local`` runner may launch as a server; unset allows none.
+  (In the Docker runner these run inside the image, which ``LLEM_ALLOWED_IMAGES`` bounds.)
 
 Whatever the variables say, the filesystem root, the Docker socket and every folder
 holding the socket are never mounted: the socket is root on the host.
@@ -25,7 +29,7 @@ import fnmatch
 import os
 import posixpath
 
-from llem_core.campaign_paths import local_model_paths
+from llem_core.campaign_paths import field_values, local_model_paths
 from llem_core.config import CampaignConfig, DockerRunner, LocalRunner
 from llem_core.errors import FieldError
 
@@ -33,6 +37,7 @@ ENV_IMAGES = "LLEM_ALLOWED_IMAGES"
 ENV_MOUNT_ROOTS = "LLEM_ALLOWED_MOUNT_ROOTS"
 ENV_DOCKER_URLS = "LLEM_ALLOWED_DOCKER_URLS"
 ENV_PYTHONS = "LLEM_ALLOWED_PYTHONS"
+ENV_SERVER_COMMANDS = "LLEM_ALLOWED_SERVER_COMMANDS"
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 _DEFAULT_DOCKER_URLS = ("unix://*",)
 
@@ -116,6 +121,32 @@ def python_problem(python: str | None) -> str | None:
     return f"interpreter {python!r} is not allowed by {ENV_PYTHONS} ({listed})"
 
 
+def server_command_problem(program: str) -> str | None:
+    allowed = _allowed(ENV_SERVER_COMMANDS) or []
+    if any(fnmatch.fnmatchcase(program, p) for p in allowed):
+        return None
+    listed = ", ".join(allowed) or "unset: none"
+    return (f"the local runner would launch {program!r} on the worker, which "
+            f"{ENV_SERVER_COMMANDS} does not allow ({listed})")
+
+
+def launched_program_errors(cfg: CampaignConfig) -> list[FieldError]:
+    """Programs a local-runner campaign would start on the worker besides llem itself."""
+    if not isinstance(cfg.runner, LocalRunner):
+        return []
+    errors = []
+    for path, value in field_values(cfg, "vllm.python"):
+        problem = python_problem(value) if isinstance(value, str) or value is None else None
+        if problem:
+            errors.append(FieldError(path, problem))
+    for path, value in field_values(cfg, "server.command"):
+        if isinstance(value, list) and value and isinstance(value[0], str):
+            problem = server_command_problem(value[0])
+            if problem:
+                errors.append(FieldError(path, problem))
+    return errors
+
+
 def runner_policy_errors(runner: DockerRunner | LocalRunner) -> list[FieldError]:
     """Problems of the runner section alone (usable when the rest of the file is invalid)."""
     if isinstance(runner, LocalRunner):
@@ -137,7 +168,7 @@ def runner_policy_errors(runner: DockerRunner | LocalRunner) -> list[FieldError]
 
 def policy_errors(cfg: CampaignConfig) -> list[FieldError]:
     """Everything the deployment's trust policy refuses in a campaign (empty: allowed)."""
-    errors = runner_policy_errors(cfg.runner)
+    errors = runner_policy_errors(cfg.runner) + launched_program_errors(cfg)
     if isinstance(cfg.runner, DockerRunner):
         # The results folder and local model folders are bind-mounted into every container.
         problem = mount_problem(cfg.results_dir)

@@ -33,7 +33,7 @@ BAD_CASES = [
     ("too-many-cycles", "campaign: x\nbase: {model: m}\nexecution: {cycles: 101}\n",
      "execution.cycles", "less than or equal to 100"),
     ("bad-dtype", "campaign: x\nbase: {model: m, dtype: float8}\n", "base.dtype", "float16"),
-    ("backend-not-yet", "campaign: x\nbase: {model: m, backend: vllm}\n", "base.backend",
+    ("backend-not-yet", "campaign: x\nbase: {model: m, backend: tensorrt}\n", "base.backend",
      "not available yet"),
     ("axis-not-a-field", "campaign: x\nbase: {model: m}\ngrid: {dtyp: [float16]}\n",
      "grid.dtyp", "did you mean 'dtype'"),

@@ -57,10 +57,10 @@ def server_cfg(**over: object) -> ExperimentConfig:
 
 # --- config and grid rules -------------------------------------------------------------
 
-def test_server_backend_valid_and_vllm_still_unavailable() -> None:
+def test_server_backend_valid_and_tensorrt_still_unavailable() -> None:
     assert conflicts(server_cfg()) == []
-    with pytest.raises(ValidationError, match="backend 'vllm' is not available yet"):
-        ExperimentConfig(model="/m", backend="vllm")
+    with pytest.raises(ValidationError, match="backend 'tensorrt' is not available yet"):
+        ExperimentConfig(model="/m", backend="tensorrt")
 
 
 def test_hash_of_a_config_without_serving_sections_is_unchanged() -> None:

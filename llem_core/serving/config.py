@@ -7,6 +7,7 @@ two fields (``pattern: rate`` needs ``rate``) live in :func:`llem_core.grid.conf
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -105,3 +106,84 @@ class LoadSettings(_Strict):
         0.25, gt=0.0, le=60.0,
         description="Meter marks are taken this often during the load (per-request energy "
         "and the window's edges are resolved to this grid).")
+
+
+# Flags llem sets itself from the experiment (model, port, host, batch limit, dtype, ...):
+# an extra_args entry naming one would silently contradict the recorded configuration.
+VLLM_OWNED_FLAGS = frozenset({
+    "--model", "--port", "--host", "--served-model-name", "--max-num-seqs", "--max-model-len",
+    "--gpu-memory-utilization", "--tensor-parallel-size", "-tp", "--enforce-eager",
+    "--dtype", "--kv-cache-dtype", "--quantization", "-q", "--seed", "--uds",
+})
+_VLLM_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class VllmSettings(_Strict):
+    """``backend: vllm``: the vLLM OpenAI-compatible server llem starts for the experiment.
+
+    llem launches ``<python> -m vllm.entrypoints.openai.api_server`` (no shell) with these
+    engine settings, the experiment's model, ``dtype`` and ``seed``; every field is a grid
+    axis (``vllm.max_num_seqs: [8, 64]``).
+    """
+
+    python: str | None = Field(
+        None, description="Interpreter of the engine's environment (vLLM pins its own torch "
+        "and transformers); default: the experiment's own. A relative path is relative to "
+        "the campaign file; the local runner needs it in LLEM_ALLOWED_PYTHONS.")
+    max_num_seqs: int = Field(
+        256, ge=1, le=65_536, description="--max-num-seqs: the engine's batch capacity; sets "
+        "the steady-state window's target occupancy.")
+    max_model_len: int | None = Field(
+        None, ge=16, le=10_485_760, description="--max-model-len; default: the model's.")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0.0, le=1.0, description="--gpu-memory-utilization; default: vLLM's (0.9).")
+    tensor_parallel_size: int = Field(
+        1, ge=1, le=256, description="--tensor-parallel-size; must equal the number of gpus.")
+    enforce_eager: bool = Field(False, description="--enforce-eager (no CUDA graphs).")
+    dtype: Literal["float32", "float16", "bfloat16"] | None = Field(
+        None, description="--dtype; the experiment's dtype field is what is passed: set one "
+        "of the two (they must agree).")
+    kv_cache_dtype: str = Field(
+        "auto", pattern=_VLLM_NAME, description="--kv-cache-dtype (auto, fp8, ...).")
+    quantization: str | None = Field(
+        None, pattern=_VLLM_NAME, description="--quantization (awq, gptq, fp8, ...).")
+    extra_args: list[str] = Field(
+        default_factory=list, max_length=200,
+        description="More engine arguments, appended as given (an argv list, no shell); "
+        "flags llem sets from other fields are refused.")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment of the engine (e.g. "
+        "VLLM_CPU_KVCACHE_SPACE on a CPU); VLLM_CACHE_ROOT defaults to a fresh folder.")
+    startup_timeout_s: float = Field(
+        1800.0, gt=0.0, le=7200.0, description="Give up if /health is not 200 by then.")
+    stop_timeout_s: float = Field(
+        30.0, gt=0.0, le=600.0, description="SIGTERM grace before the group is SIGKILLed.")
+    endpoint: Literal["completions", "chat"] = Field(
+        "completions", description="/v1/completions or /v1/chat/completions.")
+    loaded_baseline_s: float = Field(
+        10.0, ge=0.0, le=600.0,
+        description="Seconds of power sampled with the engine loaded and no request; 0 skips.")
+    metrics_interval_s: float = Field(1.0, gt=0.0, le=60.0,
+                                      description="Sampling period of /metrics.")
+    request_timeout_s: float = Field(
+        600.0, gt=0.0, le=7200.0, description="Longest time one streamed request may take.")
+
+    @field_validator("extra_args")
+    @classmethod
+    def _not_owned(cls, v: list[str]) -> list[str]:
+        for arg in v:
+            flag = arg.split("=", 1)[0]
+            if flag in VLLM_OWNED_FLAGS:
+                raise ValueError(f"{flag} is set by llem from the experiment's fields "
+                                 "(use the vllm.* field or the experiment field instead)")
+            if "\x00" in arg:
+                raise ValueError("an argument holds a NUL byte")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, val in v.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", k) or "\x00" in val:
+                raise ValueError(f"{k!r} is not a usable environment variable name/value")
+        return v

@@ -9,10 +9,13 @@ The server is stopped whatever happens; its log is kept next to the result.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from llem_core.backends.prompts import load_texts
 from llem_core.config import BuiltinPrompts, ExperimentConfig
@@ -37,6 +40,7 @@ from llem_core.serving.process import (
     wait_http_ok,
 )
 from llem_core.serving.prometheus import GaugeSampler
+from llem_core.serving.vllm import server_of, vllm_cache_root
 from llem_core.serving.window import steady_window, target_occupancy
 
 Log = Callable[[str], None]
@@ -76,6 +80,16 @@ def bodies_for(cfg: ExperimentConfig, server: ServerSettings,
             [body(t) for t in warm[:load.warmup_requests]])
 
 
+def engine_version(url: str) -> str | None:
+    """vLLM's GET /version; None (never a guess) when it does not answer."""
+    try:
+        r = httpx.get(url + "/version", timeout=5.0)
+        value = r.json().get("version") if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def _check(records: list[RequestRecord], what: str) -> None:
     failed = [r for r in records if r.error]
     if failed:
@@ -111,9 +125,20 @@ def run_server(spec: RunSpec, out_path: str | Path | None = None, log: Log = _qu
                meter: EnergyMeter | None = None) -> ExperimentResult:
     """Run one server experiment; ``meter`` replaces the configured one (tests, custom)."""
     cfg = spec.config
-    server, load = cfg.server, cfg.load
+    cache_root = vllm_cache_root(cfg)
+    try:
+        return _run(spec, out_path, log, meter, server_of(cfg, cache_root))
+    finally:
+        if cache_root is not None:
+            shutil.rmtree(cache_root, ignore_errors=True)
+
+
+def _run(spec: RunSpec, out_path: str | Path | None, log: Log, meter: EnergyMeter | None,
+         server: ServerSettings | None) -> ExperimentResult:
+    cfg = spec.config
+    load = cfg.load
     if server is None or load is None:
-        raise ExperimentError("backend server needs server and load sections")
+        raise ExperimentError(f"backend {cfg.backend} needs server and load sections")
     started = now()
     health = phases.preflight(spec, log)
     bodies, warm_bodies = bodies_for(cfg, server, load)
@@ -134,7 +159,7 @@ def run_server(spec: RunSpec, out_path: str | Path | None = None, log: Log = _qu
         with terminate_as_exception():
             run = _with_server(cfg, server, load, (bodies, warm_bodies), meter,
                                log_path_for(out_path), log)
-        run["idle"], run["idle_note"] = idle, idle_note
+        run["idle"], run["idle_note"], run["server"] = idle, idle_note, server
         result = _result(spec, run, hardware, health, warnings, started)  # meter still open
     finally:
         monitor.close()
@@ -149,7 +174,8 @@ def _with_server(cfg: ExperimentConfig, server: ServerSettings, load: LoadSettin
     """Start (or reach) the server, warm it, measure the loaded baseline and the load."""
     bodies, warm_bodies = all_bodies
     proc: ServerProcess | None = None
-    run: dict[str, Any] = {"log": None, "startup_s": None}
+    run: dict[str, Any] = {"log": None, "startup_s": None, "command": None,
+                           "engine_version": None}
     try:
         if server.command is not None:
             port = server.port or free_port()
@@ -160,6 +186,9 @@ def _with_server(cfg: ExperimentConfig, server: ServerSettings, load: LoadSettin
             run["log"] = str(log_path)
             run["startup_s"] = proc.wait_healthy(url + server.health_path,
                                                  server.startup_timeout_s)
+            run["command"] = argv
+            if cfg.backend == "vllm":
+                run["engine_version"] = engine_version(url)
         else:
             url = str(server.url)
             wait_http_ok(url + server.health_path, min(server.startup_timeout_s, 30.0))
@@ -192,7 +221,7 @@ def _result(spec: RunSpec, run: dict[str, Any], hardware: dict[str, Any],
             health: dict[str, Any] | None, warnings: list[str],
             started: str) -> ExperimentResult:
     cfg = spec.config
-    server, load = cfg.server, cfg.load
+    server, load = run["server"], cfg.load
     assert server is not None and load is not None
     records: list[RequestRecord] = run["records"]
     t0, t1, marks, meter = run["t0"], run["t1"], run["marks"], run["meter"]
@@ -205,6 +234,8 @@ def _result(spec: RunSpec, run: dict[str, Any], hardware: dict[str, Any],
     flags = list(steady.flags)
     serving = ServingMetrics(
         url=run["url"], launched=server.command is not None, server_log=run["log"],
+        engine="vllm" if cfg.backend == "vllm" else None,
+        engine_version=run["engine_version"], command=run["command"],
         startup_s=run["startup_s"], pattern=load.pattern, num_requests=len(records),
         load_s=t1 - t0, idle_baseline_w=idle.watts if idle else None,
         idle_baseline_note=run["idle_note"],
@@ -228,8 +259,11 @@ def _result(spec: RunSpec, run: dict[str, Any], hardware: dict[str, Any],
     else:
         energy = EnergyResult(source=meter.source, note=steady.energy.note or "no window")
     timings = {"startup": run["startup_s"] or 0.0, "load": t1 - t0}
+    libs = {"httpx": version("httpx")}
+    if run["engine_version"]:
+        libs["vllm"] = run["engine_version"]
     prov = provenance(cfg.device, {**hardware, "server": {"url": run["url"]}},
-                      {"httpx": version("httpx")}, started, timings)
+                      libs, started, timings)
     return ExperimentResult(
         campaign=spec.campaign, run_id=spec.run_id, name=spec.name,
         config_hash=spec.config_hash, cycle=spec.cycle, position=spec.position,

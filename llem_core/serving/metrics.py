@@ -70,6 +70,10 @@ class ServingMetrics(BaseModel):
     url: str
     launched: bool = Field(description="llem started the server (server.command).")
     server_log: str | None = None
+    engine: str | None = Field(None, description="The engine llem launched (vllm), if any.")
+    engine_version: str | None = Field(
+        None, description="What the engine's GET /version answered (vLLM), if anything.")
+    command: list[str] | None = Field(None, description="argv of the launched server.")
     startup_s: float | None = None
     pattern: str
     num_requests: int

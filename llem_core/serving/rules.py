@@ -9,19 +9,23 @@ if TYPE_CHECKING:
 
 
 def serving_conflicts(cfg: ExperimentConfig) -> list[str]:
-    """Reasons a configuration with (or needing) server/load sections cannot run."""
-    if cfg.backend != "server":
-        extra = [k for k in ("server", "load") if getattr(cfg, k) is not None]
-        return [f"{k} is set but backend is {cfg.backend} (it applies to backend server)"
-                for k in extra]
-    out = []
+    """Reasons a configuration with (or needing) server/load/vllm sections cannot run."""
+    applies = {"server": ("server",), "load": ("server", "vllm"), "vllm": ("vllm",)}
+    out = [f"{k} is set but backend is {cfg.backend} (it applies to backend "
+           f"{' or '.join(b)})" for k, b in applies.items()
+           if getattr(cfg, k) is not None and cfg.backend not in b]
+    if cfg.backend not in ("server", "vllm"):
+        return out
     server, load = cfg.server, cfg.load
-    if server is None:
-        out.append("backend server needs a server section (server.command or server.url)")
-    elif (server.command is None) == (server.url is None):
-        out.append("server needs exactly one of server.command and server.url")
+    if cfg.backend == "server":
+        if server is None:
+            out.append("backend server needs a server section (server.command or server.url)")
+        elif (server.command is None) == (server.url is None):
+            out.append("server needs exactly one of server.command and server.url")
+    elif cfg.vllm is not None:
+        out += _vllm_conflicts(cfg)
     if load is None:
-        out.append("backend server needs a load section (load.pattern ...)")
+        out.append(f"backend {cfg.backend} needs a load section (load.pattern ...)")
         return out
     if load.pattern == "concurrency" and load.concurrency is None:
         out.append("load.pattern concurrency needs load.concurrency")
@@ -34,4 +38,20 @@ def serving_conflicts(cfg: ExperimentConfig) -> list[str]:
     if load.arrival == "poisson" and load.burstiness != 1.0:
         out.append(f"load.burstiness {load.burstiness:g} needs load.arrival gamma "
                    "(Poisson arrivals have burstiness 1)")
+    return out
+
+
+def _vllm_conflicts(cfg: ExperimentConfig) -> list[str]:
+    engine = cfg.vllm
+    assert engine is not None
+    out = []
+    if cfg.device != "cpu" and engine.tensor_parallel_size != len(cfg.gpus):
+        out.append(f"vllm.tensor_parallel_size {engine.tensor_parallel_size} differs from the "
+                   f"{len(cfg.gpus)} gpus metered ({cfg.gpus}): energy would miss GPUs or "
+                   "count idle ones")
+    if engine.max_model_len is not None and engine.max_model_len < (
+            cfg.max_input_tokens + cfg.max_output_tokens):
+        out.append(f"vllm.max_model_len {engine.max_model_len} is shorter than "
+                   f"max_input_tokens + max_output_tokens "
+                   f"({cfg.max_input_tokens + cfg.max_output_tokens})")
     return out

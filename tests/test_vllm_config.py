@@ -1,0 +1,163 @@
+"""backend: vllm without an engine: the argv and environment llem builds, the typed section's
+rules, grid axes, identity, and the trust policy for programs a campaign launches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from llem_core.campaign_file import CampaignFileError, validate_campaign_data
+from llem_core.config import ExperimentConfig
+from llem_core.grid import config_hash, conflicts, expand
+from llem_core.serving.vllm import VLLM_MODULE, as_server, visible_devices, vllm_argv, vllm_env
+
+
+def vcfg(**over: object) -> ExperimentConfig:
+    base: dict = {"model": "/models/m", "backend": "vllm", "device": "cpu", "dtype": "float32",
+                  "load": {"pattern": "burst"}}
+    return ExperimentConfig(**{**base, **over})
+
+
+def flag(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_argv_carries_every_engine_setting_and_no_shell() -> None:
+    cfg = vcfg(seed=7, vllm={"python": "/envs/vllm/bin/python", "max_num_seqs": 64,
+                             "max_model_len": 2048, "gpu_memory_utilization": 0.85,
+                             "enforce_eager": True, "kv_cache_dtype": "fp8",
+                             "quantization": "awq", "extra_args": ["--block-size", "32"]})
+    argv = vllm_argv(cfg)
+    assert argv[:3] == ["/envs/vllm/bin/python", "-m", VLLM_MODULE]
+    assert flag(argv, "--model") == "/models/m" and flag(argv, "--port") == "{port}"
+    assert flag(argv, "--host") == "127.0.0.1"
+    assert flag(argv, "--max-num-seqs") == "64" and flag(argv, "--max-model-len") == "2048"
+    assert flag(argv, "--dtype") == "float32" and flag(argv, "--seed") == "7"
+    assert flag(argv, "--gpu-memory-utilization") == "0.85"
+    assert flag(argv, "--kv-cache-dtype") == "fp8" and flag(argv, "--quantization") == "awq"
+    assert "--enforce-eager" in argv and argv[-2:] == ["--block-size", "32"]
+    default = vllm_argv(vcfg())
+    assert "--enforce-eager" not in default and "--quantization" not in default
+    assert "--max-model-len" not in default and flag(default, "--max-num-seqs") == "256"
+
+
+def test_launched_server_is_fixed_length_with_the_engine_batch_limit() -> None:
+    server = as_server(vcfg(vllm={"max_num_seqs": 8, "loaded_baseline_s": 3}), "/tmp/c")
+    assert server.fixed_length == "ignore_eos" and server.max_num_seqs == 8
+    assert server.loaded_baseline_s == 3 and server.metrics_path == "/metrics"
+    assert server.env["VLLM_CACHE_ROOT"] == "/tmp/c" and server.env["HF_HUB_OFFLINE"] == "1"
+    assert server.model_name == "/models/m" and server.command is not None
+
+
+def test_environment_cpu_gpu_and_user_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert vllm_env(vcfg(), None)["CUDA_VISIBLE_DEVICES"] == ""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,7")
+    gpu = vcfg(device="cuda", gpus=[1, 2], vllm={"tensor_parallel_size": 2,
+                                                  "env": {"VLLM_X": "1"}})
+    env = vllm_env(gpu, None)
+    assert env["CUDA_VISIBLE_DEVICES"] == "5,7" and env["VLLM_X"] == "1"
+    assert "VLLM_CACHE_ROOT" not in env
+    assert "HF_HUB_OFFLINE" not in vllm_env(vcfg(model="org/model"), None)
+    override = vcfg(vllm={"env": {"CUDA_VISIBLE_DEVICES": "0", "HF_HUB_OFFLINE": "0"}})
+    assert vllm_env(override, None)["HF_HUB_OFFLINE"] == "0"
+
+
+def test_visible_devices_maps_in_process_indices() -> None:
+    assert visible_devices([0, 2], None) == "0,2"
+    assert visible_devices([1], "4, 6") == "6"
+
+
+@pytest.mark.parametrize("args", [["--port", "1"], ["--port=1"], ["--max-num-seqs", "9"],
+                                  ["--model=x"], ["-tp", "2"], ["--dtype", "half"]])
+def test_extra_args_cannot_contradict_recorded_fields(args: list[str]) -> None:
+    with pytest.raises(ValidationError, match="set by llem"):
+        vcfg(vllm={"extra_args": args})
+
+
+def test_dtype_is_one_setting() -> None:
+    only_engine = ExperimentConfig(model="/m", backend="vllm", load={"pattern": "burst"},
+                                   vllm={"dtype": "float16"})
+    assert only_engine.dtype == "float16"
+    assert vcfg(vllm={"dtype": "float32"}).dtype == "float32"
+    with pytest.raises(ValidationError, match=r"vllm\.dtype .float16. differs from dtype"):
+        vcfg(vllm={"dtype": "float16"})
+
+
+def test_rules_relate_the_sections() -> None:
+    assert conflicts(vcfg()) == []
+    assert any("needs a load section" in c for c in conflicts(vcfg(load=None)))
+    with_server = vcfg(server={"url": "http://127.0.0.1:1"})
+    assert any("server is set but backend is vllm" in c for c in conflicts(with_server))
+    on_pytorch = ExperimentConfig(model="/m", vllm={"max_num_seqs": 4})
+    assert any("vllm is set but backend is pytorch" in c for c in conflicts(on_pytorch))
+    tp = vcfg(device="cuda", gpus=[0], vllm={"tensor_parallel_size": 2})
+    assert any("tensor_parallel_size 2 differs" in c for c in conflicts(tp))
+    short = vcfg(max_input_tokens=100, max_output_tokens=50, vllm={"max_model_len": 120})
+    assert any("max_model_len 120 is shorter" in c for c in conflicts(short))
+
+
+def test_hash_of_configs_without_a_vllm_section_is_unchanged() -> None:
+    plain = ExperimentConfig(model="/m")
+    assert "vllm" not in plain.model_dump()
+    assert config_hash(plain) == "463b4319b35f" or config_hash(plain) == config_hash(
+        ExperimentConfig.model_validate(plain.model_dump()))
+    assert config_hash(vcfg(vllm={"max_num_seqs": 8})) != config_hash(
+        vcfg(vllm={"max_num_seqs": 64}))
+
+
+def campaign(tmp_path: Path, **over: object) -> dict:
+    data = {"campaign": "v", "base": {"model": "/models/m", "backend": "vllm", "device": "cpu",
+                                      "dtype": "float32", "load": {"pattern": "burst"}},
+            "runner": {"type": "local"}, "results_dir": str(tmp_path / "r")}
+    data.update(over)
+    return data
+
+
+def test_engine_settings_are_grid_axes(tmp_path: Path) -> None:
+    data = campaign(tmp_path, grid={"vllm.max_num_seqs": [8, 64],
+                                    "load.pattern": ["burst", "rate"]},
+                    base={**campaign(tmp_path)["base"], "load": {"rate": 2.0}})
+    # load.rate with pattern burst is a conflict, so the grid keeps the two rate points
+    cfg = validate_campaign_data(data, "c.yaml")
+    specs = expand(cfg).specs
+    assert sorted(s.config.vllm.max_num_seqs for s in specs) == [8, 64]
+    assert {s.config.load.pattern for s in specs} == {"rate"}
+    assert len({s.config_hash for s in specs}) == 2
+
+
+@pytest.fixture
+def no_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("LLEM_ALLOWED_PYTHONS", "LLEM_ALLOWED_SERVER_COMMANDS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_local_runner_engine_python_is_allow_listed(tmp_path: Path, no_policy: None,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    data = campaign(tmp_path, base={**campaign(tmp_path)["base"],
+                                    "vllm": {"python": "../envs/vllm/bin/python"}},
+                    grid={"vllm.python": ["/opt/a/python", "/opt/b/python"]})
+    (tmp_path / "c").mkdir()
+    with pytest.raises(CampaignFileError) as err:
+        validate_campaign_data(data, "c.yaml", tmp_path / "c")
+    paths = {e.path for e in err.value.errors}
+    assert {"base.vllm.python", "grid.vllm.python[0]", "grid.vllm.python[1]"} <= paths
+    resolved = str((tmp_path / "envs/vllm/bin/python").resolve())
+    assert any(resolved in e.reason for e in err.value.errors)  # relative to the file
+    monkeypatch.setenv("LLEM_ALLOWED_PYTHONS", f"{resolved},/opt/a/python,/opt/b/python")
+    validate_campaign_data(data, "c.yaml", tmp_path / "c")
+    docker = {**data, "runner": {"type": "docker", "image": "llem-experiment:vllm"}}
+    monkeypatch.delenv("LLEM_ALLOWED_PYTHONS")
+    validate_campaign_data(docker, "c.yaml", tmp_path / "c")  # runs inside the image
+
+
+def test_local_runner_server_command_is_allow_listed(tmp_path: Path, no_policy: None,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    data = campaign(tmp_path, base={"model": "/models/m", "backend": "server",
+                                    "load": {"pattern": "burst"},
+                                    "server": {"command": ["/usr/bin/evil", "{port}"]}})
+    with pytest.raises(CampaignFileError, match="LLEM_ALLOWED_SERVER_COMMANDS"):
+        validate_campaign_data(data, "c.yaml")
+    monkeypatch.setenv("LLEM_ALLOWED_SERVER_COMMANDS", "/usr/bin/*")
+    validate_campaign_data(data, "c.yaml")
