@@ -311,7 +311,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_make_tiny_model(args: argparse.Namespace) -> int:
     from llem_core.tinymodel import build_tiny_model
 
-    path = build_tiny_model(args.out, seed=args.seed)
+    path = build_tiny_model(args.out, seed=args.seed, arch=args.arch, dtype=args.dtype,
+                            device=args.device)
     out.print(f"tiny model written to {path}", markup=False)
     return 0
 
@@ -365,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("make-tiny-model", help="build a tiny random-weight model locally")
     t.add_argument("out")
     t.add_argument("--seed", type=int, default=0)
+    from llem_core.tinymodel import ARCHS
+
+    t.add_argument("--arch", choices=sorted(ARCHS), default="tiny",
+                   help="architecture (vllm-tiny: head_dim 32 for vLLM's CPU attention)")
+    t.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    t.add_argument("--device", default="cpu", help="where weights are initialised (cuda)")
     t.set_defaults(func=cmd_make_tiny_model)
     return p
 

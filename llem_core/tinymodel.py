@@ -17,6 +17,22 @@ TINY_ARCH = {
     "num_key_value_heads": 2,
     "max_position_embeddings": 1024,
 }
+# Named architectures (``llem make-tiny-model --arch``). vLLM's CPU attention takes head
+# sizes 32 to 512, so the engine tests use "vllm-tiny" (head_dim 32); "llama-100m" streams
+# one token per event on a CPU (timing comparisons); "llama-3.1-8b" is Llama-3.1-8B's shape
+# (with this tokenizer's 512-token vocabulary) for the GPU check.
+ARCHS: dict[str, dict] = {
+    "tiny": TINY_ARCH,
+    "vllm-tiny": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+                  "num_attention_heads": 4, "num_key_value_heads": 2,
+                  "max_position_embeddings": 1024},
+    "llama-100m": {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12,
+                   "num_attention_heads": 12, "num_key_value_heads": 4,
+                   "max_position_embeddings": 2048},
+    "llama-3.1-8b": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                     "num_attention_heads": 32, "num_key_value_heads": 8,
+                     "max_position_embeddings": 8192, "rope_theta": 500000.0},
+}
 
 
 def corpus_lines() -> list[str]:
@@ -39,11 +55,19 @@ def build_tokenizer(vocab_size: int = 512):
                                    eos_token="<|endoftext|>", pad_token="<|pad|>")
 
 
-def build_tiny_model(out_dir: str | Path, seed: int = 0, arch: dict | None = None,
-                     vocab_size: int = 512) -> Path:
-    """Write a Llama-architecture model with random weights and its tokenizer to ``out_dir``."""
+def build_tiny_model(out_dir: str | Path, seed: int = 0, arch: dict | str | None = None,
+                     vocab_size: int = 512, dtype: str = "float32",
+                     device: str = "cpu") -> Path:
+    """Write a Llama-architecture model with random weights and its tokenizer to ``out_dir``
+    (``arch``: a config dict or a name in :data:`ARCHS`; a large one is best initialised in
+    bfloat16 on a GPU)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    if isinstance(arch, str):
+        if arch not in ARCHS:
+            raise ValueError(f"unknown architecture {arch!r} (known: {', '.join(ARCHS)})")
+        arch = ARCHS[arch]
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -53,7 +77,13 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, arch: dict | None = Non
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True, **(arch or TINY_ARCH))
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

@@ -35,3 +35,32 @@ def write_campaign(tmp_path: Path):
         return p
 
     return write
+
+
+def vllm_python_path() -> Path | None:
+    """The engine's interpreter: $LLEM_VLLM_PYTHON, else the repo's .venv-vllm (made by
+    scripts/setup_vllm_env.sh); None when neither exists."""
+    named = os.environ.get("LLEM_VLLM_PYTHON")
+    candidate = Path(named) if named else REPO / ".venv-vllm" / "bin" / "python"
+    return candidate if candidate.exists() else None
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> Path:
+    found = vllm_python_path()
+    if found is None:
+        if os.environ.get("CI") == "true":  # CI builds the engine env: the tests must run
+            pytest.fail("no vLLM environment (scripts/setup_vllm_env.sh makes .venv-vllm)")
+        pytest.skip("no vLLM environment: run scripts/setup_vllm_env.sh")
+    return found
+
+
+@pytest.fixture(scope="session")
+def vllm_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight Llama with head_dim 32 (vLLM's CPU attention refuses smaller)."""
+    prebuilt = os.environ.get("LLEM_VLLM_TINY_MODEL")
+    if prebuilt and Path(prebuilt, "config.json").exists():
+        return Path(prebuilt)
+    from llem_core.tinymodel import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "vllm-tiny", arch="vllm-tiny")

@@ -26,6 +26,7 @@ from llem_core.serving.config import LoadSettings, ServerSettings
 from llem_core.serving.load import arrival_offsets
 from llem_core.serving.process import ServerError, ServerProcess, free_port
 from llem_core.serving.prometheus import parse_gauges
+from llem_core.serving.summary import tokens_between
 from llem_core.serving.window import steady_window, target_occupancy
 
 
@@ -136,7 +137,8 @@ def test_burst_and_concurrency_schedules() -> None:
 def rec(i: int, submitted: float, first: float, done: float, tokens: int = 4) -> RequestRecord:
     times = list(np.linspace(first, done, tokens))
     return RequestRecord(index=i, submitted=submitted, event_times=times,
-                         content_times=times, done=done, usage_completion_tokens=tokens)
+                         content_times=times, token_times=times, done=done,
+                         usage_completion_tokens=tokens)
 
 
 def test_ml_energy_window_for_a_burst() -> None:
@@ -172,9 +174,10 @@ def test_target_estimated_for_rate_loads() -> None:
 # --- attribution -----------------------------------------------------------------------
 
 def test_attribution_is_proportional_and_sums_exactly() -> None:
-    a = RequestRecord(0, submitted=0.0, content_times=[0.5, 1.5, 1.6, 1.7], done=2.0)
-    b = RequestRecord(1, submitted=0.0, content_times=[1.2], done=3.5)
-    c = RequestRecord(2, submitted=5.0, content_times=[5.5], done=5.6)
+    times = [0.5, 1.5, 1.6, 1.7]
+    a = RequestRecord(0, submitted=0.0, content_times=times, token_times=times, done=2.0)
+    b = RequestRecord(1, submitted=0.0, content_times=[1.2], token_times=[1.2], done=3.5)
+    c = RequestRecord(2, submitted=5.0, content_times=[5.5], token_times=[5.5], done=5.6)
     bounds = [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, 4.0), (4.0, 5.0), (5.0, 6.0)]
     joules = [10.0, 40.0, 7.0, 3.0, 2.5, 1.1]
     att = attribute(bounds, joules, [a, b, c])
@@ -192,7 +195,7 @@ def test_attribution_with_a_known_power_trace_sums_to_the_window() -> None:
     for i in range(12):
         start = float(rng.uniform(0, 6))
         times = sorted(rng.uniform(start, start + 4, 20).tolist())
-        recs.append(RequestRecord(i, submitted=start, content_times=times,
+        recs.append(RequestRecord(i, submitted=start, content_times=times, token_times=times,
                                   event_times=times, done=times[-1]))
     edges = snap(marks, 1.1, 8.9)
     assert edges is not None
@@ -227,8 +230,26 @@ def test_chunks_events_content_and_usage() -> None:
     _record_chunk(r, {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2}},
                   4.0, chat=False)
     assert r.event_times == [1.0, 2.0, 3.0] and r.content_times == [1.0, 3.0]
+    assert r.token_times == [1.0, 3.0]  # no token ids: one token per chunk with text
     assert (r.usage_prompt_tokens, r.usage_completion_tokens) == (5, 2)
     assert r.finish_reason == "length"
+
+
+def test_chunks_with_token_ids_count_every_token() -> None:
+    # vLLM coalesces a lagging stream: one chunk then carries several tokens, and a token
+    # whose bytes are an incomplete character arrives with no text at all
+    r = RequestRecord(0)
+    _record_chunk(r, {"choices": [{"text": "a", "token_ids": [5]}]}, 1.0, chat=False)
+    _record_chunk(r, {"choices": [{"text": "bc", "token_ids": [6, 7]}]}, 2.0, chat=False)
+    _record_chunk(r, {"choices": [{"text": "", "token_ids": [8]}]}, 3.0, chat=False)
+    _record_chunk(r, {"choices": [{"delta": {"content": "d", "token_ids": [9]}}]}, 4.0,
+                  chat=True)
+    assert r.token_times == [1.0, 2.0, 2.0, 3.0, 4.0] and r.content_times == [1.0, 2.0, 4.0]
+    assert tokens_between([r], 1.5, 3.0) == 3
+    body = request_body(ServerSettings(url="http://x", token_ids=True), "m", "hi", 4, True, 0.0)
+    assert body["return_token_ids"] is True
+    assert "return_token_ids" not in request_body(ServerSettings(url="http://x"), "m", "hi", 4,
+                                                  True, 0.0)
 
 
 def test_parse_vllm_gauges() -> None:
@@ -397,7 +418,7 @@ def test_usage_mismatch_and_unhonoured_fixed_length_are_flagged() -> None:
     s, flags = serving(), []
     _token_checks(s, bad, 4, flags)
     assert s.token_mismatches == 2 and s.fixed_output_honoured is False
-    assert any("differ from the content events" in f for f in flags)
+    assert any("differ from the tokens received" in f for f in flags)
     assert any("not honoured" in f for f in flags)
     bad[0].usage_completion_tokens = None
     s, flags = serving(), []

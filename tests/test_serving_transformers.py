@@ -4,7 +4,6 @@ energy arithmetic is checked exactly; everything else (server, streaming, timing
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -12,9 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from serving_checks import LinearPowerMeter, check_load
 
 from llem_core.config import ExperimentConfig
-from llem_core.energy.base import EnergyReading
 from llem_core.experiment.errors import ExperimentError
 from llem_core.results import ExperimentResult, RunSpec, row_of
 from llem_core.runner import run
@@ -33,28 +32,6 @@ SERVE = [sys.executable, "-m", "transformers.cli.transformers", "serve", "{model
          "--port", "{port}", "--host", "127.0.0.1", "--device", "cpu", "--dtype", "float32",
          "--continuous-batching"]
 OUT = 12
-
-
-class LinearPowerMeter:
-    """Simulated meter: P(t) = 50 + 20 t watts, t in seconds since it opened."""
-
-    source = "simulated"
-
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
-
-    def hardware(self) -> dict[str, object]:
-        return {"meter": "simulated"}
-
-    def mark(self) -> float:
-        return time.monotonic() - self.t0
-
-    def reading(self, a: float, b: float) -> EnergyReading:
-        return EnergyReading(source=self.source, joules=50 * (b - a) + 10 * (b * b - a * a),
-                             window_s=b - a)
-
-    def close(self) -> None:
-        pass
 
 
 def config(model: Path, server: dict, load: dict, **over: object) -> ExperimentConfig:
@@ -78,32 +55,6 @@ def served(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
         yield f"http://127.0.0.1:{port}"
 
 
-def check_load(r: ExperimentResult, meter: LinearPowerMeter) -> None:
-    """What every load must satisfy, whatever its pattern."""
-    s = r.serving
-    assert s is not None and s.num_requests == 8
-    for q in s.requests:
-        assert q.completion_tokens == OUT == q.content_events  # events = tokens
-        assert q.ttft_s is not None and q.e2e_s is not None and 0 < q.ttft_s <= q.e2e_s
-        assert q.submitted_s <= q.first_token_s <= q.done_s <= s.load_s
-    assert s.fixed_output_honoured is True and s.token_mismatches == 0
-    assert r.metrics.output_tokens == 8 * OUT and r.metrics.ttft_s.n == 8
-    st = s.steady_state
-    assert st.start_s is not None and st.end_s is not None
-    assert 0 <= st.start_s < st.end_s <= s.load_s  # the window lies inside the load
-    e = st.energy
-    assert e.start_s >= st.start_s and e.end_s <= st.end_s and e.tokens > 0
-    # mean power of the known trace over a span of the meter's life
-    assert 50 < e.raw_j / e.seconds < 50 + 20 * (time.monotonic() - meter.t0)
-    parts = [q.window_energy_j for q in s.requests]
-    assert all(p is not None and p >= 0 for p in parts)
-    assert math.fsum(parts) + st.unattributed_j == pytest.approx(e.raw_j, rel=1e-12)
-    assert sum(q.window_tokens for q in s.requests) == e.tokens
-    assert e.raw_j_per_token == pytest.approx(e.raw_j / e.tokens)
-    assert r.energy.raw_j == e.raw_j  # the headline energy is the steady state's
-    assert s.engine_gauges is None and "HTTP 404" in s.engine_gauges_note
-
-
 def test_burst_launched_by_llem(tiny_model: Path, tmp_path: Path) -> None:
     # A burst of 8 on an engine batching them all decodes them side by side: the window
     # (4th first token to 4th completion) lasts a few decode steps, so mark every 5 ms.
@@ -112,7 +63,7 @@ def test_burst_launched_by_llem(tiny_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "cycle_1.json"
     meter = LinearPowerMeter()
     r = run_server(RunSpec(config=cfg), out, meter=meter)
-    check_load(r, meter)
+    check_load(r, meter, OUT)
     s = r.serving
     assert s.launched and s.startup_s is not None and Path(s.server_log).exists()
     assert Path(s.server_log) == tmp_path / "cycle_1.server.log"
@@ -133,7 +84,7 @@ def test_rate_against_a_running_server(tiny_model: Path, served: str) -> None:
     cfg = config(tiny_model, {"url": served}, load)
     meter = LinearPowerMeter()
     r = run_server(RunSpec(config=cfg), meter=meter)
-    check_load(r, meter)
+    check_load(r, meter, OUT)
     s = r.serving
     assert not s.launched and s.idle_baseline_w is None and "server.url" in s.idle_baseline_note
     assert s.steady_state.target_source == "estimated"

@@ -2,8 +2,8 @@
 
 During the load a thread takes a meter mark every ``load.energy_interval_s``. The energy of
 each interval between two consecutive marks is given to the requests that produced tokens in
-it, in proportion to the tokens each produced there (a token is a content event, timed when
-the client received it). An interval in which no token arrived is shared equally by the
+it, in proportion to the tokens each produced there (a token is timed when the client received
+the chunk that carried it). An interval in which no token arrived is shared equally by the
 requests in flight in it (prefill, queueing); one with no request in flight is left
 *unattributed*. The parts plus the unattributed energy sum to the energy of the intervals.
 
@@ -75,7 +75,7 @@ def attribute(bounds: Sequence[tuple[float, float]], joules: Sequence[float],
     """Share each interval's energy among requests by the tokens they produced in it."""
     per = [0.0] * len(records)
     unattributed = 0.0
-    times = [r.content_times for r in records]
+    times = [r.token_times for r in records]
     for (a, b), e in zip(bounds, joules, strict=True):
         counts = {i: bisect.bisect_right(t, b) - bisect.bisect_right(t, a)
                   for i, t in enumerate(times)}

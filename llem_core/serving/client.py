@@ -30,6 +30,10 @@ class RequestRecord:
     scheduled: float | None = None
     event_times: list[float] = field(default_factory=list)
     content_times: list[float] = field(default_factory=list)
+    # One entry per output token, at the time of the chunk that carried it: a chunk's token
+    # ids when the engine sends them (several when its stream coalesced outputs under load),
+    # else one per content event.
+    token_times: list[float] = field(default_factory=list)
     done: float | None = None
     usage_prompt_tokens: int | None = None
     usage_completion_tokens: int | None = None
@@ -51,6 +55,8 @@ def request_body(server: ServerSettings, model: str, prompt: str, max_tokens: in
         body["messages"] = [{"role": "user", "content": prompt}]
     else:
         body["prompt"] = prompt
+    if server.token_ids:
+        body["return_token_ids"] = True
     if fixed and server.fixed_length == "ignore_eos":
         body.update(ignore_eos=True, min_tokens=max_tokens)
     elif fixed and server.fixed_length == "generation_config":
@@ -103,8 +109,14 @@ def _record_chunk(rec: RequestRecord, data: dict[str, Any], now: float, chat: bo
     choices = data.get("choices") or []
     if choices:
         rec.event_times.append(now)
-        if _text(choices[0], chat):
+        text = _text(choices[0], chat)
+        if text:
             rec.content_times.append(now)
+        ids = choices[0].get("token_ids") or (choices[0].get("delta") or {}).get("token_ids")
+        if isinstance(ids, list) and ids:
+            rec.token_times.extend([now] * len(ids))
+        elif text:
+            rec.token_times.append(now)
         if choices[0].get("finish_reason"):
             rec.finish_reason = str(choices[0]["finish_reason"])
     usage = data.get("usage")

@@ -44,6 +44,10 @@ class ServerSettings(_Strict):
         "ignore_eos",
         description="How exactly max_output_tokens are asked for: ignore_eos+min_tokens "
         "(vLLM, SGLang), a generation_config JSON (transformers serve), or not at all.")
+    token_ids: bool = Field(
+        False, description="Ask for each chunk's token ids (vLLM's return_token_ids), so that "
+        "a chunk carrying several tokens (a stream coalesced under load) counts them all; "
+        "otherwise a chunk with text counts as one token.")
     max_num_seqs: int | None = Field(
         None, ge=1, description="The engine's most concurrent sequences (its batch "
         "capacity); sets the steady-state window's target occupancy.")

@@ -292,20 +292,20 @@ def _lateness_check(records: list[RequestRecord], flags: list[str]) -> None:
 
 def _token_checks(serving: ServingMetrics, records: list[RequestRecord], max_tokens: int,
                   flags: list[str]) -> None:
-    """Usage counts against the events received, and whether a fixed length was honoured."""
+    """Usage counts against the tokens received, and whether a fixed length was honoured."""
     missing = [r for r in records if r.usage_completion_tokens is None]
     serving.usage_missing = len(missing)
     if missing:
-        flags.append(f"{len(missing)} requests had no usage counts: tokens are the content "
-                     "events received")
+        flags.append(f"{len(missing)} requests had no usage counts: tokens are the tokens "
+                     "received (one per content event without token ids)")
     mismatched = [r for r in records if r.usage_completion_tokens is not None
-                  and r.usage_completion_tokens != len(r.content_times)]
+                  and r.usage_completion_tokens != len(r.token_times)]
     serving.token_mismatches = len(mismatched)
     if mismatched:
         r = mismatched[0]
-        flags.append(f"{len(mismatched)} requests' usage token counts differ from the content "
-                     f"events received (e.g. request {r.index}: usage "
-                     f"{r.usage_completion_tokens}, events {len(r.content_times)})")
+        flags.append(f"{len(mismatched)} requests' usage token counts differ from the tokens "
+                     f"received (e.g. request {r.index}: usage "
+                     f"{r.usage_completion_tokens}, received {len(r.token_times)})")
     if serving.fixed_output_requested and not missing:
         serving.fixed_output_honoured = all(r.usage_completion_tokens == max_tokens
                                             for r in records)

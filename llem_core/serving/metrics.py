@@ -15,7 +15,10 @@ class ServedRequest(BaseModel):
     prompt_tokens: int | None = Field(description="The engine's usage count.")
     completion_tokens: int | None = Field(description="The engine's usage count.")
     events: int = Field(description="Chunks with choices (vllm bench serve's unit).")
-    content_events: int = Field(description="Chunks that carried text: tokens as received.")
+    content_events: int = Field(description="Chunks that carried text.")
+    tokens_received: int = Field(
+        0, description="Tokens the chunks carried: their token ids where the engine sent them "
+        "(server.token_ids), else one per content event.")
     finish_reason: str | None
     scheduled_s: float | None = Field(
         None, description="When the arrival schedule asked for it (burst and rate loads).")
@@ -25,7 +28,7 @@ class ServedRequest(BaseModel):
     ttft_s: float | None
     tpot_s: float | None
     e2e_s: float | None
-    window_tokens: int = Field(0, description="Content events inside the energy window.")
+    window_tokens: int = Field(0, description="Tokens received inside the energy window.")
     window_energy_j: float | None = Field(
         None, description="This request's share of the window's raw energy.")
 

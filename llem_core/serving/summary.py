@@ -21,13 +21,13 @@ from llem_core.serving.window import SteadyWindow
 
 
 def tokens(r: RequestRecord) -> int:
-    """Output tokens of a request: the engine's count, else the content events received."""
+    """Output tokens of a request: the engine's count, else the tokens received."""
     return r.usage_completion_tokens if r.usage_completion_tokens is not None \
-        else len(r.content_times)
+        else len(r.token_times)
 
 
 def tokens_between(records: Sequence[RequestRecord], a: float, b: float) -> int:
-    return sum(bisect.bisect_right(r.content_times, b) - bisect.bisect_right(r.content_times, a)
+    return sum(bisect.bisect_right(r.token_times, b) - bisect.bisect_right(r.token_times, a)
                for r in records)
 
 
@@ -123,7 +123,8 @@ def served(records: Sequence[RequestRecord], t0: float, att: Attribution | None,
         out.append(ServedRequest(
             index=r.index, prompt_tokens=r.usage_prompt_tokens,
             completion_tokens=r.usage_completion_tokens, events=len(r.event_times),
-            content_events=len(r.content_times), finish_reason=r.finish_reason,
+            content_events=len(r.content_times), tokens_received=len(r.token_times),
+            finish_reason=r.finish_reason,
             scheduled_s=None if r.scheduled is None else r.scheduled - t0,
             submitted_s=r.submitted - t0,
             first_token_s=None if r.first_token is None else r.first_token - t0,
