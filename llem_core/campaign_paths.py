@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import posixpath
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,9 +39,10 @@ def _fix_prompts(prompts: Any, base_dir: Path) -> Any:
 
 def _fix_program(path: Any, base_dir: Path) -> Any:
     """A program written as a relative path ('../.venv-vllm/bin/python') is relative to the
-    campaign file; a bare name ('python3') is looked up on the PATH where it runs."""
+    campaign file; a bare name ('python3') is looked up on the PATH where it runs. Symlinks
+    are kept: a venv's python is a link whose target runs without the venv."""
     if isinstance(path, str) and "/" in path and not path.startswith(("/", "~")):
-        return str((base_dir / path).resolve())
+        return os.path.normpath(base_dir / path)
     return path
 
 

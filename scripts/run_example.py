@@ -10,6 +10,7 @@ the local subprocess runner otherwise, and says which.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -45,12 +46,39 @@ def docker_usable(image: str, build: bool) -> tuple[bool, str]:
     return True, f"Docker daemon reachable, image {image} up to date"
 
 
+def engine_python(src: Path) -> Path | None:
+    """The vLLM environment's interpreter a campaign names (kept a symlink: it is a venv's)."""
+    python = (yaml.safe_load(src.read_text()).get("base", {}).get("vllm") or {}).get("python")
+    if not python:
+        return None
+    return Path(os.path.normpath(src.parent / python)) if "/" in python else Path(python)
+
+
+def ensure_model(src: Path) -> None:
+    """Build the campaign's local model if missing; the folder name picks the architecture
+    (models/vllm-tiny: head_dim 32 for vLLM; anything else: the tiny default)."""
+    model = yaml.safe_load(src.read_text()).get("base", {}).get("model", "")
+    if not model.startswith(("./", "../", "/")):
+        return
+    path = (src.parent / model).resolve()
+    if (path / "config.json").exists():
+        return
+    from llem_core.tinymodel import ARCHS, build_tiny_model
+
+    arch = path.name if path.name in ARCHS else "tiny"
+    console.print(f"building the {arch} model at {path}")
+    build_tiny_model(path, arch=arch)
+
+
 def prepare_campaign(src: Path, work: Path, runner: str, image: str) -> Path:
     data = yaml.safe_load(src.read_text())
     base = data.setdefault("base", {})
     model = base.get("model", "")
     if model.startswith(("./", "../")):
         base["model"] = str((src.parent / model).resolve())
+    python = engine_python(src)
+    if python is not None:
+        base["vllm"]["python"] = str(python)
     data["results_dir"] = str((REPO / "results").resolve())
     data["runner"] = {"type": "docker", "image": image} if runner == "docker" \
         else {"type": "local"}
@@ -109,14 +137,24 @@ def main() -> int:
     ap.add_argument("--cycles", type=int)
     args = ap.parse_args()
 
-    model = REPO / "models" / "tiny-llama"
-    if not (model / "config.json").exists():
-        console.print(f"building the tiny model at {model}")
-        from llem_core.tinymodel import build_tiny_model
-
-        build_tiny_model(model)
+    ensure_model(args.campaign)
     runner = args.runner
-    if runner in ("auto", "docker"):
+    python = engine_python(args.campaign)
+    extra_env: dict[str, str] = {}
+    if python is not None:
+        if not python.exists():
+            console.print(f"[red]the campaign's vLLM environment {python} is missing[/]: "
+                          "make setup-vllm")
+            return 1
+        # The engine runs in its own environment on this machine: the local runner, and
+        # the deployment's allow-list names that interpreter (this script is the deployment).
+        extra_env["LLEM_ALLOWED_PYTHONS"] = str(python)
+        if runner == "docker":
+            console.print("[red]the test image carries no vLLM: use --runner local[/]")
+            return 1
+        runner = "local"
+        console.print(f"runner: [bold]local[/] (vLLM environment {python})")
+    elif runner in ("auto", "docker"):
         ok, why = docker_usable(args.image, build=True)
         if runner == "docker" and not ok:
             console.print(f"[red]docker runner requested but {why}[/]")
@@ -131,7 +169,8 @@ def main() -> int:
 
     from llem_airflow.stack import AirflowStack
 
-    stack = AirflowStack(home=args.work / "airflow", campaigns=campaign.parent, port=args.port)
+    stack = AirflowStack(home=args.work / "airflow", campaigns=campaign.parent, port=args.port,
+                         extra_env=extra_env)
     console.print(f"starting Airflow (SQLite, LocalExecutor) in {stack.home} ...")
     with stack:
         api = stack.client()

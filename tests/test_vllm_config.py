@@ -139,11 +139,13 @@ def test_local_runner_engine_python_is_allow_listed(tmp_path: Path, no_policy: N
                                     "vllm": {"python": "../envs/vllm/bin/python"}},
                     grid={"vllm.python": ["/opt/a/python", "/opt/b/python"]})
     (tmp_path / "c").mkdir()
+    (tmp_path / "envs/vllm/bin").mkdir(parents=True)  # a venv's python is a symlink: kept
+    (tmp_path / "envs/vllm/bin/python").symlink_to("/usr/bin/python3")
     with pytest.raises(CampaignFileError) as err:
         validate_campaign_data(data, "c.yaml", tmp_path / "c")
     paths = {e.path for e in err.value.errors}
     assert {"base.vllm.python", "grid.vllm.python[0]", "grid.vllm.python[1]"} <= paths
-    resolved = str((tmp_path / "envs/vllm/bin/python").resolve())
+    resolved = str(tmp_path / "envs/vllm/bin/python")
     assert any(resolved in e.reason for e in err.value.errors)  # relative to the file
     monkeypatch.setenv("LLEM_ALLOWED_PYTHONS", f"{resolved},/opt/a/python,/opt/b/python")
     validate_campaign_data(data, "c.yaml", tmp_path / "c")
