@@ -59,3 +59,9 @@ images: setup
 	docker build -t llem-airflow:latest build/prod
 	cp docker/Dockerfile build/prod/Dockerfile
 	docker build -t llem-experiment:pytorch build/prod
+
+## The vLLM experiment image for GPU servers (FROM the official vLLM release; needs a registry).
+images-vllm: setup
+	rm -rf build/prod && mkdir -p build/prod/wheels
+	$(BIN)/pip wheel -q --no-deps -w build/prod/wheels .
+	docker build -f docker/Dockerfile.vllm -t llem-experiment:vllm build/prod

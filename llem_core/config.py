@@ -303,6 +303,10 @@ class DockerRunner(Strict):
     shm_size: str = Field(
         "2g", description="Shared memory of the container: bytes, or 512m, 2g, ... (binary units)."
     )
+    ipc_mode: Literal["private", "shareable", "host"] = Field(
+        "private", description="IPC namespace of the container. vLLM with tensor parallelism "
+        "over several GPUs wants 'host' (CUDA IPC between its workers; allowed only where "
+        "the deployment sets LLEM_ALLOW_HOST_IPC=1) or a large shm_size.")
 
     @field_validator("shm_size", mode="before")
     @classmethod

@@ -15,6 +15,8 @@ environment for ``llem validate`` and the DAG processor, so that both agree):
 - ``LLEM_ALLOWED_PYTHONS``: comma-separated interpreters the ``local`` runner may start
   (``runner.python``, and ``vllm.python`` for the engine); unset allows none but the
   worker's own (both left null).
+- ``LLEM_ALLOW_HOST_IPC``: ``1`` lets a Docker runner share the host's IPC namespace
+  (``runner.ipc_mode: host``, for vLLM's tensor-parallel workers); unset refuses it.
 - ``LLEM_ALLOWED_SERVER_COMMANDS``: comma-separated programs (fnmatch globs of
   ``server.command[0]``) a ``local`` runner may launch as a server; unset allows none.
   (In the Docker runner these run inside the image, which ``LLEM_ALLOWED_IMAGES`` bounds.)
@@ -38,6 +40,7 @@ ENV_MOUNT_ROOTS = "LLEM_ALLOWED_MOUNT_ROOTS"
 ENV_DOCKER_URLS = "LLEM_ALLOWED_DOCKER_URLS"
 ENV_PYTHONS = "LLEM_ALLOWED_PYTHONS"
 ENV_SERVER_COMMANDS = "LLEM_ALLOWED_SERVER_COMMANDS"
+ENV_HOST_IPC = "LLEM_ALLOW_HOST_IPC"
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 _DEFAULT_DOCKER_URLS = ("unix://*",)
 
@@ -155,6 +158,9 @@ def runner_policy_errors(runner: DockerRunner | LocalRunner) -> list[FieldError]
     errors: list[FieldError] = []
     checks = [("runner.image", image_problem(runner.image)),
               ("runner.docker_url", docker_url_problem(runner.docker_url))]
+    if runner.ipc_mode == "host" and os.environ.get(ENV_HOST_IPC) != "1":
+        checks.append(("runner.ipc_mode", f"the host's IPC namespace is shared only where "
+                                          f"the deployment sets {ENV_HOST_IPC}=1"))
     sources = [(f"runner.mounts[{i}].source", m.source) for i, m in enumerate(runner.mounts)]
     if runner.model_cache is not None:
         sources.append(("runner.model_cache", runner.model_cache))

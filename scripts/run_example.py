@@ -51,7 +51,8 @@ def engine_python(src: Path) -> Path | None:
     python = (yaml.safe_load(src.read_text()).get("base", {}).get("vllm") or {}).get("python")
     if not python:
         return None
-    return Path(os.path.normpath(src.parent / python)) if "/" in python else Path(python)
+    return Path(os.path.normpath(src.parent.resolve() / python)) if "/" in python \
+        else Path(python)
 
 
 def ensure_model(src: Path) -> None:

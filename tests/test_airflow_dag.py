@@ -281,7 +281,22 @@ def test_docker_operator_runs_a_locked_down_container(folder):
     assert mounts[str(root / "prompts.jsonl")]["ReadOnly"] is True
     [device] = host["device_requests"]
     assert device["DeviceIDs"] == ["2"] and device["Capabilities"] == [["gpu"]]
-    assert host["shm_size"] == 2**30
+    assert host["shm_size"] == 2**30 and host["ipc_mode"] == "private"
+
+
+def test_docker_runner_ipc_mode_reaches_the_container(folder, monkeypatch):
+    args = factory.docker_args(factory.DockerRunner(image="i", ipc_mode="host", shm_size="16g"))
+    assert args["ipc_mode"] == "host" and args["shm_size"] == 16 * 2**30
+    from llem_core.config import CampaignConfig
+    from llem_core.trust import policy_errors
+
+    cfg = CampaignConfig.model_validate({"campaign": "t", "base": {"model": "org/m"},
+                                         "results_dir": "/r",
+                                         "runner": {"image": "i", "ipc_mode": "host"}})
+    monkeypatch.delenv("LLEM_ALLOW_HOST_IPC", raising=False)
+    assert [e.path for e in policy_errors(cfg)] == ["runner.ipc_mode"]
+    monkeypatch.setenv("LLEM_ALLOW_HOST_IPC", "1")
+    assert policy_errors(cfg) == []
 
 
 def test_resume_returns_a_measured_result_without_running_anything(folder):

@@ -227,7 +227,8 @@ def test_readme_multi_server_steps_match_the_compose_file():
         assert needed in section, needed
 
 
-@pytest.mark.parametrize("dockerfile", ["docker/Dockerfile", "docker/Dockerfile.airflow"])
+@pytest.mark.parametrize("dockerfile", ["docker/Dockerfile", "docker/Dockerfile.airflow",
+                                        "docker/Dockerfile.vllm"])
 def test_dockerfiles_lint_clean(dockerfile):
     r = subprocess.run([need("hadolint"), str(REPO / dockerfile)], capture_output=True,
                        text=True, timeout=60)

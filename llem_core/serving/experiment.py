@@ -247,7 +247,13 @@ def _result(spec: RunSpec, run: dict[str, Any], hardware: dict[str, Any],
     _lateness_check(records, flags)
     gauges: GaugeSampler | None = run["gauges"]
     if gauges is not None and gauges.unavailable is None:
-        serving.engine_gauges = gauges.summary(w.start, w.end)
+        inside = gauges.summary(w.start, w.end)
+        if any(v is not None for v in inside.values()):
+            serving.engine_gauges = inside
+        else:
+            serving.engine_gauges_note = (
+                f"no /metrics sample fell inside the window (sampled every "
+                f"{gauges.interval_s:g} s; {len(gauges.samples)} samples over the load)")
     else:
         serving.engine_gauges_note = gauges.unavailable if gauges else "server.metrics_path null"
     serving.flags = flags

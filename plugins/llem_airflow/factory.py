@@ -165,7 +165,7 @@ def _experiment_operator(cfg: CampaignConfig, summary: GridSummary, runs: Any) -
 
 
 def docker_args(runner: DockerRunner) -> dict[str, Any]:
-    """DockerOperator arguments of a runner: image, endpoint, mounts, GPUs, memory."""
+    """DockerOperator arguments of a runner: image, endpoint, mounts, GPUs, memory, IPC."""
     from docker.types import DeviceRequest, Mount
 
     mounts = [Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
@@ -183,7 +183,8 @@ def docker_args(runner: DockerRunner) -> dict[str, Any]:
                                  capabilities=[["gpu"]])]
     return {"image": runner.image, "docker_url": runner.docker_url, "mounts": mounts,
             "environment": env, "device_requests": devices,
-            "shm_size": runner.shm_size_bytes, "user": f"{os.getuid()}:{os.getgid()}"}
+            "shm_size": runner.shm_size_bytes, "ipc_mode": runner.ipc_mode,
+            "user": f"{os.getuid()}:{os.getgid()}"}
 
 
 def _cycle_group(cfg: CampaignConfig, summary: GridSummary, k: int) -> TaskGroup:
