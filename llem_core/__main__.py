@@ -1,7 +1,5 @@
 """`python -m llem_core` is the `llem` command."""
 
-import sys
+from llem_core.cli import entry
 
-from llem_core.cli import main
-
-sys.exit(main())
+entry()

@@ -308,6 +308,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_host(args: argparse.Namespace) -> int:
+    from llem_core.host.server import main as host_main
+
+    return host_main(args.socket, args.mode, args.idle_exit_s)
+
+
 def cmd_make_tiny_model(args: argparse.Namespace) -> int:
     from llem_core.tinymodel import build_tiny_model
 
@@ -363,6 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_history(sub)
 
+    h = sub.add_parser("host", help="serve experiments from a warm host (isolation "
+                       "process or warm; started by the DAG's setup task)")
+    h.add_argument("--socket", required=True, help="Unix socket path to listen on")
+    h.add_argument("--mode", choices=["process", "warm"], default="process")
+    h.add_argument("--idle-exit-s", type=float, default=3600.0,
+                   help="exit after this long without a request")
+    h.set_defaults(func=cmd_host)
+
     t = sub.add_parser("make-tiny-model", help="build a tiny random-weight model locally")
     t.add_argument("out")
     t.add_argument("--seed", type=int, default=0)
@@ -379,6 +393,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return int(args.func(args))
+
+
+def entry() -> None:
+    """The `llem` command. `run-experiment` ends with ``os._exit`` once its result is durably
+    written (fsync of the file and its folder) and its output flushed: the interpreter's
+    shutdown after torch and transformers takes about a second and does nothing a finished
+    experiment needs."""
+    rc = main()
+    if len(sys.argv) > 1 and sys.argv[1] == "run-experiment":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
 
 
 if __name__ == "__main__":

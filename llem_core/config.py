@@ -208,6 +208,14 @@ class Execution(Strict):
         None, gt=0.0, le=MAX_EXPERIMENT_TIMEOUT_S,
         description="Kill an experiment that runs longer than this (at most 7 days).",
     )
+    isolation: Literal["container", "process", "warm"] = Field(
+        "process",
+        description="container: a fresh container (or process, local runner) per experiment, "
+        "the coldest start. process: one experiment host per DAG run (in the experiment "
+        "image for the Docker runner) that imported torch/transformers once and forks a "
+        "fresh child per experiment (fresh CUDA context). warm: the host keeps the loaded "
+        "model between consecutive experiments with equal model settings.",
+    )
 
 
     @model_validator(mode="after")

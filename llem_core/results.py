@@ -131,6 +131,13 @@ class Provenance(BaseModel):
     finished_at: str
     timings_s: dict[str, float] = Field(default_factory=dict)
     in_container: bool = False
+    isolation: str | None = Field(
+        None, description="execution.isolation the experiment ran under: container (a fresh "
+        "container or process), process (a fresh child of a warm host) or warm (the host "
+        "kept the model); None: run outside Airflow.")
+    model_already_loaded: bool = Field(
+        False, description="warm: the model (or engine) was loaded by an earlier experiment; "
+        "timings_s.load is then 0 and hardware.model.load_s the original load's time.")
 
 
 class ExperimentResult(BaseModel):
@@ -206,9 +213,23 @@ def write_atomic(path: str | Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # the rename itself survives a crash of the machine
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_result(result: ExperimentResult, path: str | Path) -> None:

@@ -18,6 +18,7 @@ from llem_core.energy.result import baseline_band_flag, energy_result
 from llem_core.experiment import phases
 from llem_core.experiment.errors import ExperimentError
 from llem_core.experiment.provenance import now, provenance
+from llem_core.host.warm import WarmCache
 from llem_core.results import ExperimentResult, Metrics, Provenance, RunSpec, write_result
 
 __all__ = ["ExperimentError", "run", "run_experiment"]
@@ -28,7 +29,7 @@ def _quiet(_message: str) -> None:
 
 
 def run(spec: RunSpec, out_path: str | Path | None = None,
-        log: Callable[[str], None] = _quiet) -> ExperimentResult:
+        log: Callable[[str], None] = _quiet, warm: WarmCache | None = None) -> ExperimentResult:
     """Run one experiment and, if ``out_path`` is given, write its result atomically."""
     cfg = spec.config
     if cfg.backend in ("server", "vllm"):
@@ -41,13 +42,14 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
         return run_server(spec, out_path, log)
     started = now()
     health = phases.preflight(spec, log)
-    backend, import_s = phases.import_backend(cfg)
+    kept = warm.take(cfg) if warm is not None else None
+    backend, import_s = (kept, 0.0) if kept is not None else phases.import_backend(cfg)
     timings_s: dict[str, float] = {"import": import_s}
     warnings: list[str] = []
     try:
         monitor = phases.open_monitor(cfg, backend.device, warnings)
     except ExperimentError:
-        backend.close()
+        _release(backend, warm)
         raise
     try:
         hardware = monitor.hardware()
@@ -57,26 +59,45 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
         baseline, cache_age = phases.baseline(cfg, monitor, hardware, log, warnings)
         if baseline is not None:
             timings_s["baseline"] = 0.0 if cache_age is not None else baseline.seconds
-        work = phases.load(cfg, backend, log)
-        timings_s["load"] = work.load_info["load_s"]
+        if kept is not None:
+            work = phases.reuse(cfg, backend, warm.load_info, log)  # type: ignore[union-attr]
+        else:
+            work = phases.load(cfg, backend, log)
+            if warm is not None:
+                warm.keep(cfg, backend, work.load_info)
+        timings_s["load"] = 0.0 if kept is not None else work.load_info["load_s"]
         warm = phases.warm_up_phase(cfg, work, warnings)
         timings_s["warmup"] = sum(warm.durations_s)
         window = phases.measured_window(cfg, work, monitor, log)
         timings_s["window"] = window.measurement.seconds
         peak, versions = backend.peak_memory(), backend.versions()
     except BackendError as exc:
+        _release(backend, warm)
         raise ExperimentError(str(exc)) from exc
+    except BaseException:
+        _release(backend, warm)
+        raise
     finally:
         monitor.close()
-        backend.close()
+        if warm is None:
+            backend.close()
 
     prov = provenance(backend.device, {**hardware, "model": work.load_info}, versions,
                       started, timings_s)
+    prov.model_already_loaded = kept is not None
     result = _result(spec, phases.metrics(window, warm, peak), window, baseline, cache_age,
                      health, warnings, prov)
     if out_path is not None:
         write_result(result, out_path)
     return result
+
+
+def _release(backend: Any, warm: WarmCache | None) -> None:
+    """After a failure nothing is kept: the next experiment loads afresh."""
+    if warm is not None and warm.backend is backend:
+        warm.release()
+    elif warm is not None:
+        backend.close()
 
 
 def _result(spec: RunSpec, metrics: Metrics, window: phases.Window, baseline: Baseline | None,

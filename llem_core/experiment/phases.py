@@ -155,6 +155,17 @@ def load(cfg: ExperimentConfig, backend: InferenceBackend, log: Log) -> Workload
     return Workload(backend, backend.prepare(texts), info)
 
 
+def reuse(cfg: ExperimentConfig, backend: InferenceBackend, load_info: dict[str, Any],
+          log: Log) -> Workload:
+    """The model an earlier experiment loaded (isolation warm), with this one's prompts."""
+    try:
+        texts = load_texts(cfg.prompts)
+    except (OSError, ValueError) as exc:
+        raise ExperimentError(f"prompts: {exc}") from exc
+    log(f"reusing the loaded {cfg.model} ({cfg.dtype}) on {backend.device}")
+    return Workload(backend, backend.prepare(texts), {**load_info, "already_loaded": True})
+
+
 def warm_up_phase(cfg: ExperimentConfig, work: Workload, warnings: list[str]) -> WarmupReport:
     count = [0]
 

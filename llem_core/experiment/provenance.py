@@ -38,6 +38,9 @@ def host_identity(environ: Mapping[str, str] = os.environ,
     return host, own if own != host else None
 
 
+ISOLATION_ENV = "LLEM_ISOLATION"  # set by the runners and the experiment host
+
+
 def provenance(device: str, hardware: dict[str, Any], libraries: dict[str, str | None],
                started_at: str, timings_s: dict[str, float]) -> Provenance:
     host, container_id = host_identity()
@@ -48,6 +51,7 @@ def provenance(device: str, hardware: dict[str, Any], libraries: dict[str, str |
         libraries={**libraries, "nvidia-ml-py": version("nvidia-ml-py")},
         device=device, hardware=hardware, started_at=started_at, finished_at=now(),
         timings_s=timings_s,
+        isolation=os.environ.get(ISOLATION_ENV) or None,
         # Set by the experiment image and the Docker runner (/.dockerenv is unreliable:
         # the worker itself may run in a container).
         in_container=os.environ.get("LLEM_IN_CONTAINER") == "1")

@@ -154,6 +154,10 @@ def _experiment_operator(cfg: CampaignConfig, summary: GridSummary, runs: Any) -
     if ex.experiment_timeout_s:
         common["execution_timeout"] = timedelta(seconds=ex.experiment_timeout_s)
     runner = cfg.runner
+    if ex.isolation != "container":
+        from llem_airflow.hosted import LlemHostedOperator
+
+        return LlemHostedOperator.partial(**host_args(cfg, summary), **common).expand(run=runs)
     if isinstance(runner, LocalRunner):
         from llem_airflow.operators import LlemLocalOperator
 
@@ -185,6 +189,32 @@ def docker_args(runner: DockerRunner) -> dict[str, Any]:
             "environment": env, "device_requests": devices,
             "shm_size": runner.shm_size_bytes, "ipc_mode": runner.ipc_mode,
             "user": f"{os.getuid()}:{os.getgid()}"}
+
+
+def host_args(cfg: CampaignConfig, summary: GridSummary) -> dict[str, Any]:
+    """What the host tasks and hosted experiments need to find, start and stop the host."""
+    from llem_core.campaign_paths import _prompt_sources, local_model_paths
+
+    runner = cfg.runner
+    inputs = sorted({str(Path(p).expanduser()) for _, p in local_model_paths(cfg)}
+                    | {str(src[0]) for _, src in _prompt_sources(cfg)})
+    return {"mode": cfg.execution.isolation,
+            "runner_kind": "local" if isinstance(runner, LocalRunner) else "docker",
+            "python": runner.python if isinstance(runner, LocalRunner) else None,
+            "docker": docker_args(runner) if isinstance(runner, DockerRunner) else None,
+            "results_dir": cfg.results_dir, "inputs": inputs,
+            "host_name": summary.placement.host, "host_gpus": summary.placement.host_gpus}
+
+
+def _host_tasks(cfg: CampaignConfig, summary: GridSummary) -> tuple[Any, Any]:
+    """The run's experiment host: started before cycle 1, stopped after the last cycle
+    whatever happened (an Airflow teardown; clearing a task clears them too)."""
+    from llem_airflow.hosted import LlemHostOperator
+
+    common = {**host_args(cfg, summary), "queue": summary.placement.queue}
+    start = LlemHostOperator(task_id="host_start", action="start", **common)
+    stop = LlemHostOperator(task_id="host_stop", action="stop", **common)
+    return start, stop
 
 
 def _cycle_group(cfg: CampaignConfig, summary: GridSummary, k: int) -> TaskGroup:
@@ -245,10 +275,16 @@ def build_dag(campaign: Campaign, summary: GridSummary | None = None) -> DAG:
                 raise AirflowException(f"{len(missing)} planned run(s) have no result: {names}")
 
         previous: Any = plan()
+        host = _host_tasks(cfg, summary) if cfg.execution.isolation != "container" else None
+        if host is not None:
+            previous >> host[0]
+            previous = host[0]
         for k in range(1, cfg.execution.cycle_limit + 1):
             group = _cycle_group(cfg, summary, k)
             previous >> group
             previous = group
+        if host is not None:
+            previous >> host[1].as_teardown(setups=host[0])
         from llem_airflow.aggregate_task import LlemAggregateOperator
 
         digest = LlemAggregateOperator(task_id="aggregate",

@@ -159,6 +159,7 @@ class LlemDockerOperator(_ExperimentMixin, DockerOperator):
         Path(self.results_dir).mkdir(parents=True, exist_ok=True)
         self.environment = {**(self.environment or {}), SPEC_ENV: run.spec.model_dump_json(),
                             "HOME": "/tmp", "LLEM_IN_CONTAINER": "1", "PYTHONUNBUFFERED": "1",
+                            "LLEM_ISOLATION": "container",
                             HOST_ENV: socket.gethostname(), **GPU_ORDER_ENV}
         self.command = ["llem", "run-experiment", "--out", run.result_path]
         mounts = list(self.mounts or [])
@@ -214,7 +215,8 @@ class LlemLocalOperator(_ExperimentMixin, BaseOperator):
         cmd = [self.python or sys.executable, "-m", "llem_core", "run-experiment",
                "--out", run.result_path]
         self.log.info("running %s (%s, cycle %s)", " ".join(cmd), run.name, run.cycle)
-        proc = subprocess.Popen(cmd, env=local_environment(run.spec.model_dump_json()),
+        env = {**local_environment(run.spec.model_dump_json()), "LLEM_ISOLATION": "container"}
+        proc = subprocess.Popen(cmd, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         last = ""
         assert proc.stdout is not None
