@@ -72,13 +72,21 @@ def test_dag_shape_pools_params_and_doc(folder):
     assert errors == []
     dag = dags["llem_a"]
     assert {t.task_id for t in dag.tasks} == {
-        "plan", "cycle_1.gpu_ready", "cycle_1.experiment", "cycle_2.gpu_ready",
-        "cycle_2.experiment", "aggregate", "verify_complete"}
+        "plan", "host_start", "cycle_1.gpu_ready", "cycle_1.experiment", "cycle_2.gpu_ready",
+        "cycle_2.experiment", "host_stop", "aggregate", "verify_complete"}
     down = {t.task_id: t.downstream_task_ids for t in dag.tasks}
-    assert down["plan"] == {"cycle_1.gpu_ready"}
+    # isolation process (the default): the run's host is set up before cycle 1 and torn
+    # down after the last cycle whatever happened
+    assert down["plan"] == {"host_start"}
+    assert down["host_start"] == {"cycle_1.gpu_ready", "host_stop"}
     assert down["cycle_1.experiment"] == {"cycle_2.gpu_ready"}
-    assert down["cycle_2.experiment"] == {"aggregate"}
+    assert down["cycle_2.experiment"] == {"aggregate", "host_stop"}
     assert down["aggregate"] == {"verify_complete"}
+    start, stop = dag.get_task("host_start"), dag.get_task("host_stop")
+    assert start.is_setup and stop.is_teardown and stop.trigger_rule == "all_done_setup_success"
+    assert start.queue == stop.queue == dag.get_task("cycle_1.experiment").queue
+    assert isinstance(dag.get_task("cycle_1.experiment").partial_kwargs, dict)
+    assert dag.get_task("cycle_1.experiment").operator_class.__name__ == "LlemHostedOperator"
     # runner.gpus [2]: the experiments take GPU 2's pool and the sensor reads host GPU 2
     assert dag.get_task("cycle_1.experiment").pool == "llem_srv_gpu2"
     sensor = dag.get_task("cycle_2.gpu_ready")
@@ -93,6 +101,16 @@ def test_dag_shape_pools_params_and_doc(folder):
         "max_output_tokens=4", "max_output_tokens=8"}
     assert "host GPUs [2]" in dag.doc_md and "llem_srv_gpu2" in dag.doc_md
     assert "campaign:a" in dag.tags
+
+
+def test_container_isolation_has_no_host_tasks(folder):
+    write(folder, "cold", execution={"cycles": 2, "isolation": "container"})
+    dag = factory.build_dags(folder)[0]["llem_cold"]
+    ids = {t.task_id for t in dag.tasks}
+    assert "host_start" not in ids and "host_stop" not in ids
+    assert dag.get_task("cycle_1.experiment").operator_class.__name__ == "LlemDockerOperator"
+    down = {t.task_id: t.downstream_task_ids for t in dag.tasks}
+    assert down["plan"] == {"cycle_1.gpu_ready"}
 
 
 def test_grid_over_gpus_is_rejected_by_validate_and_factory(folder, capsys):

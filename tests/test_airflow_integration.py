@@ -100,7 +100,23 @@ def stack(tmp_path_factory, tiny_model):
     failpy.chmod(0o755)
     files["resume"] = campaign("resume", tiny_model, results,
                                runner={"type": "local", "python": str(failpy)},
-                               grid={"seed": [1, 2]})
+                               grid={"seed": [1, 2]},
+                               execution={"isolation": "container"})  # failpy per process
+    files["docker-cold"] = campaign("docker-cold", tiny_model, results, runner=docker,
+                                    grid={"batch_size": [1, 2]}, cycles=1,
+                                    execution={"isolation": "container"})
+    files["warm-local"] = campaign("warm-local", tiny_model, results, runner=local,
+                                   grid={"batch_size": [1, 2]},
+                                   execution={"isolation": "warm"})
+    files["warm-docker"] = campaign("warm-docker", tiny_model, results, runner=docker,
+                                    grid={"batch_size": [1, 2]}, cycles=1,
+                                    execution={"isolation": "warm"})
+    # long enough to kill its host mid-run
+    files["hostkill"] = campaign("hostkill", tiny_model, results, runner=local,
+                                 grid={"seed": [1, 2]}, cycles=1,
+                                 base={"max_output_tokens": 300, "min_output_tokens": 300,
+                                       "prompts": {"kind": "builtin", "count": 48,
+                                                   "length": 16}})
     # fires every minute, twice, inside a window a few minutes from now (Berlin time)
     berlin = ZoneInfo("Europe/Berlin")
     start = datetime.now(berlin).replace(second=0, microsecond=0) + timedelta(minutes=4)
@@ -178,7 +194,94 @@ def test_campaign_runs_in_containers_and_aggregates_cis(stack):
     from llem_core.results import read_result
 
     r = read_result(summary["result_path"])
-    assert r.provenance.in_container
+    assert r.provenance.in_container and r.provenance.isolation == "process"
+    assert not r.provenance.model_already_loaded
+    states = {t["task_id"]: t["state"] for t in api.task_instances(dag_id, run_id)}
+    assert states["host_start"] == states["host_stop"] == "success"
+    assert host_leftovers() == []
+
+
+def host_leftovers() -> list[str]:
+    """Host containers and host processes still there (none once every run is over)."""
+    r = subprocess.run(["docker", "ps", "-aq", "--filter", "label=llem.host"],
+                       capture_output=True, text=True, check=True)
+    out = [f"container {c}" for c in r.stdout.split()]
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"llem_core" in args and b"host" in args and b"--socket" in args:
+            out.append(f"process {cmdline.parent.name}")
+    return out
+
+
+def test_container_isolation_runs_a_fresh_container_per_experiment(stack):
+    api = stack.client()
+    dag_id = "llem_docker-cold"
+    run_id = run_and_wait(api, dag_id)
+    assert api.wait_run(dag_id, run_id) == "success"
+    ids = {t["task_id"] for t in api.task_instances(dag_id, run_id)}
+    assert "host_start" not in ids
+    from llem_core.results import read_result
+
+    results = [read_result(api.xcom(dag_id, run_id, t["task_id"], map_index=t["map_index"])
+                           ["result_path"]) for t in experiments(api, dag_id, run_id)]
+    assert {r.provenance.isolation for r in results} == {"container"}
+    assert len({r.provenance.container_id for r in results}) == 2  # one container each
+
+
+@pytest.mark.parametrize("dag_id,in_container", [("llem_warm-local", False),
+                                                 ("llem_warm-docker", True)])
+def test_warm_isolation_keeps_the_model_between_experiments(stack, dag_id, in_container):
+    api = stack.client()
+    run_id = run_and_wait(api, dag_id)
+    assert api.wait_run(dag_id, run_id) == "success"
+    from llem_core.results import read_result
+
+    executed, _ = _executed_order(api, dag_id, run_id)
+    by_key = {}
+    for t in experiments(api, dag_id, run_id):
+        summary = api.xcom(dag_id, run_id, t["task_id"], map_index=t["map_index"])
+        by_key[(summary["name"], summary["cycle"])] = read_result(summary["result_path"])
+    ordered = [by_key[k] for k in executed]
+    assert {r.provenance.isolation for r in ordered} == {"warm"}
+    assert {r.provenance.in_container for r in ordered} == {in_container}
+    # same model for every configuration: loaded once, by the first experiment run
+    assert [r.provenance.model_already_loaded for r in ordered] == \
+        [False] + [True] * (len(ordered) - 1)
+    assert all(r.provenance.timings_s["load"] == 0.0 for r in ordered[1:])
+    assert all(r.metrics.output_tokens > 0 for r in ordered)
+    assert host_leftovers() == []
+
+
+def test_a_host_killed_mid_run_fails_one_experiment_and_is_restarted(stack):
+    from llem_airflow.host_tasks import key_for
+
+    from llem_core.host.protocol import host_dir
+
+    api = stack.client()
+    dag_id = "llem_hostkill"
+    run_id = run_and_wait(api, dag_id)
+    pid_file = host_dir(key_for(dag_id, run_id, "local", [])) / "host.pid"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        running = [t for t in experiments(api, dag_id, run_id) if t["state"] == "running"]
+        if running and pid_file.exists():
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("no experiment started")
+    time.sleep(2.0)  # inside the experiment's measurement
+    first_pid = int(pid_file.read_text())
+    os.killpg(first_pid, 9)
+    assert api.wait_run(dag_id, run_id) == "failed"
+    exps = {t["rendered_map_index"]: t["state"] for t in experiments(api, dag_id, run_id)}
+    assert sorted(exps.values()) == ["failed", "success"], exps  # the next one ran
+    states = {t["task_id"]: t["state"] for t in api.task_instances(dag_id, run_id)}
+    assert states["host_stop"] == "success" and states["verify_complete"] == "failed"
+    assert not pid_file.parent.exists()  # the teardown removed the restarted host too
+    assert host_leftovers() == []
 
 
 def _executed_order(api, dag_id, run_id) -> list[tuple[str, int]]:

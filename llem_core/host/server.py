@@ -144,7 +144,11 @@ class Host:
                 self.worker = _Worker.fork_warm()
             child = self.worker
             child.submit(spec, out)
-        rc, reason = child.relay(conn, timeout_s)
+        try:
+            rc, reason = child.relay(conn, timeout_s)
+        except OSError:  # the task went away while its log was being sent
+            rc, reason = -15, "the task went away: experiment killed"
+            child.kill()
         if self.mode == "process" or reason:
             child.kill()  # a dead or killed warm worker is replaced for the next run
             if child is self.worker:

@@ -50,9 +50,12 @@ class _HostMixin:
                                        self.inputs, env)
 
 
-def _host_fields(kw: dict[str, Any]) -> dict[str, Any]:
-    return {k: kw.pop(k) for k in ("mode", "runner_kind", "python", "docker", "results_dir",
-                                   "inputs", "host_name", "host_gpus")}
+def _set_host_fields(op: Any, mode: str, runner_kind: str, python: str | None,
+                     docker: dict[str, Any] | None, results_dir: str, inputs: list[str],
+                     host_name: str, host_gpus: list[int]) -> None:
+    op.mode, op.runner_kind, op.python, op.docker = mode, runner_kind, python, docker
+    op.results_dir, op.inputs, op.host_name, op.host_gpus = (results_dir, list(inputs),
+                                                             host_name, list(host_gpus))
 
 
 class LlemHostOperator(_HostMixin, BaseOperator):
@@ -61,11 +64,13 @@ class LlemHostOperator(_HostMixin, BaseOperator):
     ui_color = "#fef3c7"
     template_fields = ()
 
-    def __init__(self, *, action: str, **kwargs: Any) -> None:
-        fields = _host_fields(kwargs)
+    def __init__(self, *, action: str, mode: str, runner_kind: str, python: str | None,
+                 docker: dict[str, Any] | None, results_dir: str, inputs: list[str],
+                 host_name: str, host_gpus: list[int], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.action = action
-        self.__dict__.update(fields)
+        _set_host_fields(self, mode, runner_kind, python, docker, results_dir, inputs,
+                         host_name, host_gpus)
 
     def execute(self, context: Any) -> dict[str, Any]:
         key = self.host_key(context)
@@ -88,11 +93,13 @@ class LlemHostedOperator(_HostMixin, _ExperimentMixin, BaseOperator):
     operator_extra_links = (ResultJsonLink(),)
     template_fields = ()
 
-    def __init__(self, *, run: dict[str, Any], config_gap_s: float = 0.0,
-                 **kwargs: Any) -> None:
-        fields = _host_fields(kwargs)
+    def __init__(self, *, run: dict[str, Any], mode: str, runner_kind: str,
+                 python: str | None, docker: dict[str, Any] | None, results_dir: str,
+                 inputs: list[str], host_name: str, host_gpus: list[int],
+                 config_gap_s: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.__dict__.update(fields)
+        _set_host_fields(self, mode, runner_kind, python, docker, results_dir, inputs,
+                         host_name, host_gpus)
         self.run = run
         self.config_gap_s = config_gap_s
 
