@@ -39,9 +39,13 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
             raise ExperimentError(
                 f"backend {cfg.backend} needs the 'serving' extra ({exc.name or exc} is missing): "
                 "pip install 'llem-airflow[serving]' where the experiment runs") from None
-        return run_server(spec, out_path, log)
+        if warm is not None:
+            warm.release()  # a loaded PyTorch model is not kept beside a serving engine
+        return run_server(spec, out_path, log, engines=warm.engines() if warm else None)
     started = now()
     health = phases.preflight(spec, log)
+    if warm is not None:
+        warm.release_engines()
     kept = warm.take(cfg) if warm is not None else None
     backend, import_s = (kept, 0.0) if kept is not None else phases.import_backend(cfg)
     timings_s: dict[str, float] = {"import": import_s}

@@ -82,6 +82,8 @@ def test_dag_shape_pools_params_and_doc(folder):
     assert down["cycle_1.experiment"] == {"cycle_2.gpu_ready"}
     assert down["cycle_2.experiment"] == {"aggregate", "host_stop"}
     assert down["aggregate"] == {"verify_complete"}
+    dag.validate()  # what the DAG processor checks (setup/teardown trigger rules)
+    assert dag.get_task("cycle_1.gpu_ready").trigger_rule == "all_success"
     start, stop = dag.get_task("host_start"), dag.get_task("host_stop")
     assert start.is_setup and stop.is_teardown and stop.trigger_rule == "all_done_setup_success"
     assert start.queue == stop.queue == dag.get_task("cycle_1.experiment").queue

@@ -297,6 +297,14 @@ def _warm_loop(req_fd: int, status_fd: int) -> None:  # pragma: no cover - child
     from llem_core.host.warm import WarmCache
 
     warm = WarmCache()
+    try:
+        _serve_warm(warm, req_fd, status_fd)
+    finally:
+        warm.release()
+        warm.release_engines()
+
+
+def _serve_warm(warm: Any, req_fd: int, status_fd: int) -> None:  # pragma: no cover - child
     while True:
         head = _read_exact(req_fd, 8)
         if head is None:

@@ -29,6 +29,19 @@ class WarmCache:
         self.backend: InferenceBackend | None = None
         self.load_info: dict[str, Any] = {}
         self.reuses = 0
+        self._engines: Any = None
+
+    def engines(self) -> Any:
+        """The serving-engine cache (imported on first use: it needs httpx)."""
+        if self._engines is None:
+            from llem_core.serving.engines import EngineCache
+
+            self._engines = EngineCache()
+        return self._engines
+
+    def release_engines(self) -> None:
+        if self._engines is not None:
+            self._engines.release()
 
     def take(self, cfg: ExperimentConfig) -> InferenceBackend | None:
         """The kept backend, reconfigured for ``cfg``, if its model matches; else None (and

@@ -30,6 +30,7 @@ from llem_core.serving import summary
 from llem_core.serving.attribution import MarkSampler
 from llem_core.serving.client import RequestRecord, request_body, run_load
 from llem_core.serving.config import LoadSettings, ServerSettings
+from llem_core.serving.engines import EngineCache, KeptEngine, engine_key
 from llem_core.serving.metrics import ServingMetrics
 from llem_core.serving.process import (
     ServerError,
@@ -44,6 +45,7 @@ from llem_core.serving.vllm import server_of, vllm_cache_root
 from llem_core.serving.window import steady_window, target_occupancy
 
 Log = Callable[[str], None]
+Warm = tuple[EngineCache, tuple[Any, ...], KeptEngine | None]
 
 
 def _quiet(_m: str) -> None:
@@ -122,19 +124,26 @@ def loaded_baseline(meter: EnergyMeter, seconds: float) -> tuple[Baseline | None
 
 
 def run_server(spec: RunSpec, out_path: str | Path | None = None, log: Log = _quiet,
-               meter: EnergyMeter | None = None) -> ExperimentResult:
-    """Run one server experiment; ``meter`` replaces the configured one (tests, custom)."""
+               meter: EnergyMeter | None = None,
+               engines: EngineCache | None = None) -> ExperimentResult:
+    """Run one server experiment; ``meter`` replaces the configured one (tests, custom);
+    ``engines`` (isolation warm) keeps a launched engine running for the next experiment."""
     cfg = spec.config
-    cache_root = vllm_cache_root(cfg)
+    plain = server_of(cfg)
+    key = engine_key(plain) if engines is not None and plain is not None \
+        and plain.command is not None else None
+    kept = engines.take(key) if engines is not None and key is not None else None
+    cache_root = kept.cache_root if kept is not None else vllm_cache_root(cfg)
+    warm = (engines, key, kept) if engines is not None and key is not None else None
     try:
-        return _run(spec, out_path, log, meter, server_of(cfg, cache_root))
+        return _run(spec, out_path, log, meter, server_of(cfg, cache_root), warm)
     finally:
-        if cache_root is not None:
+        if cache_root is not None and not (engines is not None and engines.holds(cache_root)):
             shutil.rmtree(cache_root, ignore_errors=True)
 
 
 def _run(spec: RunSpec, out_path: str | Path | None, log: Log, meter: EnergyMeter | None,
-         server: ServerSettings | None) -> ExperimentResult:
+         server: ServerSettings | None, warm: Warm | None) -> ExperimentResult:
     cfg = spec.config
     load = cfg.load
     if server is None or load is None:
@@ -151,14 +160,18 @@ def _run(spec: RunSpec, out_path: str | Path | None, log: Log, meter: EnergyMete
     monitor = EnergyMonitor(meter, sync=None)
     try:
         hardware = monitor.hardware()
-        if server.command is not None:
+        if warm is not None and warm[2] is not None:
+            idle, idle_note = None, ("engine already running (isolation warm): its idle "
+                                     "baseline is in the result of the experiment that "
+                                     "started it")
+        elif server.command is not None:
             idle, _age = phases.baseline(cfg, monitor, hardware, log, warnings)
             idle_note = None if idle else "not measured (see warnings)"
         else:
             idle, idle_note = None, "server already running (server.url): not measurable"
         with terminate_as_exception():
             run = _with_server(cfg, server, load, (bodies, warm_bodies), meter,
-                               log_path_for(out_path), log)
+                               log_path_for(out_path), log, warm)
         run["idle"], run["idle_note"], run["server"] = idle, idle_note, server
         result = _result(spec, run, hardware, health, warnings, started)  # meter still open
     finally:
@@ -170,14 +183,23 @@ def _run(spec: RunSpec, out_path: str | Path | None, log: Log, meter: EnergyMete
 
 def _with_server(cfg: ExperimentConfig, server: ServerSettings, load: LoadSettings,
                  all_bodies: tuple[list[dict], list[dict]], meter: EnergyMeter, log_path: Path,
-                 log: Log) -> dict[str, Any]:
-    """Start (or reach) the server, warm it, measure the loaded baseline and the load."""
+                 log: Log, warm: Warm | None = None) -> dict[str, Any]:
+    """Start (or reach, or reuse) the server, warm it, measure the loaded baseline and the
+    load; stop it afterwards unless isolation warm keeps it."""
     bodies, warm_bodies = all_bodies
     proc: ServerProcess | None = None
     run: dict[str, Any] = {"log": None, "startup_s": None, "command": None,
-                           "engine_version": None}
+                           "engine_version": None, "reused": False}
+    kept = warm[2] if warm is not None else None
+    ok = False
     try:
-        if server.command is not None:
+        if kept is not None:
+            proc, url = kept.proc, kept.url
+            log(f"reusing the running server (isolation warm; log {kept.log})")
+            run.update(log=kept.log, command=kept.command,
+                       engine_version=kept.engine_version, reused=True)
+            wait_http_ok(url + server.health_path, 30.0)
+        elif server.command is not None:
             port = server.port or free_port()
             url = f"http://127.0.0.1:{port}"
             argv = render_argv(server.command, port, cfg.model)
@@ -194,9 +216,9 @@ def _with_server(cfg: ExperimentConfig, server: ServerSettings, load: LoadSettin
             wait_http_ok(url + server.health_path, min(server.startup_timeout_s, 30.0))
         run["url"] = url
         if load.warmup_requests:
-            warm, _, _ = asyncio.run(run_load(url, server, LoadSettings(pattern="burst"),
-                                              warm_bodies))
-            _check(warm, "warm-up")
+            warmed, _, _ = asyncio.run(run_load(url, server, LoadSettings(pattern="burst"),
+                                                warm_bodies))
+            _check(warmed, "warm-up")
         run["loaded"], run["loaded_note"] = loaded_baseline(meter, server.loaded_baseline_s)
         gauges = GaugeSampler(url + server.metrics_path, server.metrics_interval_s) \
             if server.metrics_path else None
@@ -207,11 +229,20 @@ def _with_server(cfg: ExperimentConfig, server: ServerSettings, load: LoadSettin
             records, t0, t1 = asyncio.run(_load_with_gauges(url, server, load, bodies, gauges))
         finally:
             sampler.stop()
+        ok = True
     except ServerError as exc:
         raise ExperimentError(str(exc)) from exc
     finally:
         if proc is not None:
-            proc.stop()
+            if ok and warm is not None:
+                engines, key, _ = warm
+                engines.keep(key, kept or KeptEngine(
+                    proc, url, run["command"], run["log"], run["engine_version"],
+                    server.env.get("VLLM_CACHE_ROOT") if cfg.backend == "vllm" else None))
+            elif warm is not None and kept is not None:
+                warm[0].release()  # a reused engine that failed is not kept
+            else:
+                proc.stop()
     _check(records, "measured")
     run.update(records=records, t0=t0, t1=t1, marks=sampler.marks, gauges=gauges, meter=meter)
     return run
@@ -234,7 +265,7 @@ def _result(spec: RunSpec, run: dict[str, Any], hardware: dict[str, Any],
     flags = list(steady.flags)
     serving = ServingMetrics(
         url=run["url"], launched=server.command is not None, server_log=run["log"],
-        engine="vllm" if cfg.backend == "vllm" else None,
+        engine="vllm" if cfg.backend == "vllm" else None, engine_reused=run["reused"],
         engine_version=run["engine_version"], command=run["command"],
         startup_s=run["startup_s"], pattern=load.pattern, num_requests=len(records),
         load_s=t1 - t0, idle_baseline_w=idle.watts if idle else None,
@@ -270,6 +301,7 @@ def _result(spec: RunSpec, run: dict[str, Any], hardware: dict[str, Any],
         libs["vllm"] = run["engine_version"]
     prov = provenance(cfg.device, {**hardware, "server": {"url": run["url"]}},
                       libs, started, timings)
+    prov.model_already_loaded = run["reused"]
     return ExperimentResult(
         campaign=spec.campaign, run_id=spec.run_id, name=spec.name,
         config_hash=spec.config_hash, cycle=spec.cycle, position=spec.position,

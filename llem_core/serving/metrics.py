@@ -77,6 +77,9 @@ class ServingMetrics(BaseModel):
     engine_version: str | None = Field(
         None, description="What the engine's GET /version answered (vLLM), if anything.")
     command: list[str] | None = Field(None, description="argv of the launched server.")
+    engine_reused: bool = Field(
+        False, description="isolation warm: the engine was started by an earlier experiment "
+        "and kept running (startup_s is then null; server_log is that experiment's).")
     startup_s: float | None = None
     pattern: str
     num_requests: int

@@ -225,7 +225,9 @@ def _cycle_group(cfg: CampaignConfig, summary: GridSummary, k: int) -> TaskGroup
         ready = GpuReadySensor(
             task_id="gpu_ready", cycle=k, host_gpus=summary.placement.host_gpus,
             health=cfg.health, gap_s=cfg.execution.cycle_gap_s if k > 1 else 0.0,
-            trigger_rule="all_done",
+            # a later cycle runs after a failed experiment of the one before; cycle 1
+            # follows the plan (and the host's setup, which wants all_success)
+            trigger_rule="all_done" if k > 1 else "all_success",
             # it reads the GPUs of the server the experiments run on
             queue=summary.placement.queue)
         _experiment_operator(cfg, summary, ready.output)
