@@ -32,7 +32,7 @@ example-vllm: setup-vllm
 	$(BIN)/python scripts/run_example.py --campaign campaigns/example-vllm-cpu.yaml --runner local
 
 ## The tests (Docker and Airflow integration tests included).
-test: setup
+test: setup setup-vllm
 	$(BIN)/python -m pytest -ra
 
 test-fast: setup

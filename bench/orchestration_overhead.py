@@ -16,6 +16,7 @@ spread over cycles), to show that the measurement does not depend on the mode.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import statistics
 import sys
@@ -73,7 +74,19 @@ def measure(api, dag_id: str, results: Path, name: str) -> dict:
     by_config: dict[str, list] = {}
     for r in res:
         by_config.setdefault(r.name, []).append(r)
-    return {"state": state, "n": n, "wall": wall, "windows": windows,
+    def dur(t: dict) -> float:
+        return (_t(t["end_date"]) - _t(t["start_date"])).total_seconds() \
+            if t["start_date"] and t["end_date"] else 0.0
+
+    ordered = sorted(exps, key=lambda t: t["start_date"])
+    gaps = [(_t(b["start_date"]) - _t(a["end_date"])).total_seconds()
+            for a, b in itertools.pairwise(ordered)]
+    parts = {t["task_id"]: dur(t) for t in tis if t["task_id"] in (
+        "plan", "host_start", "cycle_1.gpu_ready", "aggregate", "verify_complete", "host_stop")}
+    breakdown = (f"experiment task {statistics.mean(dur(t) for t in exps):.2f} s, gap "
+                 f"between experiments {statistics.median(gaps):.2f} s; "
+                 + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
+    return {"state": state, "n": n, "wall": wall, "windows": windows, "breakdown": breakdown,
             "per_exp": (span - sensors - windows) / n, "fixed": wall - span + sensors,
             "configs": {k: ([r.metrics.output_tokens_per_s for r in v],
                             [r.metrics.ttft_s.mean for r in v]) for k, v in by_config.items()},
@@ -107,6 +120,7 @@ def main() -> int:
                       f"{m['wall']:6.1f} s windows {m['windows']:5.2f} s per experiment "
                       f"{m['per_exp']:5.2f} s fixed per run {m['fixed']:5.1f} s "
                       f"(models reused: {m['reused']})", flush=True)
+                print(f"        {m['breakdown']}", flush=True)
     print("\nmeasurements by mode (mean over cycles; spread = max - min over cycles):")
     for runner_name in RUNNERS:
         for cfg in sorted(rows[0][2]["configs"]):

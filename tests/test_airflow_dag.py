@@ -77,8 +77,9 @@ def test_dag_shape_pools_params_and_doc(folder):
     down = {t.task_id: t.downstream_task_ids for t in dag.tasks}
     # isolation process (the default): the run's host is set up before cycle 1 and torn
     # down after the last cycle whatever happened
-    assert down["plan"] == {"host_start"}
+    assert down["plan"] == {"cycle_1.gpu_ready"}  # the host starts while the plan runs
     assert down["host_start"] == {"cycle_1.gpu_ready", "host_stop"}
+    assert dag.get_task("host_start").upstream_task_ids == set()
     assert down["cycle_1.experiment"] == {"cycle_2.gpu_ready"}
     assert down["cycle_2.experiment"] == {"aggregate", "host_stop"}
     assert down["aggregate"] == {"verify_complete"}

@@ -164,7 +164,7 @@ def test_warm_keeps_a_launched_engine_for_the_next_identical_launch(tiny_model: 
     assert "engine already running" in second.serving.idle_baseline_note
     assert second.serving.loaded_baseline_w is not None or second.energy.source == "none"
     # another launch (other batch limit): the kept engine is stopped, a new one started
-    other = config(tiny_model, {"command": SERVE + ["--cb-max-batch-tokens", "64"]},
+    other = config(tiny_model, {"command": [*SERVE, "--cb-max-batch-tokens", "64"]},
                    {"pattern": "burst"})
     third = run(RunSpec(config=other, cycle=1), tmp_path / "other.json", warm=warm)
     assert not third.serving.engine_reused and third.serving.url != first.serving.url

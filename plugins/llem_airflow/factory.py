@@ -279,8 +279,8 @@ def build_dag(campaign: Campaign, summary: GridSummary | None = None) -> DAG:
         previous: Any = plan()
         host = _host_tasks(cfg, summary) if cfg.execution.isolation != "container" else None
         if host is not None:
-            previous >> host[0]
-            previous = host[0]
+            # the host's start-up (imports) overlaps the plan: cycle 1 waits for both
+            previous = [previous, host[0]]
         for k in range(1, cfg.execution.cycle_limit + 1):
             group = _cycle_group(cfg, summary, k)
             previous >> group
