@@ -32,6 +32,11 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
         log: Callable[[str], None] = _quiet, warm: WarmCache | None = None) -> ExperimentResult:
     """Run one experiment and, if ``out_path`` is given, write its result atomically."""
     cfg = spec.config
+    if warm is not None and spec.health_check is not None:
+        # a readiness check before this experiment would count the kept model's memory
+        # (or the kept engine) as another workload: nothing is kept across it
+        warm.release()
+        warm.release_engines()
     if cfg.backend in ("server", "vllm"):
         try:
             from llem_core.serving.experiment import run_server  # httpx only when used
@@ -70,8 +75,8 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
             if warm is not None:
                 warm.keep(cfg, backend, work.load_info)
         timings_s["load"] = 0.0 if kept is not None else work.load_info["load_s"]
-        warm = phases.warm_up_phase(cfg, work, warnings)
-        timings_s["warmup"] = sum(warm.durations_s)
+        warmup = phases.warm_up_phase(cfg, work, warnings)
+        timings_s["warmup"] = sum(warmup.durations_s)
         window = phases.measured_window(cfg, work, monitor, log)
         timings_s["window"] = window.measurement.seconds
         peak, versions = backend.peak_memory(), backend.versions()
@@ -89,7 +94,7 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
     prov = provenance(backend.device, {**hardware, "model": work.load_info}, versions,
                       started, timings_s)
     prov.model_already_loaded = kept is not None
-    result = _result(spec, phases.metrics(window, warm, peak), window, baseline, cache_age,
+    result = _result(spec, phases.metrics(window, warmup, peak), window, baseline, cache_age,
                      health, warnings, prov)
     if out_path is not None:
         write_result(result, out_path)

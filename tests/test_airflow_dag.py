@@ -106,6 +106,14 @@ def test_dag_shape_pools_params_and_doc(folder):
     assert "campaign:a" in dag.tags
 
 
+def test_warm_isolation_releases_the_host_before_later_cycles_checks(folder):
+    write(folder, "w", execution={"cycles": 2, "isolation": "warm"})
+    dag = factory.build_dags(folder)[0]["llem_w"]
+    assert dag.get_task("cycle_1.gpu_ready").warm_host is None  # nothing kept yet
+    assert dag.get_task("cycle_2.gpu_ready").warm_host == "srv"
+    assert dag.get_task("cycle_1.experiment").partial_kwargs["mode"] == "warm"
+
+
 def test_container_isolation_has_no_host_tasks(folder):
     write(folder, "cold", execution={"cycles": 2, "isolation": "container"})
     dag = factory.build_dags(folder)[0]["llem_cold"]

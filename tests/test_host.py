@@ -124,6 +124,12 @@ def test_warm_mode_keeps_the_model_for_equal_model_settings(tiny_model, tmp_path
     assert same_model.provenance.hardware["model"]["already_loaded"] is True
     assert same_model.config.batch_size == 2 and same_model.metrics.output_tokens > 0
     assert not other_dtype.provenance.model_already_loaded  # another dtype: loaded afresh
+    # the readiness sensor between cycles asks the host to release what it keeps
+    assert request(host.sock, {"op": "ping"})["worker"] is not None
+    assert request(host.sock, {"op": "release"})["ok"] is True
+    assert request(host.sock, {"op": "ping"})["worker"] is None
+    rc, _, _ = host.run(spec(tiny_model, 9, dtype="bfloat16"), tmp_path / "after.json")
+    assert rc == 0 and not read_result(tmp_path / "after.json").provenance.model_already_loaded
 
 
 def test_a_timeout_kills_the_experiment_not_the_host(tiny_model, tmp_path, host_factory):

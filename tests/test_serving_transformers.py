@@ -146,30 +146,17 @@ def test_a_rejected_request_fails_the_experiment_in_one_line(tiny_model: Path,
     assert "\n" not in msg and "warm-up requests failed" in msg and "HTTP 422" in msg
 
 
-def test_warm_keeps_a_launched_engine_for_the_next_identical_launch(tiny_model: Path,
-                                                                     tmp_path: Path) -> None:
+def test_warm_never_keeps_an_engine_whose_caches_are_unknown(tiny_model: Path,
+                                                             tmp_path: Path) -> None:
+    # backend server: its prefix/KV caches would carry the previous experiment's prompts
     from llem_core.host.warm import WarmCache
 
     warm = WarmCache()
     cfg = config(tiny_model, {"command": SERVE, "max_num_seqs": 4}, {"pattern": "burst"})
     first = run(RunSpec(config=cfg, cycle=1), tmp_path / "cycle_1.json", warm=warm)
-    engine = warm.engines().engine
-    assert engine is not None and engine.proc.proc.poll() is None  # still running
-    second = run(RunSpec(config=cfg, cycle=2), tmp_path / "cycle_2.json", warm=warm)
-    assert not first.serving.engine_reused and first.serving.startup_s is not None
-    assert second.serving.engine_reused and second.serving.startup_s is None
-    assert second.provenance.model_already_loaded and not first.provenance.model_already_loaded
-    assert second.serving.url == first.serving.url
-    assert second.serving.idle_baseline_w is None
-    assert "engine already running" in second.serving.idle_baseline_note
-    assert second.serving.loaded_baseline_w is not None or second.energy.source == "none"
-    # another launch (other batch limit): the kept engine is stopped, a new one started
-    other = config(tiny_model, {"command": [*SERVE, "--cb-max-batch-tokens", "64"]},
-                   {"pattern": "burst"})
-    third = run(RunSpec(config=other, cycle=1), tmp_path / "other.json", warm=warm)
-    assert not third.serving.engine_reused and third.serving.url != first.serving.url
-    with pytest.raises(httpx.ConnectError):
+    assert warm.engines().engine is None
+    with pytest.raises(httpx.ConnectError):  # stopped after its experiment, as always
         httpx.get(first.serving.url + "/health", timeout=2)
-    warm.release_engines()
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(third.serving.url + "/health", timeout=2)
+    second = run(RunSpec(config=cfg, cycle=2), tmp_path / "cycle_2.json", warm=warm)
+    assert not second.serving.engine_reused and second.serving.startup_s is not None
+    assert not second.provenance.model_already_loaded

@@ -97,3 +97,33 @@ def test_an_engine_that_cannot_start_fails_in_one_line(vllm_python: Path,
     assert (tmp_path / "cycle_1.server.log").stat().st_size > 0  # the log is kept
     assert not (tmp_path / "cycle_1.json").exists()  # nothing is written as a result
     assert not processes_with(str(tmp_path / "not-a-model").encode())
+
+
+def test_warm_keeps_a_vllm_engine_without_prefix_cache(vllm_model: Path, vllm_python: Path,
+                                                       tmp_path: Path) -> None:
+    from llem_core.host.warm import WarmCache
+    from llem_core.runner import run
+
+    warm = WarmCache()
+    no_cache = {"extra_args": ["--no-enable-prefix-caching"], "loaded_baseline_s": 0.0}
+    cfg = vllm_config(vllm_model, vllm_python, **no_cache)
+    meter_free = cfg.model_copy(update={"load": cfg.load.model_copy(
+        update={"pattern": "concurrency", "concurrency": 2})})
+    first = run(RunSpec(config=cfg, cycle=1), tmp_path / "c1.json", warm=warm)
+    kept = warm.engines().engine
+    assert kept is not None and kept.proc.proc.poll() is None
+    # another load on the same launch reuses the engine, and says so
+    second = run(RunSpec(config=meter_free, cycle=1), tmp_path / "c2.json", warm=warm)
+    assert not first.serving.engine_reused and second.serving.engine_reused
+    assert second.provenance.model_already_loaded and second.serving.startup_s is None
+    assert second.serving.url == first.serving.url and second.serving.server_log == str(
+        tmp_path / "c1.server.log")
+    assert all(q.completion_tokens == OUT == q.tokens_received
+               for q in second.serving.requests)
+    # the prefix cache on (vLLM's default): not kept, the kept one is stopped
+    cached = vllm_config(vllm_model, vllm_python, loaded_baseline_s=0.0)
+    third = run(RunSpec(config=cached, cycle=1), tmp_path / "c3.json", warm=warm)
+    assert not third.serving.engine_reused and warm.engines().engine is None
+    for url in (first.serving.url, third.serving.url):
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url + "/health", timeout=2)

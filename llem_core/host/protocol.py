@@ -14,7 +14,7 @@ from typing import Any
 ISOLATION_MODES = ("container", "process", "warm")
 # AF_UNIX paths hold at most 107 bytes: hosts live under a short folder, one per key.
 HOST_ROOT_ENV = "LLEM_HOST_ROOT"
-DEFAULT_HOST_ROOT = "/tmp/llem-hosts"
+DEFAULT_HOST_ROOT = f"/tmp/llem-hosts-{os.getuid()}"  # per user: nobody else's socket
 MAX_LINE = 64 << 20
 
 
@@ -24,6 +24,19 @@ class HostError(RuntimeError):
 
 def host_root() -> Path:
     return Path(os.environ.get(HOST_ROOT_ENV) or DEFAULT_HOST_ROOT)
+
+
+def ensure_root() -> Path:
+    """The host root, made 0700 if missing; refused if it is a link or someone else's (a
+    planted socket or pid file would be trusted)."""
+    import stat
+
+    root = host_root()
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.lstat(root)
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid():
+        raise HostError(f"{root} is a link or belongs to another user: refusing to use it")
+    return root
 
 
 def host_key(*parts: str) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 
 from llem_core.host.protocol import HostError, LineReader, send
 
+KILL_GRACE_S = 30.0  # a serving engine's stop_timeout_s fits in it
 PRELOAD = ("torch", "transformers", "transformers.models.auto.modeling_auto",
            "transformers.models.llama.modeling_llama", "transformers.generation",
            "llem_core.runner", "llem_core.backends.pytorch", "llem_core.energy.select",
@@ -109,7 +110,7 @@ class Host:
                 last = time.monotonic()
         finally:
             if self.worker is not None:
-                self.worker.kill()
+                self.worker.close()  # a warm worker releases its model/engine and exits
             srv.close()
             with contextlib.suppress(FileNotFoundError):
                 self.sock.unlink()
@@ -126,6 +127,11 @@ class Host:
             if op == "ping":
                 send(conn, {"ok": True, "pid": os.getpid(), "mode": self.mode,
                             "worker": self.worker.pid if self.worker else None})
+            elif op == "release":
+                if self.worker is not None:  # the worker exits releasing what it keeps
+                    self.worker.close()
+                    self.worker = None
+                send(conn, {"ok": True})
             elif op == "shutdown":
                 send(conn, {"ok": True})
                 self.stopping = True
@@ -149,8 +155,9 @@ class Host:
         except OSError:  # the task went away while its log was being sent
             rc, reason = -15, "the task went away: experiment killed"
             child.kill()
-        if self.mode == "process" or reason:
-            child.kill()  # a dead or killed warm worker is replaced for the next run
+        if self.mode == "process" or reason or rc != 0:
+            # a warm worker after a failure (a broken CUDA context, say) is replaced
+            child.kill()
             if child is self.worker:
                 self.worker = None
         send(conn, {"done": True, "rc": rc, "error": reason})
@@ -175,6 +182,7 @@ class _Worker:
             rc = _child_main(spec, out)
             os._exit(rc)  # the result is written; skip the interpreter's slow shutdown
         os.close(w)
+        _own_group(pid)
         return cls(pid, r)
 
     @classmethod
@@ -192,6 +200,7 @@ class _Worker:
             os._exit(0)
         for fd in (w, req_r, st_w):
             os.close(fd)
+        _own_group(pid)
         return cls(pid, r, req_w, st_r)
 
     def submit(self, spec: str, out: str) -> None:
@@ -219,10 +228,10 @@ class _Worker:
             ready, _, _ = select.select(watch, [], [], wait)
             if not ready:
                 self.kill()
-                return -9, f"killed: the experiment ran past its timeout of {timeout_s} s"
+                return -9, f"stopped: the experiment ran past its timeout of {timeout_s} s"
             if conn in ready and not conn.recv(1, socket.MSG_PEEK):
                 self.kill()
-                return -15, "the task went away: experiment killed"
+                return -15, "the task went away: experiment stopped"
             if self.status_fd is not None and self.status_fd in ready:
                 status = os.read(self.status_fd, 4)
                 if len(status) == 4:
@@ -251,17 +260,54 @@ class _Worker:
             return rc or 1, f"the experiment host's worker exited with status {rc}"
         return rc, None
 
-    def kill(self) -> None:
+    def kill(self, grace_s: float = KILL_GRACE_S) -> None:
+        """SIGTERM to the child's group (so a serving engine it started is stopped by its
+        own clean-up), SIGKILL after ``grace_s``; then reap it and close its pipes."""
         if self.exited is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                _, self.exited = os.waitpid(self.pid, 0)
+                os.killpg(self.pid, signal.SIGTERM)
+            self._reap(grace_s)
+            if self.exited is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    _, self.exited = os.waitpid(self.pid, 0)
+        self._close_fds()
+
+    def close(self, grace_s: float = KILL_GRACE_S) -> None:
+        """A warm worker: end of requests, so it releases what it keeps and exits."""
+        if self.req_fd is not None and self.req_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.req_fd)
+            self.req_fd = -1
+            self._reap(grace_s)
+        self.kill()
+
+    def _reap(self, grace_s: float) -> None:
+        deadline = time.monotonic() + grace_s
+        while self.exited is None and time.monotonic() < deadline:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.exited = 0
+                return
+            if pid:
+                self.exited = status
+                return
+            time.sleep(0.05)
+
+    def _close_fds(self) -> None:
         for fd in (self.out_fd, self.req_fd, self.status_fd):
-            if fd is not None:
+            if fd is not None and fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self.out_fd = self.req_fd = self.status_fd = -1  # type: ignore[assignment]
+
+
+def _own_group(pid: int) -> None:
+    """Also set in the parent: a kill right after the fork must reach the child's group."""
+    with contextlib.suppress(OSError):
+        os.setpgid(pid, pid)
 
 
 def _drain(fd: int, conn: socket.socket, buf: bytes) -> None:
@@ -277,7 +323,9 @@ def _drain(fd: int, conn: socket.socket, buf: bytes) -> None:
 
 
 def _child_setup(out_fd: int) -> None:  # pragma: no cover - child
-    """Own process group (so a kill reaches what it starts), output to the host's pipe, and
+    """Own process group (a SIGTERM to it reaches the experiment; a serving engine it
+    started has its own group and is stopped by the experiment's clean-up), output to the
+    host's pipe, and
     death with the host (a host killed mid-run leaves no experiment running)."""
     os.setpgid(0, 0)
     if sys.platform == "linux":

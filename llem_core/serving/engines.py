@@ -1,20 +1,28 @@
 """Serving engines kept running between consecutive experiments (``isolation: warm``).
 
-An engine is reused only by the next experiment whose launch is identical: the same argv
-(model, engine settings, dtype, seed, ...) and the same environment, apart from vLLM's
-compile-cache folder, which moves with the engine. A reused engine is checked healthy
-first; its idle baseline before start-up belongs to the experiment that started it, so the
-reusing one reports none, and says why.
+Only a vLLM engine with its prefix cache off (``--no-enable-prefix-caching`` in
+``vllm.extra_args``) is kept: with the cache on, the next experiment's prompts would hit
+what the previous one left (the same builtin prompts), and an arbitrary ``backend: server``
+engine's caches are unknown; those engines are started afresh in every mode. A kept engine
+is reused only by the next experiment whose launch is identical (argv with the model,
+engine settings, dtype, seed; environment apart from the compile-cache folder, which moves
+with the engine; GPUs), after a health check. Its idle baseline, measured before it
+started, is carried over with its age.
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
+from llem_core.config import ExperimentConfig
+from llem_core.energy.base import Baseline
 from llem_core.serving.config import ServerSettings
-from llem_core.serving.process import ServerProcess
+from llem_core.serving.process import ServerProcess, render_argv
+
+NO_PREFIX_CACHE = "--no-enable-prefix-caching"
 
 
 @dataclass
@@ -25,11 +33,19 @@ class KeptEngine:
     log: str
     engine_version: str | None
     cache_root: str | None
+    idle: Baseline | None = None
+    idle_at: float = field(default_factory=time.monotonic)
 
 
-def engine_key(server: ServerSettings) -> tuple[Any, ...]:
+def keepable(cfg: ExperimentConfig) -> bool:
+    return cfg.backend == "vllm" and cfg.vllm is not None \
+        and NO_PREFIX_CACHE in cfg.vllm.extra_args
+
+
+def engine_key(cfg: ExperimentConfig, server: ServerSettings) -> tuple[Any, ...]:
     env = tuple(sorted((k, v) for k, v in server.env.items() if k != "VLLM_CACHE_ROOT"))
-    return (tuple(server.command or ()), env, server.port)
+    argv = tuple(render_argv(server.command or (), 0, cfg.model))
+    return (argv, env, server.port, cfg.model, tuple(cfg.gpus))
 
 
 class EngineCache:

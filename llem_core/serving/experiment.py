@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from llem_core.serving import summary
 from llem_core.serving.attribution import MarkSampler
 from llem_core.serving.client import RequestRecord, request_body, run_load
 from llem_core.serving.config import LoadSettings, ServerSettings
-from llem_core.serving.engines import EngineCache, KeptEngine, engine_key
+from llem_core.serving.engines import EngineCache, KeptEngine, engine_key, keepable
 from llem_core.serving.metrics import ServingMetrics
 from llem_core.serving.process import (
     ServerError,
@@ -45,7 +46,8 @@ from llem_core.serving.vllm import server_of, vllm_cache_root
 from llem_core.serving.window import steady_window, target_occupancy
 
 Log = Callable[[str], None]
-Warm = tuple[EngineCache, tuple[Any, ...], KeptEngine | None]
+# (the cache, this launch's key, the kept engine if reused, this run's idle baseline)
+Warm = list[Any]
 
 
 def _quiet(_m: str) -> None:
@@ -130,11 +132,14 @@ def run_server(spec: RunSpec, out_path: str | Path | None = None, log: Log = _qu
     ``engines`` (isolation warm) keeps a launched engine running for the next experiment."""
     cfg = spec.config
     plain = server_of(cfg)
-    key = engine_key(plain) if engines is not None and plain is not None \
+    if engines is not None and not keepable(cfg):
+        engines.release()
+        engines = None  # started and stopped here, as in the other modes
+    key = engine_key(cfg, plain) if engines is not None and plain is not None \
         and plain.command is not None else None
     kept = engines.take(key) if engines is not None and key is not None else None
     cache_root = kept.cache_root if kept is not None else vllm_cache_root(cfg)
-    warm = (engines, key, kept) if engines is not None and key is not None else None
+    warm = [engines, key, kept, None] if engines is not None and key is not None else None
     try:
         return _run(spec, out_path, log, meter, server_of(cfg, cache_root), warm)
     finally:
@@ -161,18 +166,24 @@ def _run(spec: RunSpec, out_path: str | Path | None, log: Log, meter: EnergyMete
     try:
         hardware = monitor.hardware()
         if warm is not None and warm[2] is not None:
-            idle, idle_note = None, ("engine already running (isolation warm): its idle "
-                                     "baseline is in the result of the experiment that "
-                                     "started it")
+            kept = warm[2]
+            idle = kept.idle
+            idle_age = time.monotonic() - kept.idle_at
+            idle_note = (f"measured {time.monotonic() - kept.idle_at:.0f} s earlier, before "
+                         "the kept engine started (isolation warm)") if idle else \
+                "not measured before the kept engine started (isolation warm)"
         elif server.command is not None:
             idle, _age = phases.baseline(cfg, monitor, hardware, log, warnings)
             idle_note = None if idle else "not measured (see warnings)"
+            if warm is not None:
+                warm[3] = idle  # kept with the engine for the experiments that reuse it
         else:
             idle, idle_note = None, "server already running (server.url): not measurable"
         with terminate_as_exception():
             run = _with_server(cfg, server, load, (bodies, warm_bodies), meter,
                                log_path_for(out_path), log, warm)
         run["idle"], run["idle_note"], run["server"] = idle, idle_note, server
+        run["idle_age"] = idle_age if warm is not None and warm[2] is not None else None
         result = _result(spec, run, hardware, health, warnings, started)  # meter still open
     finally:
         monitor.close()
@@ -235,10 +246,11 @@ def _with_server(cfg: ExperimentConfig, server: ServerSettings, load: LoadSettin
     finally:
         if proc is not None:
             if ok and warm is not None:
-                engines, key, _ = warm
+                engines, key = warm[0], warm[1]
                 engines.keep(key, kept or KeptEngine(
                     proc, url, run["command"], run["log"], run["engine_version"],
-                    server.env.get("VLLM_CACHE_ROOT") if cfg.backend == "vllm" else None))
+                    server.env.get("VLLM_CACHE_ROOT") if cfg.backend == "vllm" else None,
+                    warm[3]))
             elif warm is not None and kept is not None:
                 warm[0].release()  # a reused engine that failed is not kept
             else:
@@ -292,7 +304,7 @@ def _result(spec: RunSpec, run: dict[str, Any], hardware: dict[str, Any],
         energy = energy_result(reading, idle, steady.energy.tokens,
                                sum(1 for r in records if r.done is not None and w.end
                                    and w.start is not None and w.start < r.done <= w.end))
-        energy.baseline_cache_age_s = None
+        energy.baseline_cache_age_s = run["idle_age"]
     else:
         energy = EnergyResult(source=meter.source, note=steady.energy.note or "no window")
     timings = {"startup": run["startup_s"] or 0.0, "load": t1 - t0}

@@ -228,6 +228,8 @@ def _cycle_group(cfg: CampaignConfig, summary: GridSummary, k: int) -> TaskGroup
             # a later cycle runs after a failed experiment of the one before; cycle 1
             # follows the plan (and the host's setup, which wants all_success)
             trigger_rule="all_done" if k > 1 else "all_success",
+            warm_host=summary.placement.host if cfg.execution.isolation == "warm" and k > 1
+            else None,
             # it reads the GPUs of the server the experiments run on
             queue=summary.placement.queue)
         _experiment_operator(cfg, summary, ready.output)

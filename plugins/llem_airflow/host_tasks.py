@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from llem_core.host.client import alive, request
-from llem_core.host.protocol import HostError, host_dir, host_key, socket_path
+from llem_core.host.protocol import HostError, ensure_root, host_dir, host_key, socket_path
 
 IDLE_EXIT_S = 900.0
 START_TIMEOUT_S = 600.0
@@ -61,6 +61,8 @@ def _tail(path: Path) -> str:
 
 def start_local(key: str, mode: str, python: str | None, env: dict[str, str]) -> dict:
     """A detached host process (its own session: it outlives the setup task)."""
+    ensure_root()
+    stop(key)  # an unresponsive host of the same run goes first
     folder = host_dir(key)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     sock, log = socket_path(key), folder / "host.log"
@@ -87,6 +89,7 @@ def start_docker(key: str, mode: str, docker: dict[str, Any], results_dir: str,
 
     import docker as docker_sdk
 
+    ensure_root()
     stop(key, docker_url=docker["docker_url"])  # a stale host of the same run goes first
     folder = host_dir(key)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -140,7 +143,8 @@ def stop(key: str, docker_url: str | None = None) -> list[str]:
     pid_file = folder / "host.pid"
     if pid_file.exists():
         pid = int(pid_file.read_text().strip() or 0)
-        if pid > 0 and _wait_gone(pid, 10.0) is False:
+        # only our host: a pid reused by another process after the host exited is spared
+        if pid > 0 and _is_host(pid, sock) and _wait_gone(pid, 10.0) is False:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
                 done.append(f"killed host process group {pid}")
@@ -154,6 +158,13 @@ def stop(key: str, docker_url: str | None = None) -> list[str]:
                 done.append(f"removed container {c.short_id}")
     shutil.rmtree(folder, ignore_errors=True)
     return done
+
+
+def _is_host(pid: int, sock: Path) -> bool:
+    try:
+        return str(sock).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:

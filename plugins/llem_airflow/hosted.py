@@ -107,7 +107,11 @@ class LlemHostedOperator(_HostMixin, _ExperimentMixin, BaseOperator):
         key = self.host_key(context)
         sock = socket_path(key)
         if alive(sock) is None:
-            self.log.warning("no live experiment host for this run: starting one")
+            if context["ti"].xcom_pull(task_ids="host_start") is None:
+                # no teardown would remove a host started now (it follows a failed setup)
+                raise AirflowException("the run's experiment host was never started "
+                                       "(host_start did not succeed): see that task's log")
+            self.log.warning("the run's experiment host is gone: starting a new one")
             try:
                 self.start_host(key)
             except HostError as exc:

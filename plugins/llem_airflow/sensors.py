@@ -31,7 +31,8 @@ class GpuReadySensor(BaseSensorOperator):
     reader: ClassVar[Callable[[list[int] | None], list[GpuState]]] = staticmethod(read_gpus)
 
     def __init__(self, *, cycle: int, host_gpus: list[int], health: Health, gap_s: float = 0.0,
-                 plan_task_id: str = "plan", **kwargs: Any) -> None:
+                 plan_task_id: str = "plan", warm_host: str | None = None,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("mode", "reschedule")
         kwargs.setdefault("poke_interval", health.poke_interval_s)
         # The sensor's own hard timeout must never fire before ours, which does not fail.
@@ -42,6 +43,9 @@ class GpuReadySensor(BaseSensorOperator):
         self.health = health
         self.gap_s = gap_s
         self.plan_task_id = plan_task_id
+        # isolation warm: the host's name; its kept model/engine is released before the
+        # check, or it would count as memory in use and another process on the GPUs
+        self.warm_host = warm_host
 
     def _runs(self, context: Any) -> list[dict[str, Any]]:
         params = context["params"]
@@ -56,6 +60,19 @@ class GpuReadySensor(BaseSensorOperator):
         # validated on read: a malformed hand-off fails here, not inside an experiment
         return [PlannedRun.model_validate(r).model_dump(mode="json") for r in runs]
 
+    def _release_warm_host(self, context: Any) -> None:
+        from llem_airflow.host_tasks import key_for
+        from llem_core.host.client import request
+        from llem_core.host.protocol import HostError, socket_path
+
+        ti = context["ti"]
+        sock = socket_path(key_for(ti.dag_id, ti.run_id, str(self.warm_host), self.host_gpus))
+        try:
+            request(sock, {"op": "release"}, timeout_s=60.0)
+            self.log.info("the warm host released its kept model/engine before the check")
+        except HostError as exc:
+            self.log.info("no warm host to release (%s)", exc)
+
     def poke(self, context: Any) -> bool | PokeReturnValue:
         runs = self._runs(context)
         now = datetime.now(UTC)
@@ -64,6 +81,8 @@ class GpuReadySensor(BaseSensorOperator):
         if elapsed < self.gap_s:
             self.log.info("cycle gap: %.0f of %.0f s elapsed", elapsed, self.gap_s)
             return False
+        if self.warm_host is not None:
+            self._release_warm_host(context)
         if not self.host_gpus:
             return self._done(context, self._info(elapsed, no_gpu="the campaign runs on the "
                                                   "CPU"), runs)
