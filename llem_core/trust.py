@@ -19,7 +19,11 @@ environment for ``llem validate`` and the DAG processor, so that both agree):
   (``runner.ipc_mode: host``, for vLLM's tensor-parallel workers); unset refuses it.
 - ``LLEM_ALLOWED_SERVER_COMMANDS``: comma-separated programs (fnmatch globs of
   ``server.command[0]``) a ``local`` runner may launch as a server; unset allows none.
-  (In the Docker runner these run inside the image, which ``LLEM_ALLOWED_IMAGES`` bounds.)
+  The program is matched once normalised (``/opt//x/./y`` is ``/opt/x/y``); whatever the
+  list says, one with a ``..`` component (``/opt/vllm/bin/../../../tmp/evil``), a relative
+  path holding ``/``, or a ``{``/``}`` (a placeholder, substituted after this check) is
+  refused. (In the Docker runner these run inside the image, which ``LLEM_ALLOWED_IMAGES``
+  bounds.)
 
 Whatever the variables say, the filesystem root, the Docker socket and every folder
 holding the socket are never mounted: the socket is root on the host.
@@ -125,8 +129,21 @@ def python_problem(python: str | None) -> str | None:
 
 
 def server_command_problem(program: str) -> str | None:
+    """The local runner executes ``program`` (``server.command[0]``) on the worker."""
+    if "{" in program or "}" in program:
+        return (f"server program {program!r} holds '{{' or '}}': a placeholder is "
+                "substituted after this check, so the program must be named literally")
+    matched = program
+    if "/" in program:
+        if ".." in program.split("/"):
+            return (f"server program {program!r} has a '..' component: name it without one "
+                    "(a '..' after a symlink leads elsewhere than it reads)")
+        matched = posixpath.normpath(program)
+        if not matched.startswith("/"):
+            return (f"server program {program!r} is a relative path: the folder it is "
+                    "relative to is not known here; name it absolutely")
     allowed = _allowed(ENV_SERVER_COMMANDS) or []
-    if any(fnmatch.fnmatchcase(program, p) for p in allowed):
+    if any(fnmatch.fnmatchcase(matched, p) for p in allowed):
         return None
     listed = ", ".join(allowed) or "unset: none"
     return (f"the local runner would launch {program!r} on the worker, which "

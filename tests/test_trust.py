@@ -9,7 +9,7 @@ import pytest
 from llem_core.campaign_file import CampaignFileError, load_campaign, validate_campaign_data
 from llem_core.cli import main
 from llem_core.config import CampaignConfig
-from llem_core.trust import mount_problem, policy_errors
+from llem_core.trust import mount_problem, policy_errors, server_command_problem
 
 
 def cfg(**kw) -> CampaignConfig:
@@ -25,7 +25,7 @@ def paths(errors) -> list[str]:
 @pytest.fixture(autouse=True)
 def _no_policy_env(monkeypatch):
     for name in ("LLEM_ALLOWED_IMAGES", "LLEM_ALLOWED_MOUNT_ROOTS", "LLEM_ALLOWED_DOCKER_URLS",
-                 "LLEM_ALLOWED_PYTHONS"):
+                 "LLEM_ALLOWED_PYTHONS", "LLEM_ALLOWED_SERVER_COMMANDS"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -122,3 +122,36 @@ def test_local_runner_interpreter(monkeypatch):
     assert e.path == "runner.python" and "LLEM_ALLOWED_PYTHONS" in e.reason
     monkeypatch.setenv("LLEM_ALLOWED_PYTHONS", "/opt/venv/bin/python")
     assert policy_errors(cfg(runner={"type": "local", "python": "/opt/venv/bin/python"})) == []
+
+
+def test_server_commands_allow_list():
+    assert "unset: none" in server_command_problem("/opt/vllm/bin/vllm")
+    assert "LLEM_ALLOWED_SERVER_COMMANDS" in server_command_problem("/opt/vllm/bin/vllm")
+
+
+@pytest.mark.parametrize("program", [
+    "/opt/vllm/bin/../../../tmp/evil",   # normalised: /tmp/evil
+    "/opt/vllm/bin/x/../../../../tmp/evil",
+    "/opt/vllm/bin/..",
+    "{model}", "/opt/vllm/bin/{model}", "{port}", "/opt/vllm/bin/}",
+    "opt/vllm/bin/vllm", "./opt/vllm/bin/vllm", "~/opt/vllm/bin/vllm",
+])
+def test_server_command_escapes_refused(program, monkeypatch):
+    monkeypatch.setenv("LLEM_ALLOWED_SERVER_COMMANDS", "/opt/vllm/bin/*,*/vllm,*")
+    problem = server_command_problem(program)
+    assert problem is not None and "\n" not in problem
+
+
+def test_server_command_matched_normalised(monkeypatch):
+    monkeypatch.setenv("LLEM_ALLOWED_SERVER_COMMANDS", "/opt/vllm/bin/*,vllm")
+    assert server_command_problem("/opt/vllm/bin/vllm") is None
+    assert server_command_problem("/opt/vllm/bin/./vllm") is None
+    assert server_command_problem("/opt//vllm/bin/vllm") is None
+    assert server_command_problem("vllm") is None  # a bare name: the worker's PATH
+    assert server_command_problem("/opt/vllm/lib/./../bin/vllm") is not None
+    assert server_command_problem("/opt/vllm/binx") is not None
+    [e] = policy_errors(cfg(runner={"type": "local"},
+                            base={"model": "/m", "backend": "server",
+                                  "load": {"pattern": "burst"},
+                                  "server": {"command": ["/opt/vllm/bin/../../../tmp/evil"]}}))
+    assert e.path == "base.server.command" and "'..'" in e.reason

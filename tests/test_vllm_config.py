@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from llem_core.campaign_file import CampaignFileError, validate_campaign_data
 from llem_core.config import ExperimentConfig
 from llem_core.grid import config_hash, conflicts, expand
+from llem_core.serving.config import ServerSettings
 from llem_core.serving.vllm import VLLM_MODULE, as_server, visible_devices, vllm_argv, vllm_env
 
 
@@ -60,8 +61,8 @@ def test_environment_cpu_gpu_and_user_overrides(monkeypatch: pytest.MonkeyPatch)
     assert env["CUDA_VISIBLE_DEVICES"] == "5,7" and env["VLLM_X"] == "1"
     assert "VLLM_CACHE_ROOT" not in env
     assert "HF_HUB_OFFLINE" not in vllm_env(vcfg(model="org/model"), None)
-    override = vcfg(vllm={"env": {"CUDA_VISIBLE_DEVICES": "0", "HF_HUB_OFFLINE": "0"}})
-    assert vllm_env(override, None)["HF_HUB_OFFLINE"] == "0"
+    ordinary = vcfg(vllm={"env": {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CACHE_ROOT": "/c"}})
+    assert vllm_env(ordinary, None)["VLLM_CPU_KVCACHE_SPACE"] == "1"
 
 
 def test_visible_devices_maps_in_process_indices() -> None:
@@ -74,6 +75,87 @@ def test_visible_devices_maps_in_process_indices() -> None:
 def test_extra_args_cannot_contradict_recorded_fields(args: list[str]) -> None:
     with pytest.raises(ValidationError, match="set by llem"):
         vcfg(vllm={"extra_args": args})
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--max_num_seqs", "512"], "--max_num_seqs"),            # vLLM reads '_' as '-'
+    (["--max-num-seq=9"], "--max-num-seq"),                   # argparse takes a prefix
+    (["--max-num", "9"], "--max-num"),
+    (["--gpu_mem", "0.1"], "--gpu_mem"),
+    (["--served-model-name.x", "m"], "--served-model-name"),  # vLLM's JSON-field syntax
+    (["-qfp8"], "-qfp8"), (["-tp2"], "-tp2"), (["-tp=2"], "-tp"), (["-t", "2"], "-t"),
+    (["--no-enforce-eager"], "--no-enforce-eager"),           # BooleanOptionalAction
+    (["--block-size", "32", "--port", "1"], "--port"),
+])
+def test_extra_args_in_other_spellings_are_refused(args: list[str], named: str) -> None:
+    with pytest.raises(ValidationError, match="set by llem") as err:
+        vcfg(vllm={"extra_args": args})
+    [e] = err.value.errors()
+    assert named in e["msg"] and "\n" not in e["msg"]
+
+
+@pytest.mark.parametrize("args", [["--config", "x.yaml"], ["--config=x.yaml"], ["--conf", "x"]])
+def test_extra_args_cannot_load_arguments_from_a_file(args: list[str]) -> None:
+    with pytest.raises(ValidationError, match=r"--config.*loads engine arguments from a file"):
+        vcfg(vllm={"extra_args": args})
+
+
+@pytest.mark.parametrize("flag", [
+    "--tool-parser-plugin", "--middleware", "--worker-cls", "--worker-extension-cls",
+    "--trust-remote-code", "--logits-processors", "--reasoning-parser-plugin",
+    "--tool_parser_plugin", "--worker_extension_cls", "--trust-remote", "--middle",
+    "--logits_processors=m.P", "--scheduler-cls", "--distributed-executor-backend",
+    "--kv-transfer-config", "--logging-config.x", "--log-config-file"])
+def test_extra_args_cannot_make_the_engine_run_code(flag: str) -> None:
+    with pytest.raises(ValidationError, match="code execution under an allow-listed") as err:
+        vcfg(vllm={"extra_args": [flag, "/tmp/evil.py"]})
+    assert flag.split("=")[0].split(".")[0] in err.value.errors()[0]["msg"]
+
+
+def test_ordinary_extra_args_still_pass() -> None:
+    args = ["--block-size", "32", "--no-enable-prefix-caching", "--reasoning-parser", "qwen3",
+            "--config-format", "hf", "--logits-processor-pattern", "x", "-O3", "-pp", "1",
+            "--enable_chunked_prefill", "--swap-space=-1", "-1.5", "--limit-mm-per-prompt.x",
+            "1", "--no-trust-remote-code"]
+    assert vcfg(vllm={"extra_args": args}).vllm.extra_args == args
+
+
+@pytest.mark.parametrize("name", [
+    "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP",
+    "PYTHONUSERBASE", "PYTHONINSPECT", "PYTHONEXECUTABLE", "PYTHONSAFEPATH", "PYTHONWARNINGS",
+    "PATH", "BASH_ENV", "DYLD_INSERT_LIBRARIES", "VLLM_LOGGING_CONFIG_PATH"])
+def test_environment_cannot_make_a_program_run_other_code(name: str) -> None:
+    with pytest.raises(ValidationError, match=f"{name} is refused.*code execution"):
+        vcfg(vllm={"env": {name: "/tmp/evil"}})
+    with pytest.raises(ValidationError, match=f"{name} is refused.*code execution"):
+        ServerSettings(command=["/opt/srv/bin/serve"], env={name: "/tmp/evil"})
+
+
+@pytest.mark.parametrize("name", ["CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", "VLLM_HOST_IP",
+                                  "VLLM_PORT", "CUDA_DEVICE_ORDER"])
+def test_engine_environment_llem_sets_cannot_be_overridden(name: str) -> None:
+    with pytest.raises(ValidationError, match=f"{name} is set by llem"):
+        vcfg(vllm={"env": {name: "0"}})
+
+
+def test_server_environment_names_are_checked() -> None:
+    ok = ServerSettings(command=["/opt/srv/bin/serve"], env={"VLLM_CPU_KVCACHE_SPACE": "1",
+                                                             "CUDA_VISIBLE_DEVICES": "0"})
+    assert ok.env["CUDA_VISIBLE_DEVICES"] == "0"  # a launched server's GPUs are its own
+    for env in ({"A B": "1"}, {"X": "a\x00b"}, {"": "1"}, {"N" * 129: "1"}):
+        with pytest.raises(ValidationError, match="not a usable environment variable"):
+            ServerSettings(command=["/opt/srv/bin/serve"], env=env)
+    # what llem builds for a vLLM experiment still passes the launched server's checks
+    assert as_server(vcfg(vllm={"env": {"VLLM_CPU_KVCACHE_SPACE": "1"}}), "/tmp/c").env
+
+
+@pytest.mark.parametrize("program", ["{model}", "{model}/../bin/sh", "/opt/{port}/x"])
+def test_server_program_cannot_be_a_placeholder(program: str) -> None:
+    with pytest.raises(ValidationError, match="placeholder"):
+        ServerSettings(command=[program, "--port", "{port}"])
+    with pytest.raises(ValidationError, match="placeholder"):
+        vcfg(vllm={"python": program})
+    assert ServerSettings(command=["/opt/srv/bin/serve", "{model}", "{port}"]).command
 
 
 def test_dtype_is_one_setting() -> None:

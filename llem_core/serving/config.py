@@ -17,20 +17,55 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# Environment that makes an allow-listed program load or run code from elsewhere: the dynamic
+# loader's and the interpreters' variables, the shell's start-up file, the search path for
+# the programs it spawns (vLLM's compilers), the compilers themselves, and vLLM's logging
+# configuration file (a dictConfig: its '()' factories call anything importable).
+_CODE_ENV_PREFIXES = ("LD_", "DYLD_", "PYTHON")
+_CODE_ENV_NAMES = frozenset({
+    "PATH", "BASH_ENV", "ENV", "GCONV_PATH", "CC", "CXX", "VLLM_LOGGING_CONFIG_PATH",
+    "NODE_OPTIONS", "NODE_PATH",
+    "PERL5OPT", "PERL5LIB", "PERLLIB", "RUBYOPT", "RUBYLIB", "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS",
+})
+
+
+def checked_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` if every entry is a usable variable that runs no other code; else ValueError."""
+    for k, val in env.items():
+        if not _ENV_NAME.fullmatch(k) or "\x00" in val:
+            raise ValueError(f"{k!r} is not a usable environment variable name/value")
+        if k.upper().startswith(_CODE_ENV_PREFIXES) or k.upper() in _CODE_ENV_NAMES:
+            raise ValueError(f"{k} is refused: it makes the launched program load or run "
+                             "other code (code execution under an allow-listed program)")
+    return env
+
+
+def placeholder_problem(what: str, program: str | None) -> None:
+    """ValueError if a launched program holds '{port}' or '{model}': the substitution comes
+    after every check, and would make the port or the model path the program."""
+    if program is not None and ("{port}" in program or "{model}" in program):
+        raise ValueError(f"{what} {program!r} holds a placeholder ({{port}}/{{model}}): the "
+                         "program must be named literally")
+
+
 class ServerSettings(_Strict):
     """An OpenAI-compatible server: launched by llem (``command``) or already running (``url``)."""
 
     command: list[str] | None = Field(
         None, min_length=1,
         description="argv of the server, started without a shell in its own process group; "
-        "'{port}' and '{model}' inside an argument are replaced by the port and the model.")
+        "'{port}' and '{model}' inside an argument are replaced by the port and the model "
+        "(not in the program, command[0]).")
     url: str | None = Field(
         None, description="Base URL of a server already running (e.g. http://127.0.0.1:8000); "
         "its idle power before it started cannot be measured.")
     port: int | None = Field(
         None, ge=1, le=65535, description="Port for a launched server; default: a free one.")
     env: dict[str, str] = Field(
-        default_factory=dict, description="Extra environment of a launched server.")
+        default_factory=dict, description="Extra environment of a launched server; loader "
+        "and interpreter variables (LD_*, PYTHON*, PATH, ...) are refused.")
     health_path: str = Field("/health", description="GET path answering 200 once ready.")
     startup_timeout_s: float = Field(
         600.0, gt=0.0, le=7200.0, description="Give up if not healthy within this time.")
@@ -73,6 +108,20 @@ class ServerSettings(_Strict):
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError(f"{v!r} is not an http(s) URL")
         return v.rstrip("/") if v else v
+
+    @field_validator("command")
+    @classmethod
+    def _program_is_literal(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            placeholder_problem("command[0]", v[0])
+            if any("\x00" in arg for arg in v):
+                raise ValueError("an argument holds a NUL byte")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        return checked_env(v)
 
 
 class LoadSettings(_Strict):
@@ -119,7 +168,68 @@ VLLM_OWNED_FLAGS = frozenset({
     "--gpu-memory-utilization", "--tensor-parallel-size", "-tp", "--enforce-eager",
     "--dtype", "--kv-cache-dtype", "--quantization", "-q", "--seed", "--uds",
 })
+# Flags that make vLLM import or run code the campaign names (a file, a module or a class):
+# under an allow-listed interpreter that runs anything the campaign's author wants.
+VLLM_CODE_FLAGS = frozenset({
+    "--tool-parser-plugin", "--reasoning-parser-plugin", "--middleware", "--worker-cls",
+    "--worker-extension-cls", "--trust-remote-code", "--logits-processors", "--scheduler-cls",
+    "--distributed-executor-backend", "--kv-transfer-config", "--ec-transfer-config",
+    "--ec-manager-config", "--logging-config", "--log-config-file",
+})
+# The engine's environment llem sets itself: its GPUs (an override would run the engine on
+# GPUs the meters do not watch), hub access for a local model, and the engine's address.
+VLLM_OWNED_ENV = frozenset({
+    "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
+    "HF_HUB_OFFLINE", "VLLM_HOST_IP", "VLLM_PORT",
+})
 _VLLM_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+_OWNED = ("is set by llem from the experiment's fields (use the vllm.* field or the "
+          "experiment field instead)")
+_REFUSED_LONG = {
+    **{f: _OWNED for f in VLLM_OWNED_FLAGS if f.startswith("--")},
+    **{"--no-" + f[2:]: _OWNED for f in VLLM_OWNED_FLAGS if f.startswith("--")},
+    **{f: "makes vLLM import or run code the campaign names (code execution under an "
+          "allow-listed interpreter)" for f in VLLM_CODE_FLAGS},
+    "--config": "loads engine arguments from a file, past these checks",
+}
+_OWNED_SHORT = sorted(f for f in VLLM_OWNED_FLAGS if not f.startswith("--"))
+# Real vLLM flags that begin a refused one: argparse takes an exact match as it is.
+_VLLM_EXACT_FLAGS = frozenset({"--reasoning-parser"})
+
+
+def _shown(text: str) -> str:
+    return text if text.isprintable() else repr(text)
+
+
+def vllm_flag_problem(arg: str) -> str | None:
+    """Why the engine argument ``arg`` may not be passed, or None.
+
+    Read as vLLM reads it: the name before '=' (and before '.', its JSON-field syntax) with
+    '_' as '-'; argparse also takes an unambiguous prefix of a long flag, and a short flag
+    with its value attached (``-tp2``, ``-qfp8``).
+    """
+    if not arg.startswith("-"):
+        return None  # a value
+    given = arg.split("=", 1)[0].split(".", 1)[0]
+    name = given.replace("_", "-")
+    if not name.startswith("--"):
+        for short in _OWNED_SHORT:
+            if name == short:
+                return f"{_shown(given)} {_OWNED}"
+            if name.startswith(short):
+                return f"{_shown(given)} is {short} with a value attached; {short} {_OWNED}"
+            if len(name) >= 2 and short.startswith(name):
+                return f"{_shown(given)} abbreviates {short}, which {_OWNED}"
+        return None
+    if name in _VLLM_EXACT_FLAGS or len(name) < 3:
+        return None
+    for flag in sorted(_REFUSED_LONG):
+        if name == flag:
+            spelled = "" if given == flag else f" ({flag})"
+            return f"{_shown(given)}{spelled} {_REFUSED_LONG[flag]}"
+        if flag.startswith(name):
+            return f"{_shown(given)} abbreviates {flag}, which {_REFUSED_LONG[flag]}"
+    return None
 
 
 class VllmSettings(_Strict):
@@ -154,10 +264,13 @@ class VllmSettings(_Strict):
     extra_args: list[str] = Field(
         default_factory=list, max_length=200,
         description="More engine arguments, appended as given (an argv list, no shell); "
-        "flags llem sets from other fields are refused.")
+        "flags llem sets from other fields (in any spelling vLLM accepts), --config and "
+        "flags that load code (plugins, classes, --trust-remote-code) are refused.")
     env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment of the engine (e.g. "
-        "VLLM_CPU_KVCACHE_SPACE on a CPU); VLLM_CACHE_ROOT defaults to a fresh folder.")
+        "VLLM_CPU_KVCACHE_SPACE on a CPU); VLLM_CACHE_ROOT defaults to a fresh folder. "
+        "What llem sets (CUDA_VISIBLE_DEVICES, HF_HUB_OFFLINE, VLLM_HOST_IP, VLLM_PORT) and "
+        "loader/interpreter variables (LD_*, PYTHON*, PATH, ...) are refused.")
     startup_timeout_s: float = Field(
         1800.0, gt=0.0, le=7200.0, description="Give up if /health is not 200 by then.")
     stop_timeout_s: float = Field(
@@ -172,14 +285,19 @@ class VllmSettings(_Strict):
     request_timeout_s: float = Field(
         600.0, gt=0.0, le=7200.0, description="Longest time one streamed request may take.")
 
+    @field_validator("python")
+    @classmethod
+    def _python_is_literal(cls, v: str | None) -> str | None:
+        placeholder_problem("vllm.python", v)
+        return v
+
     @field_validator("extra_args")
     @classmethod
     def _not_owned(cls, v: list[str]) -> list[str]:
         for arg in v:
-            flag = arg.split("=", 1)[0]
-            if flag in VLLM_OWNED_FLAGS:
-                raise ValueError(f"{flag} is set by llem from the experiment's fields "
-                                 "(use the vllm.* field or the experiment field instead)")
+            problem = vllm_flag_problem(arg)
+            if problem:
+                raise ValueError(problem)
             if "\x00" in arg:
                 raise ValueError("an argument holds a NUL byte")
         return v
@@ -187,7 +305,9 @@ class VllmSettings(_Strict):
     @field_validator("env")
     @classmethod
     def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
-        for k, val in v.items():
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", k) or "\x00" in val:
-                raise ValueError(f"{k!r} is not a usable environment variable name/value")
+        checked_env(v)
+        owned = sorted(k for k in v if k.upper() in VLLM_OWNED_ENV)
+        if owned:
+            raise ValueError(f"{owned[0]} is set by llem (the engine's GPUs from gpus, "
+                             "offline mode for a local model, the engine's address)")
         return v
