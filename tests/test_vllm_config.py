@@ -176,6 +176,10 @@ def test_rules_relate_the_sections() -> None:
     assert any("vllm is set but backend is pytorch" in c for c in conflicts(on_pytorch))
     tp = vcfg(device="cuda", gpus=[0], vllm={"tensor_parallel_size": 2})
     assert any("tensor_parallel_size 2 differs" in c for c in conflicts(tp))
+    # no vllm section: its defaults (tensor_parallel_size 1) against two metered GPUs
+    bare = ExperimentConfig(model="/m", backend="vllm", device="cuda", gpus=[0, 1],
+                            load={"pattern": "burst"})
+    assert any("tensor_parallel_size 1 differs" in c for c in conflicts(bare))
     short = vcfg(max_input_tokens=100, max_output_tokens=50, vllm={"max_model_len": 120})
     assert any("max_model_len 120 is shorter" in c for c in conflicts(short))
 

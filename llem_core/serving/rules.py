@@ -22,8 +22,8 @@ def serving_conflicts(cfg: ExperimentConfig) -> list[str]:
             out.append("backend server needs a server section (server.command or server.url)")
         elif (server.command is None) == (server.url is None):
             out.append("server needs exactly one of server.command and server.url")
-    elif cfg.vllm is not None:
-        out += _vllm_conflicts(cfg)
+    else:
+        out += _vllm_conflicts(cfg)  # the defaults of an absent vllm section count too
     if load is None:
         out.append(f"backend {cfg.backend} needs a load section (load.pattern ...)")
         return out
@@ -42,8 +42,9 @@ def serving_conflicts(cfg: ExperimentConfig) -> list[str]:
 
 
 def _vllm_conflicts(cfg: ExperimentConfig) -> list[str]:
-    engine = cfg.vllm
-    assert engine is not None
+    from llem_core.serving.config import VllmSettings
+
+    engine = cfg.vllm or VllmSettings()
     out = []
     if cfg.device != "cpu" and engine.tensor_parallel_size != len(cfg.gpus):
         out.append(f"vllm.tensor_parallel_size {engine.tensor_parallel_size} differs from the "
