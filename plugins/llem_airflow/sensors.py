@@ -81,11 +81,11 @@ class GpuReadySensor(BaseSensorOperator):
         if elapsed < self.gap_s:
             self.log.info("cycle gap: %.0f of %.0f s elapsed", elapsed, self.gap_s)
             return False
-        if self.warm_host is not None:
-            self._release_warm_host(context)
         if not self.host_gpus:
             return self._done(context, self._info(elapsed, no_gpu="the campaign runs on the "
                                                   "CPU"), runs)
+        if self.warm_host is not None:  # only a GPU check would count what it keeps
+            self._release_warm_host(context)
         h = self.health
         r = check(self.host_gpus, Thresholds(h.max_temperature_c, h.max_memory_used_pct,
                                              h.allow_foreign_processes), type(self).reader)
