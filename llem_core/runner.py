@@ -80,6 +80,10 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
         window = phases.measured_window(cfg, work, monitor, log)
         timings_s["window"] = window.measurement.seconds
         peak, versions = backend.peak_memory(), backend.versions()
+        if warm is not None and peak[1] == "process_max_rss":
+            # the process's peak is never reset: in a warm worker it spans earlier runs
+            peak = (peak[0], "process_max_rss (since the warm worker started: it includes "
+                             "earlier experiments)")
     except BackendError as exc:
         _release(backend, warm)
         raise ExperimentError(str(exc)) from exc
