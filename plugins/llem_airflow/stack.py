@@ -97,10 +97,13 @@ class AirflowStack:
     def start(self, timeout_s: float = 180) -> AirflowStack:
         self.home.mkdir(parents=True, exist_ok=True)
         self.cli("db", "migrate")
-        from llem_airflow.pools import pools_of
-
-        for name, desc in pools_of(self.campaigns)[0].items():
-            self.cli("pools", "set", name, "1", desc, "--include-deferred")
+        # In the stack's own environment (its allow-lists decide which campaigns are valid,
+        # as in the DAG processor): a campaign without its pool would wait forever.
+        r = subprocess.run([sys.executable, "-m", "llem_airflow", "pools", "--campaigns",
+                            str(self.campaigns), "--airflow", self.airflow], env=self.env,
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"llem-airflow pools: {r.stdout[-1000:]} {r.stderr[-1000:]}")
         for comp in self.components:
             args = (comp,) if isinstance(comp, str) else tuple(comp)
             name = "-".join(a.strip("-").replace(",", "_") for a in args)[:80]
