@@ -44,6 +44,11 @@ def test_argv_carries_every_engine_setting_and_no_shell() -> None:
     assert "--max-model-len" not in default and flag(default, "--max-num-seqs") == "256"
 
 
+def test_token_ids_are_asked_for_unless_switched_off() -> None:
+    assert as_server(vcfg()).token_ids is True
+    assert as_server(vcfg(vllm={"token_ids": False})).token_ids is False
+
+
 def test_launched_server_is_fixed_length_with_the_engine_batch_limit() -> None:
     server = as_server(vcfg(vllm={"max_num_seqs": 8, "loaded_baseline_s": 3}), "/tmp/c")
     assert server.fixed_length == "ignore_eos" and server.max_num_seqs == 8

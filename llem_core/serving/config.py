@@ -277,6 +277,11 @@ class VllmSettings(_Strict):
         30.0, gt=0.0, le=600.0, description="SIGTERM grace before the group is SIGKILLed.")
     endpoint: Literal["completions", "chat"] = Field(
         "completions", description="/v1/completions or /v1/chat/completions.")
+    token_ids: bool = Field(
+        True, description="Ask for each chunk's token ids (return_token_ids), so a chunk "
+        "vLLM coalesced under load counts every token it carries; costs the engine some "
+        "serialisation (3-5 % of throughput measured on a 2-core CPU engine, "
+        "bench/RESULTS.md). false: one token per chunk with text, as vllm bench serve.")
     loaded_baseline_s: float = Field(
         10.0, ge=0.0, le=600.0,
         description="Seconds of power sampled with the engine loaded and no request; 0 skips.")

@@ -79,7 +79,7 @@ def as_server(cfg: ExperimentConfig, cache_root: str | None = None) -> ServerSet
     return ServerSettings(
         command=vllm_argv(cfg), env=vllm_env(cfg, cache_root), health_path="/health",
         startup_timeout_s=e.startup_timeout_s, stop_timeout_s=e.stop_timeout_s,
-        endpoint=e.endpoint, model_name=cfg.model, fixed_length="ignore_eos", token_ids=True,
+        endpoint=e.endpoint, model_name=cfg.model, fixed_length="ignore_eos", token_ids=e.token_ids,
         max_num_seqs=e.max_num_seqs, loaded_baseline_s=e.loaded_baseline_s,
         metrics_path="/metrics", metrics_interval_s=e.metrics_interval_s,
         request_timeout_s=e.request_timeout_s)
