@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import yaml
 
 from llem_core.results import ExperimentResult
+from llem_core.serving.process import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_example_vllm_campaign_runs_through_airflow(vllm_model: Path, vllm_python: Path,
