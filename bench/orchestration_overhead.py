@@ -94,15 +94,28 @@ def measure(api, dag_id: str, results: Path, name: str) -> dict:
 
 
 def main() -> int:
+    import argparse
+
     from llem_airflow.stack import AirflowStack
 
-    with tempfile.TemporaryDirectory() as tmp:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runners", default=",".join(RUNNERS), help="comma-separated subset")
+    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset")
+    ap.add_argument("--workdir", help="keep the Airflow home, logs and results here "
+                    "(default: a temporary folder)")
+    args = ap.parse_args()
+    runners = {k: RUNNERS[k] for k in args.runners.split(",")}
+    modes = [m for m in MODES if m in args.modes.split(",")]
+
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.workdir or scratch
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         camps = Path(tmp) / "campaigns"
         camps.mkdir()
         results = Path(tmp) / "results"
         names = []
-        for runner_name, runner in RUNNERS.items():
-            for mode in MODES:
+        for runner_name, runner in runners.items():
+            for mode in modes:
                 name = f"bench-{runner_name}-{mode}"
                 names.append((name, runner_name, mode))
                 (camps / f"{name}.yaml").write_text(
@@ -122,7 +135,7 @@ def main() -> int:
                       f"(models reused: {m['reused']})", flush=True)
                 print(f"        {m['breakdown']}", flush=True)
     print("\nmeasurements by mode (mean over cycles; spread = max - min over cycles):")
-    for runner_name in RUNNERS:
+    for runner_name in runners:
         for cfg in sorted(rows[0][2]["configs"]):
             parts = []
             for r, mode, m in rows:

@@ -399,9 +399,10 @@ def entry() -> None:
     """The `llem` command. `run-experiment` ends with ``os._exit`` once its result is durably
     written (fsync of the file and its folder) and its output flushed: the interpreter's
     shutdown after torch and transformers takes about a second and does nothing a finished
-    experiment needs."""
+    experiment needs. So does `host` once its workers are reaped and its socket removed
+    (the run's teardown waits for it to be gone)."""
     rc = main()
-    if len(sys.argv) > 1 and sys.argv[1] == "run-experiment":
+    if len(sys.argv) > 1 and sys.argv[1] in ("run-experiment", "host"):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(rc)

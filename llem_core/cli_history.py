@@ -12,9 +12,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llem_core.history import HISTORY_METRICS, history
-from llem_core.history_report import write_history
-from llem_core.metrics import REGISTRY
+from llem_core.metrics import REGISTRY, headline
+
+# pandas and scipy (via llem_core.history) are imported by the command itself: this module
+# is imported by every `llem` invocation, `run-experiment` included, which must not pay ~1 s
+# for them.
+HISTORY_METRICS = headline()
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -29,6 +32,9 @@ def _records(df: Any) -> list[dict[str, Any]]:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from llem_core.history import history
+    from llem_core.history_report import write_history
+
     root = Path(args.campaign_dir)
     if not root.is_dir():
         err.print(f"error: {root}: no such folder", markup=False, highlight=False)

@@ -413,3 +413,36 @@ def test_gpu_locks_serialise_experiments_sharing_a_gpu(tmp_path):
     assert order == ["first in", "first out", "second in"] and waited > 0.1
     with hold_gpus([5], folder=tmp_path) as waited:  # another GPU: no wait
         assert waited < 0.1
+
+
+def test_each_dag_comes_from_the_campaigns_file_only(folder, monkeypatch):
+    """The errors file builds every DAG to find errors but must not register them: a DAG
+    of two files would flip its file (what its tasks re-parse) between them."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    write(folder, "one")
+    write(folder, "two")
+    monkeypatch.setenv("LLEM_CAMPAIGNS_DIR", str(folder))
+    dags_dir = Path(__file__).resolve().parents[1] / "dags"
+    errors_bag = DagBag(dag_folder=str(dags_dir / "llem_campaign_errors.py"))
+    assert errors_bag.import_errors == {} and errors_bag.dag_ids == []
+    bag = DagBag(dag_folder=str(dags_dir))
+    assert sorted(bag.dag_ids) == ["llem_one", "llem_two"], bag.import_errors
+    assert all(Path(bag.dags[d].fileloc).name == "llem_campaigns.py" for d in bag.dag_ids)
+
+
+def test_the_stack_byte_compiles_llem(monkeypatch, tmp_path):
+    """Task processes import llem afresh: its bytecode must exist even where nothing
+    writes it on import (PYTHONDONTWRITEBYTECODE, a read-only checkout)."""
+    import importlib.util
+
+    import llem_core
+
+    from llem_airflow import stack
+
+    # a fresh bytecode folder: what an earlier import wrote does not count
+    monkeypatch.setattr("sys.pycache_prefix", str(tmp_path / "pyc"))
+    stack.compile_bytecode()
+    sources = list(Path(llem_core.__path__[0]).rglob("*.py"))
+    assert sources and all(Path(importlib.util.cache_from_source(str(p))).is_file()
+                           for p in sources)

@@ -209,6 +209,19 @@ def test_shutdown_removes_the_socket(tiny_model, tmp_path, host_factory):
     assert not host.sock.exists()
 
 
+def test_a_warm_host_shuts_down_with_its_worker(tiny_model, tmp_path, host_factory):
+    """The host ends with os._exit (no slow interpreter shutdown): its warm worker, which
+    holds the model, must have exited before, not be orphaned."""
+    host = host_factory("warm")
+    rc, _, _ = host.run(spec(tiny_model), tmp_path / "w.json")
+    assert rc == 0
+    worker = alive(host.sock)["worker"]
+    assert worker and _exists(worker)
+    assert request(host.sock, {"op": "shutdown"})["ok"] is True
+    assert host.proc.wait(20) == 0
+    assert not host.sock.exists() and not _exists(worker)
+
+
 def _exists(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -153,3 +153,17 @@ def test_model_code_imported_before_the_timed_load(tiny_model):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 0, p.stderr
+
+
+def test_the_cli_does_not_import_the_analysis_stack():
+    """Every `llem` process (each experiment's included) builds the whole parser: pandas
+    and scipy.stats (~1 s of imports on 2 cores) belong to the commands that use them."""
+    code = ("import sys\n"
+            "from llem_core.cli import build_parser\n"
+            "build_parser().parse_args(['run-experiment', '--spec', 'x'])\n"
+            "heavy = [m for m in ('pandas', 'scipy', 'scipy.stats', 'pyarrow') "
+            "if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr

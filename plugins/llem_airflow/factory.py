@@ -260,6 +260,11 @@ def build_dag(campaign: Campaign, summary: GridSummary | None = None) -> DAG:
         description=(cfg.description or f"LLM energy campaign {cfg.campaign}")[:150]
         + (f" [{when}]"[:200] if cfg.schedule_window else ""),
         default_args={"owner": "llem"},
+        # register_dags puts the DAG into llem_campaigns.py's namespace; auto-registration
+        # would also give every DAG to llem_campaign_errors.py (which builds them only to
+        # find errors), so a DAG's file, and what its tasks re-parse, would flip between
+        # the two
+        auto_register=False,
     ) as dag:
 
         @task(task_id="plan", multiple_outputs=True)
