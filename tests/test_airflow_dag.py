@@ -436,9 +436,9 @@ def test_the_stack_byte_compiles_llem(monkeypatch, tmp_path):
     writes it on import (PYTHONDONTWRITEBYTECODE, a read-only checkout)."""
     import importlib.util
 
-    import llem_core
-
     from llem_airflow import stack
+
+    import llem_core
 
     # a fresh bytecode folder: what an earlier import wrote does not count
     monkeypatch.setattr("sys.pycache_prefix", str(tmp_path / "pyc"))
