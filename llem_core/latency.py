@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from pydantic import BaseModel
 
 
@@ -34,6 +33,8 @@ class Distribution(BaseModel):
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Distribution:
+        import numpy as np  # here, not at import: the results model is read at DAG parse
+
         a = np.asarray(values, dtype=float)
         if a.size == 0:
             return cls(n=0, mean=None, median=None, std=None, p50=None, p90=None, p95=None,
@@ -63,6 +64,8 @@ class LatencyReport(BaseModel):
 
 
 def compute(requests: Sequence[RequestTimeline]) -> LatencyReport:
+    import numpy as np
+
     ttft, tpot, itl, e2e, counts = [], [], [], [], []
     ttft_each: list[float | None] = []
     e2e_each: list[float | None] = []

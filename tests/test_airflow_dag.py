@@ -5,6 +5,7 @@ Docker operator against a mock Docker API client, resume, pools and the grid cac
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,12 +16,9 @@ from unittest import mock
 import pytest
 import yaml
 from llem_airflow import factory
+from llem_airflow.docker_operator import LlemDockerOperator
 from llem_airflow.grid_cache import grid_summary
-from llem_airflow.operators import (
-    LlemDockerOperator,
-    LlemLocalOperator,
-    local_environment,
-)
+from llem_airflow.operators import LlemLocalOperator, local_environment
 from llem_airflow.pools import pools_of
 from llem_airflow.sensors import GpuReadySensor
 from synthetic import synthetic_result
@@ -77,8 +75,12 @@ def test_dag_shape_pools_params_and_doc(folder):
     down = {t.task_id: t.downstream_task_ids for t in dag.tasks}
     # isolation process (the default): the run's host is set up before cycle 1 and torn
     # down after the last cycle whatever happened
-    assert down["plan"] == {"cycle_1.gpu_ready"}  # the host starts while the plan runs
-    assert down["host_start"] == {"cycle_1.gpu_ready", "host_stop"}
+    # the host starts while the plan and the first readiness check run: only the
+    # experiments wait for it
+    assert down["plan"] == {"cycle_1.gpu_ready"}
+    assert down["host_start"] == {"cycle_1.experiment", "host_stop"}
+    assert dag.get_task("cycle_1.experiment").upstream_task_ids == {"cycle_1.gpu_ready",
+                                                                    "host_start"}
     assert dag.get_task("host_start").upstream_task_ids == set()
     assert down["cycle_1.experiment"] == {"cycle_2.gpu_ready"}
     assert down["cycle_2.experiment"] == {"aggregate", "host_stop"}
@@ -446,3 +448,30 @@ def test_the_stack_byte_compiles_llem(monkeypatch, tmp_path):
     sources = list(Path(llem_core.__path__[0]).rglob("*.py"))
     assert sources and all(Path(importlib.util.cache_from_source(str(p))).is_file()
                            for p in sources)
+
+
+PARSE_HEAVY = ("torch", "transformers", "pynvml", "numpy", "pandas", "scipy", "pyarrow",
+               "matplotlib")
+
+
+@pytest.mark.parametrize("runner", ["local", "docker"])
+def test_parsing_the_dag_file_imports_no_measurement_stack(folder, runner):
+    """The scheduler, the DAG processor and every task parse the DAG file: no torch,
+    transformers or NVML there, no analysis stack, and no Docker client for a campaign
+    whose tasks start no container."""
+    import subprocess
+    import sys
+
+    over = {"runner": {"type": "local"}} if runner == "local" else {}
+    write(folder, "a", **over)
+    dag_file = Path(factory.__file__).parents[2] / "dags" / "llem_campaigns.py"
+    code = ("import runpy, sys\n"
+            f"ns = runpy.run_path({str(dag_file)!r})\n"
+            "assert 'llem_a' in ns, sorted(ns)\n"
+            f"heavy = {PARSE_HEAVY + (('docker',) if runner == 'local' else ())!r}\n"
+            "print(sorted(m for m in heavy if m in sys.modules))\n")
+    env = {**os.environ, "LLEM_CAMPAIGNS_DIR": str(folder)}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "[]"

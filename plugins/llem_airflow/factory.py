@@ -162,7 +162,7 @@ def _experiment_operator(cfg: CampaignConfig, summary: GridSummary, runs: Any) -
         from llem_airflow.operators import LlemLocalOperator
 
         return LlemLocalOperator.partial(python=runner.python, **common).expand(run=runs)
-    from llem_airflow.operators import LlemDockerOperator
+    from llem_airflow.docker_operator import LlemDockerOperator
 
     return LlemDockerOperator.partial(results_dir=cfg.results_dir, **docker_args(runner),
                                       **common).expand(run=runs)
@@ -217,7 +217,8 @@ def _host_tasks(cfg: CampaignConfig, summary: GridSummary) -> tuple[Any, Any]:
     return start, stop
 
 
-def _cycle_group(cfg: CampaignConfig, summary: GridSummary, k: int) -> TaskGroup:
+def _cycle_group(cfg: CampaignConfig, summary: GridSummary, k: int,
+                 host_start: Any = None) -> TaskGroup:
     from llem_airflow.sensors import GpuReadySensor
 
     with TaskGroup(group_id=f"cycle_{k}", tooltip=f"cycle {k}") as group:
@@ -226,13 +227,17 @@ def _cycle_group(cfg: CampaignConfig, summary: GridSummary, k: int) -> TaskGroup
             task_id="gpu_ready", cycle=k, host_gpus=summary.placement.host_gpus,
             health=cfg.health, gap_s=cfg.execution.cycle_gap_s if k > 1 else 0.0,
             # a later cycle runs after a failed experiment of the one before; cycle 1
-            # follows the plan (and the host's setup, which wants all_success)
+            # follows the plan
             trigger_rule="all_done" if k > 1 else "all_success",
             warm_host=summary.placement.host if cfg.execution.isolation == "warm" and k > 1
             else None,
             # it reads the GPUs of the server the experiments run on
             queue=summary.placement.queue)
-        _experiment_operator(cfg, summary, ready.output)
+        experiments = _experiment_operator(cfg, summary, ready.output)
+        if host_start is not None:
+            # only the experiments need the host: its start-up (imports, seconds) overlaps
+            # the plan and the first readiness check, which never touch the host
+            host_start >> experiments
     return group
 
 
@@ -285,11 +290,8 @@ def build_dag(campaign: Campaign, summary: GridSummary | None = None) -> DAG:
 
         previous: Any = plan()
         host = _host_tasks(cfg, summary) if cfg.execution.isolation != "container" else None
-        if host is not None:
-            # the host's start-up (imports) overlaps the plan: cycle 1 waits for both
-            previous = [previous, host[0]]
         for k in range(1, cfg.execution.cycle_limit + 1):
-            group = _cycle_group(cfg, summary, k)
+            group = _cycle_group(cfg, summary, k, host[0] if host and k == 1 else None)
             previous >> group
             previous = group
         if host is not None:

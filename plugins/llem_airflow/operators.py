@@ -1,4 +1,6 @@
-"""Experiment tasks: one fresh Docker container (default) or one fresh subprocess per run.
+"""Experiment tasks: what every runner shares, and one fresh subprocess per run (the
+local runner; the Docker runner's container is in :mod:`llem_airflow.docker_operator`, so
+a task that does not start containers never imports the Docker client).
 
 Both run the same `llem run-experiment`, hand it the spec as an environment value (data,
 never shell or Jinja), hold a lock on each of the run's host GPUs while it runs, and
@@ -17,12 +19,10 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
@@ -131,44 +131,6 @@ class _ExperimentMixin:
     def resume_after_gap(self, context: Any, event: Any = None,
                          summary: dict[str, Any] | None = None) -> dict[str, Any]:
         return summary or {}
-
-
-class LlemDockerOperator(_ExperimentMixin, DockerOperator):
-    """A fresh container per experiment, no network, results folder mounted at its host path."""
-
-    ui_color = "#dbeafe"
-    operator_extra_links = (ResultJsonLink(),)
-    # Campaign strings (image, mounts, environment) are data: nothing is rendered by Jinja.
-    template_fields: Sequence[str] = ()
-
-    def __init__(self, *, run: dict[str, Any], config_gap_s: float = 0.0, results_dir: str,
-                 **kwargs: Any) -> None:
-        kwargs.setdefault("network_mode", "none")
-        kwargs.setdefault("auto_remove", "success")
-        kwargs.setdefault("mount_tmp_dir", False)
-        kwargs.setdefault("command", None)
-        kwargs.setdefault("privileged", False)
-        super().__init__(**kwargs)
-        self.run = run
-        self.config_gap_s = config_gap_s
-        self.results_dir = results_dir
-
-    def _launch(self, context: Any, run: PlannedRun) -> None:
-        from docker.types import Mount
-
-        Path(self.results_dir).mkdir(parents=True, exist_ok=True)
-        self.environment = {**(self.environment or {}), SPEC_ENV: run.spec.model_dump_json(),
-                            "HOME": "/tmp", "LLEM_IN_CONTAINER": "1", "PYTHONUNBUFFERED": "1",
-                            "LLEM_ISOLATION": "container",
-                            HOST_ENV: socket.gethostname(), **GPU_ORDER_ENV}
-        self.command = ["llem", "run-experiment", "--out", run.result_path]
-        mounts = list(self.mounts or [])
-        mounts.append(Mount(target=self.results_dir, source=self.results_dir, type="bind",
-                            read_only=False))
-        mounts += [Mount(target=p, source=p, type="bind", read_only=True)
-                   for p in run_inputs(run)]
-        self.mounts = mounts
-        DockerOperator.execute(self, context)
 
 
 def run_inputs(run: PlannedRun) -> list[str]:

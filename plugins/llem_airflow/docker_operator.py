@@ -1,0 +1,58 @@
+"""The Docker runner's experiment task: one fresh container per run (isolation container).
+
+Kept apart from :mod:`llem_airflow.operators` because the Docker provider and client cost
+~0.1 s to import, which every hosted or local experiment task would otherwise pay when it
+parses its DAG file.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.docker.operators.docker import DockerOperator
+
+from llem_airflow.links import ResultJsonLink
+from llem_airflow.operators import GPU_ORDER_ENV, HOST_ENV, _ExperimentMixin, run_inputs
+from llem_core.planning import PlannedRun
+from llem_core.results import SPEC_ENV
+
+
+class LlemDockerOperator(_ExperimentMixin, DockerOperator):
+    """A fresh container per experiment, no network, results folder mounted at its host path."""
+
+    ui_color = "#dbeafe"
+    operator_extra_links = (ResultJsonLink(),)
+    # Campaign strings (image, mounts, environment) are data: nothing is rendered by Jinja.
+    template_fields: Sequence[str] = ()
+
+    def __init__(self, *, run: dict[str, Any], config_gap_s: float = 0.0, results_dir: str,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("network_mode", "none")
+        kwargs.setdefault("auto_remove", "success")
+        kwargs.setdefault("mount_tmp_dir", False)
+        kwargs.setdefault("command", None)
+        kwargs.setdefault("privileged", False)
+        super().__init__(**kwargs)
+        self.run = run
+        self.config_gap_s = config_gap_s
+        self.results_dir = results_dir
+
+    def _launch(self, context: Any, run: PlannedRun) -> None:
+        from docker.types import Mount
+
+        Path(self.results_dir).mkdir(parents=True, exist_ok=True)
+        self.environment = {**(self.environment or {}), SPEC_ENV: run.spec.model_dump_json(),
+                            "HOME": "/tmp", "LLEM_IN_CONTAINER": "1", "PYTHONUNBUFFERED": "1",
+                            "LLEM_ISOLATION": "container",
+                            HOST_ENV: socket.gethostname(), **GPU_ORDER_ENV}
+        self.command = ["llem", "run-experiment", "--out", run.result_path]
+        mounts = list(self.mounts or [])
+        mounts.append(Mount(target=self.results_dir, source=self.results_dir, type="bind",
+                            read_only=False))
+        mounts += [Mount(target=p, source=p, type="bind", read_only=True)
+                   for p in run_inputs(run)]
+        self.mounts = mounts
+        DockerOperator.execute(self, context)
