@@ -129,7 +129,9 @@ class Provenance(BaseModel):
     hardware: dict[str, Any]
     started_at: str
     finished_at: str
-    timings_s: dict[str, float] = Field(default_factory=dict)
+    timings_s: dict[str, float] = Field(
+        default_factory=dict, description="Seconds per phase: import, baseline, load, warmup, "
+        "window; reuse (warm, a kept model): clearing its caches and re-seeding.")
     in_container: bool = False
     isolation: str | None = Field(
         None, description="execution.isolation the experiment ran under: container (a fresh "

@@ -7,6 +7,7 @@ raises :class:`ExperimentError` with a one-line reason and leaves no file behind
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,12 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
     health = phases.preflight(spec, log)
     if warm is not None:
         warm.release_engines()
+    t_take = time.perf_counter()
     kept = warm.take(cfg) if warm is not None else None
     backend, import_s = (kept, 0.0) if kept is not None else phases.import_backend(cfg)
     timings_s: dict[str, float] = {"import": import_s}
+    if kept is not None:  # clearing the kept model's caches and re-seeding
+        timings_s["reuse"] = time.perf_counter() - t_take
     warnings: list[str] = []
     try:
         monitor = phases.open_monitor(cfg, backend.device, warnings)

@@ -121,6 +121,12 @@ def test_warm_mode_keeps_the_model_for_equal_model_settings(tiny_model, tmp_path
     assert not first.provenance.model_already_loaded
     assert same_model.provenance.model_already_loaded
     assert same_model.provenance.timings_s["load"] == 0.0
+    # clearing the kept model's caches is timed, and only where a model was kept
+    assert "reuse" in same_model.provenance.timings_s
+    assert "reuse" not in first.provenance.timings_s | other_dtype.provenance.timings_s
+    # the host froze what its imports built (the worker inherits it), so the collection
+    # between warm experiments does not walk torch and transformers again
+    assert request(host.sock, {"op": "ping"})["frozen_objects"] > 50_000
     assert same_model.provenance.hardware["model"]["already_loaded"] is True
     assert same_model.config.batch_size == 2 and same_model.metrics.output_tokens > 0
     assert not other_dtype.provenance.model_already_loaded  # another dtype: loaded afresh
