@@ -103,6 +103,8 @@ def main() -> int:
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset")
     ap.add_argument("--workdir", help="keep the Airflow home, logs and results here "
                     "(default: a temporary folder)")
+    ap.add_argument("--idle-sleep", help="[scheduler] scheduler_idle_sleep_time for this run "
+                    "(default: the local stack's)")
     args = ap.parse_args()
     runners = {k: RUNNERS[k] for k in args.runners.split(",")}
     modes = [m for m in MODES if m in args.modes.split(",")]
@@ -124,7 +126,10 @@ def main() -> int:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         rows = []
-        with AirflowStack(home=Path(tmp) / "home", campaigns=camps, port=port) as stack:
+        extra = ({"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": args.idle_sleep}
+                 if args.idle_sleep else {})
+        with AirflowStack(home=Path(tmp) / "home", campaigns=camps, port=port,
+                          extra_env=extra) as stack:
             api = stack.client()
             for name, runner_name, mode in names:
                 m = measure(api, f"llem_{name}", results, name)
