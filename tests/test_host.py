@@ -234,3 +234,44 @@ def _exists(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_a_ping_does_not_walk_the_frozen_imports(tiny_model, host_factory):
+    """Every experiment task pings its host: counting the frozen generation on each ping
+    (gc.get_freeze_count() walks ~400,000 objects, ~40 ms) was paid per experiment."""
+    host = host_factory("warm")
+    assert request(host.sock, {"op": "ping"})["frozen_objects"] > 50_000
+    took = []
+    for _ in range(11):
+        t0 = time.perf_counter()
+        request(host.sock, {"op": "ping"})
+        took.append(time.perf_counter() - t0)
+    assert sorted(took)[5] < 0.015, took
+
+
+def test_what_a_warm_worker_printed_is_forwarded_without_waiting():
+    """A warm worker's pipe stays open between experiments: forwarding what it printed
+    before its status must not wait for more (a 50 ms select per experiment before)."""
+    import json
+
+    from llem_core.host.server import _drain
+
+    r, w = os.pipe()
+    sent: list[dict] = []
+
+    class Conn:
+        def sendall(self, data: bytes) -> None:
+            sent.extend(json.loads(line) for line in data.splitlines())
+
+    try:
+        os.write(w, b"b\nc")
+        t0 = time.perf_counter()
+        _drain(r, Conn(), b"a")  # type: ignore[arg-type]
+        for _ in range(19):
+            _drain(r, Conn(), b"")  # type: ignore[arg-type]
+        elapsed = time.perf_counter() - t0
+    finally:
+        os.close(r)
+        os.close(w)
+    assert sent == [{"log": "ab"}, {"log": "c"}]
+    assert elapsed < 0.25, elapsed

@@ -78,10 +78,14 @@ def _child_main(spec_json: str, out: str, warm: Any = None) -> int:
 
 
 class Host:
-    def __init__(self, sock: Path, mode: str, idle_exit_s: float = 3600.0) -> None:
+    def __init__(self, sock: Path, mode: str, idle_exit_s: float = 3600.0,
+                 frozen_objects: int = 0) -> None:
         if mode not in ("process", "warm"):
             raise HostError(f"unknown host mode {mode!r}")
         self.sock, self.mode, self.idle_exit_s = sock, mode, idle_exit_s
+        # counted once at the freeze: gc.get_freeze_count() walks the whole frozen
+        # generation (~40 ms for torch + transformers), and every task pings the host
+        self.frozen_objects = frozen_objects
         self.worker: _Worker | None = None
         self.stopping = False
 
@@ -128,7 +132,7 @@ class Host:
             if op == "ping":
                 send(conn, {"ok": True, "pid": os.getpid(), "mode": self.mode,
                             "worker": self.worker.pid if self.worker else None,
-                            "frozen_objects": gc.get_freeze_count()})
+                            "frozen_objects": self.frozen_objects})
             elif op == "release":
                 if self.worker is not None:  # the worker exits releasing what it keeps
                     self.worker.close()
@@ -313,8 +317,12 @@ def _own_group(pid: int) -> None:
 
 
 def _drain(fd: int, conn: socket.socket, buf: bytes) -> None:
-    """Forward what the worker printed before it reported this experiment's status."""
-    while select.select([fd], [], [], 0.05)[0]:
+    """Forward what the worker printed before it reported this experiment's status.
+
+    The worker flushes its output before it writes the status, so all of it is already in
+    the pipe: nothing to wait for (the pipe stays open, a timeout would be paid each time).
+    """
+    while select.select([fd], [], [], 0)[0]:
         chunk = os.read(fd, 65536)
         if not chunk:
             break
@@ -394,5 +402,5 @@ def main(sock: str, mode: str, idle_exit_s: float) -> int:
     # it again, so a warm worker's gc.collect() between experiments costs milliseconds,
     # not ~0.4 s, and forked children do not touch (copy) those pages for collection.
     gc.freeze()
-    Host(Path(sock), mode, idle_exit_s).serve()
+    Host(Path(sock), mode, idle_exit_s, frozen_objects=gc.get_freeze_count()).serve()
     return 0
