@@ -454,24 +454,66 @@ PARSE_HEAVY = ("torch", "transformers", "pynvml", "numpy", "pandas", "scipy", "p
                "matplotlib")
 
 
-@pytest.mark.parametrize("runner", ["local", "docker"])
-def test_parsing_the_dag_file_imports_no_measurement_stack(folder, runner):
+@pytest.mark.parametrize("runner,isolation", [("local", "process"), ("docker", "process"),
+                                               ("docker", "warm"), ("docker", "container")])
+def test_parsing_the_dag_file_imports_no_measurement_stack(folder, runner, isolation):
     """The scheduler, the DAG processor and every task parse the DAG file: no torch,
     transformers or NVML there, no analysis stack, and no Docker client for a campaign
-    whose tasks start no container."""
+    whose tasks start no container while parsing (an experiment host is started by a task;
+    only isolation container builds Docker operators)."""
     import subprocess
     import sys
 
-    over = {"runner": {"type": "local"}} if runner == "local" else {}
+    over: dict[str, Any] = {"runner": {"type": "local"}} if runner == "local" else {}
+    over["execution"] = {"cycles": 2, "isolation": isolation}
     write(folder, "a", **over)
     dag_file = Path(factory.__file__).parents[2] / "dags" / "llem_campaigns.py"
     code = ("import runpy, sys\n"
             f"ns = runpy.run_path({str(dag_file)!r})\n"
             "assert 'llem_a' in ns, sorted(ns)\n"
-            f"heavy = {PARSE_HEAVY + (('docker',) if runner == 'local' else ())!r}\n"
+            f"heavy = {PARSE_HEAVY + (('docker',) if isolation != 'container' else ())!r}\n"
             "print(sorted(m for m in heavy if m in sys.modules))\n")
     env = {**os.environ, "LLEM_CAMPAIGNS_DIR": str(folder)}
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=300, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_docker_host_container_gets_the_runners_settings(folder, monkeypatch, tmp_path):
+    """isolation process/warm with the Docker runner: the DAG holds the runner's settings as
+    plain data, and the host container is started from them locked down like an experiment
+    container (no network, the runner's GPUs, mounts read-only, the caller's uid)."""
+    from llem_airflow import host_tasks
+
+    monkeypatch.setenv("LLEM_HOST_ROOT", str(tmp_path / "hosts"))
+    cache = tmp_path / "hf"
+    cache.mkdir()
+    write(folder, "a", runner={"type": "docker", "image": "img:1", "gpus": [2, 3],
+                               "host": "srv", "model_cache": str(cache), "shm_size": "1g",
+                               "mounts": [{"source": str(tmp_path), "target": "/data"}]})
+    [campaign], _ = iter_campaigns(folder)
+    args = factory.host_args(campaign.loaded.config, grid_summary(campaign))
+    json.dumps(args)  # plain data: nothing of the Docker client at parse time
+    client = mock.Mock()
+    client.containers.list.return_value = []
+    monkeypatch.setattr("docker.DockerClient", lambda base_url: client)
+    monkeypatch.setattr(host_tasks, "_wait_alive", lambda *a, **k: {"pid": 7})
+    info = host_tasks.start_docker("k1", "warm", args["docker"], args["results_dir"],
+                                   args["inputs"], {"LLEM_ISOLATION": "warm"})
+    assert info["host_pid"] == 7
+    image, = client.containers.run.call_args.args
+    kw = client.containers.run.call_args.kwargs
+    assert image == "img:1" and kw["network_mode"] == "none" and kw["privileged"] is False
+    assert kw["command"][:2] == ["llem", "host"] and "warm" in kw["command"]
+    mounts = {m["Target"]: m for m in kw["mounts"]}
+    assert mounts["/data"]["ReadOnly"] is True and mounts["/models-cache"]["ReadOnly"] is True
+    assert mounts[args["results_dir"]]["ReadOnly"] is False
+    assert mounts[str(folder.parent / "model")]["ReadOnly"] is True
+    assert any(t.endswith("/k1") and not m["ReadOnly"] for t, m in mounts.items())  # socket
+    [device] = kw["device_requests"]
+    assert device["DeviceIDs"] == ["2", "3"] and device["Capabilities"] == [["gpu"]]
+    assert kw["shm_size"] == 2**30 and kw["user"] == f"{os.getuid()}:{os.getgid()}"
+    assert kw["environment"]["HF_HUB_OFFLINE"] == "1"
+    assert kw["environment"]["LLEM_ISOLATION"] == "warm"
+    assert kw["labels"] == {host_tasks.LABEL: "k1"}

@@ -112,11 +112,11 @@ def stack(tmp_path_factory, tiny_model):
                                     grid={"batch_size": [1, 2]}, cycles=1,
                                     execution={"isolation": "warm"})
     # long enough to kill its host mid-run
-    files["hostkill"] = campaign("hostkill", tiny_model, results, runner=local,
-                                 grid={"seed": [1, 2]}, cycles=1,
-                                 base={"max_output_tokens": 300, "min_output_tokens": 300,
-                                       "prompts": {"kind": "builtin", "count": 48,
-                                                   "length": 16}})
+    for kind, runner in (("local", local), ("docker", docker)):
+        files[f"hostkill-{kind}"] = campaign(
+            f"hostkill-{kind}", tiny_model, results, runner=runner, grid={"seed": [1, 2]},
+            cycles=1, base={"max_output_tokens": 300, "min_output_tokens": 300,
+                            "prompts": {"kind": "builtin", "count": 48, "length": 16}})
     # fires every minute, twice, inside a window a few minutes from now (Berlin time)
     berlin = ZoneInfo("Europe/Berlin")
     start = datetime.now(berlin).replace(second=0, microsecond=0) + timedelta(minutes=4)
@@ -255,29 +255,56 @@ def test_warm_isolation_keeps_the_model_between_experiments(stack, dag_id, in_co
     assert host_leftovers() == []
 
 
-def test_a_host_killed_mid_run_fails_one_experiment_and_is_restarted(stack):
+def _host_containers(key: str) -> list[str]:
+    r = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=llem.host={key}"],
+                       capture_output=True, text=True, check=True)
+    return r.stdout.split()
+
+
+@pytest.mark.parametrize("runner", ["local", "docker"])
+def test_a_host_killed_mid_run_fails_one_experiment_and_is_restarted(stack, runner):
     from llem_airflow.host_tasks import key_for
 
     from llem_core.host.protocol import host_dir
 
     api = stack.client()
-    dag_id = "llem_hostkill"
+    dag_id = f"llem_hostkill-{runner}"
     run_id = run_and_wait(api, dag_id)
-    pid_file = host_dir(key_for(dag_id, run_id, "local", [])) / "host.pid"
+    key = key_for(dag_id, run_id, "local", [])
+    pid_file = host_dir(key) / "host.pid"
+
+    def host_up() -> list[str]:
+        if runner == "local":
+            return [pid_file.read_text()] if pid_file.exists() else []
+        return _host_containers(key)
+
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         running = [t for t in experiments(api, dag_id, run_id) if t["state"] == "running"]
-        if running and pid_file.exists():
+        if running and host_up():
             break
         time.sleep(0.5)
     else:
         pytest.fail("no experiment started")
     time.sleep(2.0)  # inside the experiment's measurement
-    first_pid = int(pid_file.read_text())
-    os.killpg(first_pid, 9)
+    first = host_up()
+    if runner == "local":
+        os.killpg(int(first[0]), 9)
+    else:
+        subprocess.run(["docker", "kill", *first], check=True, capture_output=True)
     assert api.wait_run(dag_id, run_id) == "failed"
     exps = {t["rendered_map_index"]: t["state"] for t in experiments(api, dag_id, run_id)}
     assert sorted(exps.values()) == ["failed", "success"], exps  # the next one ran
+    # the killed experiment left no result; the one after it, on a new host, did
+    digest = api.xcom(dag_id, run_id, "aggregate")
+    assert len(digest["missing"]) == 1 and digest["results"] == 1
+    if runner == "docker":
+        from llem_core.results import read_result
+
+        ok = next(t for t in experiments(api, dag_id, run_id) if t["state"] == "success")
+        summary = api.xcom(dag_id, run_id, ok["task_id"], map_index=ok["map_index"])
+        restarted = read_result(summary["result_path"]).provenance.container_id
+        assert restarted and not first[0].startswith(restarted[:12])  # a new host container
     states = {t["task_id"]: t["state"] for t in api.task_instances(dag_id, run_id)}
     assert states["host_stop"] == "success" and states["verify_complete"] == "failed"
     assert not pid_file.parent.exists()  # the teardown removed the restarted host too
@@ -333,6 +360,8 @@ def test_failure_is_isolated_then_resumed_by_clearing(stack, tiny_model):
     assert exps["batch_size=1"]["state"] == "success"
     states = {t["task_id"]: t["state"] for t in api.task_instances(dag_id, run_id)}
     assert states["aggregate"] == "success" and states["verify_complete"] == "failed"
+    # the teardown ran after the failed experiment and removed the host container
+    assert states["host_stop"] == "success" and host_leftovers() == []
     digest = api.xcom(dag_id, run_id, "aggregate")
     assert [m["name"] for m in digest["missing"]] == ["broken"]
     good_start = exps["batch_size=1"]["start_date"]

@@ -20,13 +20,13 @@ DAG file's namespace and ``dags/llem_campaign_errors.py`` raises the errors.
 from __future__ import annotations
 
 import html
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Param, TaskGroup, task
 
+from llem_airflow.docker_settings import docker_args, docker_settings
 from llem_airflow.grid_cache import GridSummary, grid_summary
 from llem_core.campaign_file import CampaignFileError
 from llem_core.config import CampaignConfig, DockerRunner, LocalRunner, Ordering
@@ -168,29 +168,6 @@ def _experiment_operator(cfg: CampaignConfig, summary: GridSummary, runs: Any) -
                                       **common).expand(run=runs)
 
 
-def docker_args(runner: DockerRunner) -> dict[str, Any]:
-    """DockerOperator arguments of a runner: image, endpoint, mounts, GPUs, memory, IPC."""
-    from docker.types import DeviceRequest, Mount
-
-    mounts = [Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
-              for m in runner.mounts]
-    env: dict[str, str] = {}
-    if runner.model_cache:
-        mounts.append(Mount(target="/models-cache", source=runner.model_cache, type="bind",
-                            read_only=True))
-        env.update(HF_HOME="/models-cache", HF_HUB_OFFLINE="1")
-    devices = None
-    if runner.gpus == "all":
-        devices = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
-    elif runner.gpus:
-        devices = [DeviceRequest(device_ids=[str(g) for g in runner.gpus],
-                                 capabilities=[["gpu"]])]
-    return {"image": runner.image, "docker_url": runner.docker_url, "mounts": mounts,
-            "environment": env, "device_requests": devices,
-            "shm_size": runner.shm_size_bytes, "ipc_mode": runner.ipc_mode,
-            "user": f"{os.getuid()}:{os.getgid()}"}
-
-
 def host_args(cfg: CampaignConfig, summary: GridSummary) -> dict[str, Any]:
     """What the host tasks and hosted experiments need to find, start and stop the host."""
     from llem_core.campaign_paths import _prompt_sources, local_model_paths
@@ -201,7 +178,7 @@ def host_args(cfg: CampaignConfig, summary: GridSummary) -> dict[str, Any]:
     return {"mode": cfg.execution.isolation,
             "runner_kind": "local" if isinstance(runner, LocalRunner) else "docker",
             "python": runner.python if isinstance(runner, LocalRunner) else None,
-            "docker": docker_args(runner) if isinstance(runner, DockerRunner) else None,
+            "docker": docker_settings(runner) if isinstance(runner, DockerRunner) else None,
             "results_dir": cfg.results_dir, "inputs": inputs,
             "host_name": summary.placement.host, "host_gpus": summary.placement.host_gpus}
 

@@ -88,6 +88,7 @@ def start_docker(key: str, mode: str, docker: dict[str, Any], results_dir: str,
     from docker.types import Mount
 
     import docker as docker_sdk
+    from llem_airflow.docker_settings import docker_objects
 
     ensure_root()
     stop(key, docker_url=docker["docker_url"])  # a stale host of the same run goes first
@@ -95,7 +96,8 @@ def start_docker(key: str, mode: str, docker: dict[str, Any], results_dir: str,
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     sock = socket_path(key)
     client = docker_sdk.DockerClient(base_url=docker["docker_url"])
-    mounts = list(docker.get("mounts") or [])
+    docker = docker_objects(docker)
+    mounts = list(docker["mounts"])
     mounts.append(Mount(target=str(folder), source=str(folder), type="bind", read_only=False))
     Path(results_dir).mkdir(parents=True, exist_ok=True)
     mounts.append(Mount(target=results_dir, source=results_dir, type="bind", read_only=False))
