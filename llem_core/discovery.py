@@ -7,10 +7,13 @@ what is wrong with each file. A broken file is an error of that file only.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from llem_core.cache import cache_root
 from llem_core.campaign_file import (
     CampaignFileError,
     FieldError,
@@ -65,11 +68,37 @@ def campaign_files(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def iter_campaigns(folder: Path) -> tuple[list[Campaign], list[CampaignFileError]]:
+def _name_cache(text: str) -> Path:
+    return cache_root() / "campaign-names" / hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _known_name(text: str) -> str | None:
+    """The campaign name a valid file of exactly this text had, if one was seen."""
+    try:
+        return _name_cache(text).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _remember_name(text: str, name: str) -> None:
+    from llem_core.results import write_atomic
+
+    with contextlib.suppress(OSError):  # a read-only cache only costs parse time
+        write_atomic(_name_cache(text), name)
+
+
+def iter_campaigns(folder: Path, only: str | None = None
+                   ) -> tuple[list[Campaign], list[CampaignFileError]]:
     """Every valid campaign of ``folder`` and one error per file that is not one.
 
     A second file claiming a campaign name already taken is an error of that file: two
     DAGs cannot share an id and two campaigns must never share a results folder.
+
+    ``only`` (a campaign name) returns just the campaign of that name, as the full walk
+    would (the first valid file claiming it), and the errors of the files it read: what
+    every Airflow task parses for its own DAG. A file whose exact text was valid before
+    under another name is not parsed again (the name is a function of the text), so a
+    task's parse does not grow with the number of campaign files.
     """
     campaigns: list[Campaign] = []
     errors: list[CampaignFileError] = []
@@ -77,6 +106,9 @@ def iter_campaigns(folder: Path) -> tuple[list[Campaign], list[CampaignFileError
     for path in campaign_files(folder):
         try:
             text = read_campaign_text(path)
+            known = _known_name(text)
+            if only is not None and known not in (None, only):
+                continue
             loaded = parse_campaign_text(text, path)
         except CampaignFileError as exc:
             errors.append(exc)
@@ -92,7 +124,13 @@ def iter_campaigns(folder: Path) -> tuple[list[Campaign], list[CampaignFileError
                 "campaign", f"{name!r} is already used by {owners[name]}")]))
             continue
         owners[name] = path
+        if known != name:
+            _remember_name(text, name)
+        if only is not None and name != only:
+            continue
         campaigns.append(Campaign(loaded, text))
+        if only is not None:
+            break  # later files claiming the name are their own errors, not this DAG's
     return campaigns, errors
 
 

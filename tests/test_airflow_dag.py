@@ -517,3 +517,64 @@ def test_a_docker_host_container_gets_the_runners_settings(folder, monkeypatch, 
     assert kw["environment"]["HF_HUB_OFFLINE"] == "1"
     assert kw["environment"]["LLEM_ISOLATION"] == "warm"
     assert kw["labels"] == {host_tasks.LABEL: "k1"}
+
+
+def _counting_parse(monkeypatch) -> list[Path]:
+    from llem_core import discovery
+
+    parsed: list[Path] = []
+    real = discovery.parse_campaign_text
+
+    def parse(text: str, path: Path):
+        parsed.append(Path(path))
+        return real(text, path)
+
+    monkeypatch.setattr(discovery, "parse_campaign_text", parse)
+    return parsed
+
+
+def test_a_task_parses_only_its_own_campaign_file(folder, monkeypatch):
+    """Every task parses the DAG file for its one DAG: once the other files' names are
+    known (by their exact text) they are not validated again, so a task's parse does not
+    grow with the number of campaigns."""
+    for i in range(6):
+        write(folder, f"c{i}")
+    (folder / "broken.yaml").write_text("campaign: [\n")
+    parsed = _counting_parse(monkeypatch)
+    full, errors = factory.build_dags(folder)  # the DAG processor's walk
+    assert len(full) == 6 and len(errors) == 1
+    parsed.clear()
+    dags, _ = factory.build_dags(folder, only="llem_c4")
+    assert list(dags) == ["llem_c4"]
+    # the broken file has no known name (read again, as before); c5 comes after c4
+    assert sorted(p.name for p in parsed) == ["broken.yaml", "c4.yaml"]
+    # read every file whose name is unknown (the broken one), found none
+    assert factory.build_dags(folder, only="llem_nope") == ({}, errors)
+    assert factory.build_dags(folder, only="not_a_llem_dag") == ({}, [])
+
+
+def test_a_tasks_campaign_is_the_one_the_full_walk_gives_it(folder, monkeypatch, tmp_path):
+    """Two files claiming one name: the first valid one owns it, whichever way the folder
+    is read; an edited file is read again (its text, not its path, is the key)."""
+    from llem_core.discovery import iter_campaigns
+
+    prompts = tmp_path / "own-prompts.jsonl"
+    prompts.write_text('{"text": "hi"}\n')
+    a = write(folder, "a", base={"model": str(tmp_path / "model"), "batch_size": 1,
+                                 "prompts": {"kind": "jsonl", "path": str(prompts)},
+                                 "energy": {"meter": "none"}})
+    b = folder / "b.yaml"
+    b.write_text(a.read_text().replace(str(prompts), str(tmp_path / "prompts.jsonl")))
+
+    def owner(only: str | None) -> Path:
+        found, _ = iter_campaigns(folder, only=only)
+        return next(c.path for c in found if c.name == "a")
+
+    iter_campaigns(folder)  # names known
+    assert owner(None) == owner("a") == a
+    prompts.unlink()  # a.yaml is now invalid (its prompts are gone): b.yaml owns "a"
+    assert owner(None) == owner("a") == b
+    b.write_text(b.read_text().replace("campaign: a", "campaign: renamed"))
+    found, _ = iter_campaigns(folder, only="renamed")
+    assert [c.path for c in found] == [b]
+    assert iter_campaigns(folder, only="a")[0] == []

@@ -29,7 +29,13 @@ from airflow.sdk import DAG, Param, TaskGroup, task
 from llem_airflow.docker_settings import docker_args, docker_settings
 from llem_airflow.grid_cache import GridSummary, grid_summary
 from llem_core.campaign_file import CampaignFileError
-from llem_core.config import CampaignConfig, DockerRunner, LocalRunner, Ordering
+from llem_core.config import (
+    DAG_ID_PREFIX,
+    CampaignConfig,
+    DockerRunner,
+    LocalRunner,
+    Ordering,
+)
 from llem_core.discovery import Campaign, campaigns_dir, iter_campaigns
 from llem_core.planning import defaults
 
@@ -290,12 +296,15 @@ def build_dags(folder: Path, only: str | None = None) -> tuple[dict[str, DAG], l
     fails for any reason loses only itself. ``only`` (a DAG id) builds just that DAG, as a
     worker running one task needs.
     """
-    campaigns, file_errors = iter_campaigns(folder)
+    name = None
+    if only is not None:
+        if not only.startswith(DAG_ID_PREFIX):
+            return {}, []  # not a campaign's DAG
+        name = only.removeprefix(DAG_ID_PREFIX)
+    campaigns, file_errors = iter_campaigns(folder, only=name)
     errors = [line for exc in file_errors for line in exc.lines()]
     dags: dict[str, DAG] = {}
     for campaign in campaigns:
-        if only is not None and campaign.loaded.config.dag_id != only:
-            continue
         try:
             dags[campaign.loaded.config.dag_id] = build_dag(campaign)
         except CampaignFileError as exc:
