@@ -3,11 +3,12 @@
 The same 2-configuration x 3-cycle campaign of the tiny model runs with isolation
 container, process and warm, on the Docker and the local runner, one after the other in one
 Airflow (SQLite, LocalExecutor, the local stack's scheduler settings). Each run's wall time
-is split into parts that add up to it (see :func:`split`):
+is split into (see :func:`split`):
 
-- per experiment = its task's duration minus its measured window, plus the scheduling gap
-  to the next experiment of its cycle: container/process/child start, imports, model load,
-  warm-up, result I/O, Airflow's own per-task work; what one more configuration costs;
+- per experiment = an experiment task's duration minus its measured window, plus the
+  scheduling gap between two experiments of a cycle (means over the run):
+  container/process/child start, imports, model load, warm-up, result I/O, Airflow's own
+  per-task work; what one more configuration costs;
 - per cycle = from a cycle's last experiment to the next cycle's first: the readiness
   sensor and the scheduling around it;
 - fixed per run = before the first experiment (plan, host setup, cycle 1's sensor) and after
@@ -66,25 +67,29 @@ def split(wall: float, exps: list[dict], windows: dict[tuple[str, int], float]) 
     """Where a run's wall time went, from its experiment task instances.
 
     ``exps`` are the experiment tasks (start/end dates, ``cycle`` and ``name``), ``windows``
-    each one's measured window. The parts add up to ``wall``:
+    each one's measured window (0 for an experiment without a result):
 
-    - per experiment: its task's duration minus its window, plus the scheduling gap to the
-      next experiment of the same cycle (a cycle's last experiment has none): what one more
-      configuration in a cycle costs;
-    - per cycle transition: from the last experiment of a cycle to the first of the next (the
-      readiness sensor and the scheduling around it);
+    - per experiment: the mean of the tasks' durations minus their windows, plus the mean
+      scheduling gap between two experiments of one cycle: what one more configuration in
+      a cycle costs;
+    - per cycle: the mean time from the last experiment of a cycle to the first of the next
+      (the readiness sensor and the scheduling around it);
     - fixed per run: before the first experiment (plan, host start, cycle 1's sensor) and after
       the last (aggregate, verify, host stop).
+
+    Then wall = windows + n x per experiment + (cycles - 1) x (per cycle - gap) + fixed - gap:
+    each cycle has one gap fewer than experiments, which the identity gives back.
     """
     ordered = sorted(exps, key=lambda t: _t(t["start_date"]))
-    tasks = [_dur(t) - windows[(t["name"], t["cycle"])] for t in ordered]
+    tasks = [_dur(t) - windows.get((t["name"], t["cycle"]), 0.0) for t in ordered]
     within, between = [], []
     for a, b in itertools.pairwise(ordered):
         gap = (_t(b["start_date"]) - _t(a["end_date"])).total_seconds()
         (within if a["cycle"] == b["cycle"] else between).append(gap)
     span = (_t(ordered[-1]["end_date"]) - _t(ordered[0]["start_date"])).total_seconds()
-    return {"task": statistics.mean(tasks), "gap": statistics.mean(within) if within else 0.0,
-            "per_exp": (sum(tasks) + sum(within)) / len(ordered),
+    gap = statistics.mean(within) if within else 0.0
+    return {"task": statistics.mean(tasks), "gap": gap,
+            "per_exp": statistics.mean(tasks) + gap,
             "per_cycle": statistics.mean(between) if between else 0.0,
             "fixed": wall - span, "n": len(ordered)}
 

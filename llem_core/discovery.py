@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from llem_core import __version__
 from llem_core.cache import cache_root
 from llem_core.campaign_file import (
     CampaignFileError,
@@ -69,21 +70,23 @@ def campaign_files(folder: Path) -> list[Path]:
 
 
 def _name_cache(text: str) -> Path:
-    return cache_root() / "campaign-names" / hashlib.sha256(text.encode()).hexdigest()[:32]
+    key = hashlib.sha256(f"{__version__}\0{text}".encode()).hexdigest()[:32]
+    return cache_root() / "campaign-names" / key
 
 
 def _known_name(text: str) -> str | None:
-    """The campaign name a valid file of exactly this text had, if one was seen."""
+    """The campaign name a file of exactly this text had when it was valid, if seen."""
     try:
         return _name_cache(text).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    except Exception:  # missing, unreadable, or no cache folder at all (no HOME)
         return None
 
 
 def _remember_name(text: str, name: str) -> None:
     from llem_core.results import write_atomic
 
-    with contextlib.suppress(OSError):  # a read-only cache only costs parse time
+    # a read-only or absent cache only costs parse time
+    with contextlib.suppress(Exception):
         write_atomic(_name_cache(text), name)
 
 
@@ -96,9 +99,11 @@ def iter_campaigns(folder: Path, only: str | None = None
 
     ``only`` (a campaign name) returns just the campaign of that name, as the full walk
     would (the first valid file claiming it), and the errors of the files it read: what
-    every Airflow task parses for its own DAG. A file whose exact text was valid before
-    under another name is not parsed again (the name is a function of the text), so a
-    task's parse does not grow with the number of campaign files.
+    every Airflow task parses for its own DAG. A file whose exact text was once valid
+    under another name is read and hashed but not validated again (the name is a function
+    of the text; remembered in the cache folder by such walks only), so a task's parse
+    grows with the number of campaign files by a read and a hash each, plus the files
+    that are not valid campaigns.
     """
     campaigns: list[Campaign] = []
     errors: list[CampaignFileError] = []
@@ -119,13 +124,13 @@ def iter_campaigns(folder: Path, only: str | None = None
                 "(file)", f"cannot be loaded: {type(exc).__name__}: {reason}")]))
             continue
         name = loaded.config.campaign
+        if only is not None and known != name:
+            _remember_name(text, name)
         if name in owners:
             errors.append(NameTakenError(str(path), [FieldError(
                 "campaign", f"{name!r} is already used by {owners[name]}")]))
             continue
         owners[name] = path
-        if known != name:
-            _remember_name(text, name)
         if only is not None and name != only:
             continue
         campaigns.append(Campaign(loaded, text))

@@ -454,8 +454,9 @@ PARSE_HEAVY = ("torch", "transformers", "pynvml", "numpy", "pandas", "scipy", "p
                "matplotlib")
 
 
-@pytest.mark.parametrize("runner,isolation", [("local", "process"), ("docker", "process"),
-                                               ("docker", "warm"), ("docker", "container")])
+@pytest.mark.parametrize("runner,isolation", [("local", "process"), ("local", "container"),
+                                               ("docker", "process"), ("docker", "warm"),
+                                               ("docker", "container")])
 def test_parsing_the_dag_file_imports_no_measurement_stack(folder, runner, isolation):
     """The scheduler, the DAG processor and every task parse the DAG file: no torch,
     transformers or NVML there, no analysis stack, and no Docker client for a campaign
@@ -467,11 +468,12 @@ def test_parsing_the_dag_file_imports_no_measurement_stack(folder, runner, isola
     over: dict[str, Any] = {"runner": {"type": "local"}} if runner == "local" else {}
     over["execution"] = {"cycles": 2, "isolation": isolation}
     write(folder, "a", **over)
+    docker_operators = runner == "docker" and isolation == "container"
     dag_file = Path(factory.__file__).parents[2] / "dags" / "llem_campaigns.py"
     code = ("import runpy, sys\n"
             f"ns = runpy.run_path({str(dag_file)!r})\n"
             "assert 'llem_a' in ns, sorted(ns)\n"
-            f"heavy = {PARSE_HEAVY + (('docker',) if isolation != 'container' else ())!r}\n"
+            f"heavy = {PARSE_HEAVY + (() if docker_operators else ('docker',))!r}\n"
             "print(sorted(m for m in heavy if m in sys.modules))\n")
     env = {**os.environ, "LLEM_CAMPAIGNS_DIR": str(folder)}
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -540,17 +542,47 @@ def test_a_task_parses_only_its_own_campaign_file(folder, monkeypatch):
     for i in range(6):
         write(folder, f"c{i}")
     (folder / "broken.yaml").write_text("campaign: [\n")
+    # a second file claiming c0's name, before c4: an error of its own, name remembered
+    (folder / "c0-copy.yaml").write_text((folder / "c0.yaml").read_text())
     parsed = _counting_parse(monkeypatch)
     full, errors = factory.build_dags(folder)  # the DAG processor's walk
-    assert len(full) == 6 and len(errors) == 1
+    assert len(full) == 6 and len(errors) == 2
+    assert factory.build_dags(folder, only="llem_c4")[0].keys() == {"llem_c4"}  # learns
     parsed.clear()
     dags, _ = factory.build_dags(folder, only="llem_c4")
     assert list(dags) == ["llem_c4"]
     # the broken file has no known name (read again, as before); c5 comes after c4
     assert sorted(p.name for p in parsed) == ["broken.yaml", "c4.yaml"]
     # read every file whose name is unknown (the broken one), found none
-    assert factory.build_dags(folder, only="llem_nope") == ({}, errors)
+    assert factory.build_dags(folder, only="llem_nope") == ({}, errors[:1])
     assert factory.build_dags(folder, only="not_a_llem_dag") == ({}, [])
+
+
+def test_without_a_usable_cache_a_task_still_finds_its_campaign(folder, monkeypatch):
+    """A read-only cache folder, or none at all (no HOME), only costs parse time."""
+    import stat
+
+    from llem_core import discovery
+
+    write(folder, "a")
+    write(folder, "b")
+    cache = Path(os.environ["LLEM_CACHE_DIR"])
+    cache.mkdir(parents=True, exist_ok=True)
+    cache.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        if os.access(cache, os.W_OK):  # root writes anyway: simulate the refusal
+            monkeypatch.setattr("llem_core.results.write_atomic",
+                                mock.Mock(side_effect=PermissionError("read-only")))
+        assert list(factory.build_dags(folder, only="llem_b")[0]) == ["llem_b"]
+    finally:
+        cache.chmod(stat.S_IRWXU)
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(discovery, "cache_root", no_home)
+    assert list(factory.build_dags(folder, only="llem_a")[0]) == ["llem_a"]
+    assert [c.name for c in discovery.iter_campaigns(folder)[0]] == ["a", "b"]
 
 
 def test_a_tasks_campaign_is_the_one_the_full_walk_gives_it(folder, monkeypatch, tmp_path):

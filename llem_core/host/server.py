@@ -319,8 +319,10 @@ def _own_group(pid: int) -> None:
 def _drain(fd: int, conn: socket.socket, buf: bytes) -> None:
     """Forward what the worker printed before it reported this experiment's status.
 
-    The worker flushes its output before it writes the status, so all of it is already in
-    the pipe: nothing to wait for (the pipe stays open, a timeout would be paid each time).
+    The worker flushes its output (Python's and C's stdio) before it writes the status, so
+    everything the experiment wrote before it returned is already in the pipe: nothing to
+    wait for (the pipe stays open between experiments, a timeout would be paid each time).
+    Output a thread of the experiment writes after it returned shows in the next one's log.
     """
     while select.select([fd], [], [], 0)[0]:
         chunk = os.read(fd, 65536)
@@ -372,9 +374,20 @@ def _serve_warm(warm: Any, req_fd: int, status_fd: int) -> None:  # pragma: no c
             return
         req = json.loads(body)
         rc = _child_main(req["spec"], req["out"], warm)
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush_all()
         os.write(status_fd, int(rc).to_bytes(4, "big", signed=True))
+
+
+def _flush_all() -> None:  # pragma: no cover - child
+    """Everything this experiment printed into the output pipe, before its status: Python's
+    streams and the C library's (native code printing through stdio)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if sys.platform == "linux":
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).fflush(None)
 
 
 def _read_exact(fd: int, n: int) -> bytes | None:
