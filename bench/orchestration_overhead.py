@@ -110,6 +110,7 @@ def measure(api, dag_id: str, results: Path, name: str) -> dict:
         t["name"], t["cycle"] = label, int(cycle)
     res = [read_result(f) for f in sorted((results / name).rglob("cycle_*.json"))]
     windows = {(r.name, r.cycle): r.metrics.window_s for r in res}
+    windows_s = sum(windows.values())
     parts = split(wall, exps, windows)
     # the issue's definition: readiness sensors between cycles (their task durations only)
     # count as fixed, everything else between the first and last experiment as per experiment
@@ -124,9 +125,9 @@ def measure(api, dag_id: str, results: Path, name: str) -> dict:
     breakdown = (f"experiment task minus window {parts['task']:.2f} s, gap to the next in its "
                  f"cycle {parts['gap']:.2f} s, cycle transition {parts['per_cycle']:.2f} s; "
                  + ", ".join(f"{k} {v:.1f}" for k, v in named.items()))
-    return {"state": state, "n": len(res), "wall": wall, "windows": sum(windows.values()),
+    return {"state": state, "n": len(res), "wall": wall, "windows": windows_s,
             "breakdown": breakdown, **{k: parts[k] for k in ("per_exp", "per_cycle", "fixed")},
-            "issue_per_exp": (span - sensors - sum(windows.values())) / len(res),
+            "issue_per_exp": (span - sensors - windows_s) / len(res),
             "issue_fixed": wall - span + sensors,
             "configs": {k: ([r.metrics.output_tokens_per_s for r in v],
                             [r.metrics.ttft_s.mean for r in v]) for k, v in by_config.items()},

@@ -537,8 +537,7 @@ def _counting_parse(monkeypatch) -> list[Path]:
 
 def test_a_task_parses_only_its_own_campaign_file(folder, monkeypatch):
     """Every task parses the DAG file for its one DAG: once the other files' names are
-    known (by their exact text) they are not validated again, so a task's parse does not
-    grow with the number of campaigns."""
+    known (by their exact text) they are read and hashed but not validated again."""
     for i in range(6):
         write(folder, f"c{i}")
     (folder / "broken.yaml").write_text("campaign: [\n")

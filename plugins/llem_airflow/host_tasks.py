@@ -85,8 +85,6 @@ def start_local(key: str, mode: str, python: str | None, env: dict[str, str]) ->
 def start_docker(key: str, mode: str, docker: dict[str, Any], results_dir: str,
                  inputs: list[str], env: dict[str, str]) -> dict:
     """A host container of the experiment image; its socket folder is shared with us."""
-    from docker.types import Mount
-
     import docker as docker_sdk
     from llem_airflow.docker_settings import docker_objects
 
@@ -96,20 +94,19 @@ def start_docker(key: str, mode: str, docker: dict[str, Any], results_dir: str,
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     sock = socket_path(key)
     client = docker_sdk.DockerClient(base_url=docker["docker_url"])
-    docker = docker_objects(docker)
-    mounts = list(docker["mounts"])
-    mounts.append(Mount(target=str(folder), source=str(folder), type="bind", read_only=False))
     Path(results_dir).mkdir(parents=True, exist_ok=True)
-    mounts.append(Mount(target=results_dir, source=results_dir, type="bind", read_only=False))
-    mounts += [Mount(target=p, source=p, type="bind", read_only=True) for p in inputs
-               if Path(p).exists()]
+    # the socket folder and results writable, the run's inputs read-only, at their own paths
+    own = [(str(folder), False), (results_dir, False)] + \
+        [(p, True) for p in inputs if Path(p).exists()]
+    args = docker_objects({**docker, "mounts": docker["mounts"] + [
+        {"target": p, "source": p, "read_only": ro} for p, ro in own]})
     container = client.containers.run(
-        docker["image"], command=["llem", "host", "--socket", str(sock), "--mode", mode,
-                                  "--idle-exit-s", str(IDLE_EXIT_S)],
-        detach=True, network_mode="none", privileged=False, mounts=mounts,
-        environment={**(docker.get("environment") or {}), **env},
-        device_requests=docker.get("device_requests"), shm_size=docker.get("shm_size"),
-        ipc_mode=docker.get("ipc_mode"), user=docker.get("user"),
+        args["image"], command=["llem", "host", "--socket", str(sock), "--mode", mode,
+                                "--idle-exit-s", str(IDLE_EXIT_S)],
+        detach=True, network_mode="none", privileged=False, mounts=args["mounts"],
+        environment={**args["environment"], **env},
+        device_requests=args["device_requests"], shm_size=args["shm_size"],
+        ipc_mode=args["ipc_mode"], user=args["user"],
         labels={LABEL: key}, name=f"llem-host-{key}")
 
     def died() -> str | None:
