@@ -27,6 +27,7 @@ from llem_core.energy import (
 )
 from llem_core.energy.base import Baseline, measure_idle
 from llem_core.experiment.errors import ExperimentError
+from llem_core.experiment.import_gc import imports_paused
 from llem_core.grid import conflicts
 from llem_core.health import Thresholds, read_gpus, wait_until_ready
 from llem_core.latency import RequestTimeline, compute
@@ -74,8 +75,9 @@ def import_backend(cfg: ExperimentConfig) -> tuple[InferenceBackend, float]:
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     t0 = time.perf_counter()
     try:
-        backend = get_backend(cfg)
-        backend.import_modules()
+        with imports_paused():
+            backend = get_backend(cfg)
+            backend.import_modules()
     except BackendError as exc:
         raise ExperimentError(str(exc)) from exc
     return backend, time.perf_counter() - t0

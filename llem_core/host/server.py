@@ -39,15 +39,24 @@ PRELOAD = ("torch", "transformers", "transformers.models.auto.modeling_auto",
 
 
 def preload() -> dict[str, float]:
-    """Import what every experiment imports, without touching CUDA; seconds per module."""
+    """Import what every experiment imports, without touching CUDA; seconds per module.
+
+    The collector is paused while importing and what the imports built is frozen after
+    (:mod:`llem_core.experiment.import_gc`): it lives as long as the host, the collector
+    never walks it again, so a warm worker's gc.collect() between experiments costs
+    milliseconds, not ~0.4 s, and forked children do not touch (copy) those pages for
+    collection. Children inherit that state and never freeze again."""
     import importlib
 
+    from llem_core.experiment.import_gc import imports_paused
+
     out = {}
-    for name in PRELOAD:
-        t0 = time.perf_counter()
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
-        out[name] = time.perf_counter() - t0
+    with imports_paused():
+        for name in PRELOAD:
+            t0 = time.perf_counter()
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
+            out[name] = time.perf_counter() - t0
     return out
 
 
@@ -411,9 +420,5 @@ def main(sock: str, mode: str, idle_exit_s: float) -> int:
         print("error: CUDA was initialised while preloading; refusing to fork from it",
               flush=True)
         return 1
-    # What the imports built lives as long as the host: frozen, the collector never walks
-    # it again, so a warm worker's gc.collect() between experiments costs milliseconds,
-    # not ~0.4 s, and forked children do not touch (copy) those pages for collection.
-    gc.freeze()
     Host(Path(sock), mode, idle_exit_s, frozen_objects=gc.get_freeze_count()).serve()
     return 0

@@ -1,0 +1,49 @@
+"""The cyclic garbage collector around an experiment process's one big import.
+
+Importing torch and transformers creates ~400,000 long-lived objects (modules, classes,
+functions). With the collector running, every few hundred allocations it walks the young
+ones and, ever more often as they pile up, the old ones too: about 0.6 s of a ~3 s import
+on two cores (``bench/RESULTS.md``). :func:`imports_paused` keeps the collector off
+while the libraries import, then moves everything alive into the permanent generation
+(:func:`gc.freeze`) and turns it back on. What an import creates lives as long as the
+process (the few cycles it leaves as garbage stay, frozen), and a later collection, in the
+measured window included, never walks those objects again: a fresh ``container`` experiment then
+runs with the collector in the state a ``process`` or ``warm`` host's child inherits (the
+host pauses and freezes its preload the same way).
+
+It happens once per process: a forked child (host modes) inherits the flag, and a long-lived
+process never freezes twice, so what a later experiment leaves behind (a released model)
+stays collectable.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_done = False
+
+
+def already_done() -> bool:
+    """Whether this process (or the host it was forked from) froze its imports."""
+    return _done
+
+
+@contextmanager
+def imports_paused() -> Iterator[None]:
+    """No cyclic collection inside; everything alive is frozen and the collector re-enabled
+    on the way out (also after an error), the first time only."""
+    global _done
+    if _done:
+        yield
+        return
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        _done = True
+        gc.freeze()
+        if was_enabled:
+            gc.enable()

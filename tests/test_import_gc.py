@@ -1,0 +1,95 @@
+"""The collector is paused around an experiment's big import and what it built is frozen.
+
+Each case runs in a fresh interpreter: the freeze happens once per process, and the pytest
+process must not be frozen by a test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+
+def run_py(code: str) -> dict:
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_pause_freezes_once_then_leaves_later_garbage_collectable():
+    out = run_py("""
+        import gc, json, weakref
+        from llem_core.experiment.import_gc import already_done, imports_paused
+
+        class Node: pass
+        with imports_paused():
+            inside = gc.isenabled()
+            keep = [Node() for _ in range(1000)]
+        first = {"inside": inside, "after": gc.isenabled(), "frozen": gc.get_freeze_count(),
+                 "done": already_done()}
+        # a second pause (a warm worker importing again) must not freeze what is alive now:
+        # a cycle made later stays collectable
+        with imports_paused():
+            a = Node(); a.self = a; ref = weakref.ref(a); del a
+        frozen_again = gc.get_freeze_count()
+        gc.collect()
+        print(json.dumps({**first, "frozen_again": frozen_again, "cycle_freed": ref() is None}))
+    """)
+    assert out["inside"] is False and out["after"] is True and out["done"] is True
+    assert out["frozen"] >= 1000
+    assert out["frozen_again"] == out["frozen"]
+    assert out["cycle_freed"] is True
+
+
+def test_collector_comes_back_after_an_error_and_stays_off_if_it_was_off():
+    out = run_py("""
+        import gc, json
+        from llem_core.experiment import import_gc
+
+        try:
+            with import_gc.imports_paused():
+                raise ImportError("no such backend")
+        except ImportError:
+            pass
+        after_error = gc.isenabled()
+        import_gc._done = False
+        gc.disable()
+        with import_gc.imports_paused():
+            pass
+        print(json.dumps({"after_error": after_error, "kept_off": not gc.isenabled()}))
+    """)
+    assert out == {"after_error": True, "kept_off": True}
+
+
+@pytest.mark.slow
+def test_a_fresh_experiment_imports_torch_and_transformers_without_collecting(tiny_model):
+    """~0.6 s of a container experiment's ~3 s import was the collector walking the objects
+    torch and transformers create; afterwards they are frozen and the collector is on."""
+    out = run_py(f"""
+        import gc, json
+        from llem_core.config import ExperimentConfig
+        from llem_core.experiment import phases
+
+        runs = []
+        gc.callbacks.append(lambda phase, info: runs.append(info["generation"])
+                            if phase == "start" else None)
+        cfg = ExperimentConfig.model_validate({{"model": {str(tiny_model)!r}, "device": "cpu"}})
+        before = len(runs)
+        backend, seconds = phases.import_backend(cfg)
+        during = len(runs) - before
+        import sys
+        print(json.dumps({{"during": during, "enabled": gc.isenabled(),
+                          "frozen": gc.get_freeze_count(), "seconds": seconds,
+                          "torch": "torch" in sys.modules,
+                          "llama": "transformers.models.llama.modeling_llama" in sys.modules}}))
+    """)
+    assert out["torch"] and out["llama"]
+    assert out["during"] == 0
+    assert out["enabled"] is True
+    assert out["frozen"] > 100_000
+    assert out["seconds"] > 0
