@@ -507,6 +507,7 @@ def test_a_docker_host_container_gets_the_runners_settings(folder, monkeypatch, 
     image, = client.containers.run.call_args.args
     kw = client.containers.run.call_args.kwargs
     assert image == "img:1" and kw["network_mode"] == "none" and kw["privileged"] is False
+    assert kw["init"] is True  # a reaper for what serving engines leave orphaned
     assert kw["command"][:2] == ["llem", "host"] and "warm" in kw["command"]
     mounts = {m["Target"]: m for m in kw["mounts"]}
     assert mounts["/data"]["ReadOnly"] is True and mounts["/models-cache"]["ReadOnly"] is True

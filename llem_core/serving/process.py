@@ -22,6 +22,8 @@ from types import FrameType
 
 import httpx
 
+from llem_core.proctable import group_running
+
 
 class ServerError(RuntimeError):
     """A server that could not start or answer; the message is one line."""
@@ -139,13 +141,9 @@ class ServerProcess:
         return wait_http_ok(url, timeout_s, poll_s, alive, f"; log {self.log_path}")
 
     def group_alive(self) -> bool:
-        try:
-            os.killpg(self.pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        """A process of the group still runs; exited ones waiting to be reaped do not count
+        (their reaper may be slow, or be llem itself as a container's PID 1)."""
+        return group_running(self.pgid)
 
     def stop(self) -> int | None:
         """Stop the whole group (idempotent); the leader's exit code (None if it was killed)."""

@@ -26,6 +26,7 @@ from typing import Any
 
 from llem_core.host.client import alive, request
 from llem_core.host.protocol import HostError, ensure_root, host_dir, host_key, socket_path
+from llem_core.proctable import running
 
 IDLE_EXIT_S = 900.0
 START_TIMEOUT_S = 600.0
@@ -107,7 +108,11 @@ def start_docker(key: str, mode: str, docker: dict[str, Any], results_dir: str,
         environment={**args["environment"], **env},
         device_requests=args["device_requests"], shm_size=args["shm_size"],
         ipc_mode=args["ipc_mode"], user=args["user"],
-        labels={LABEL: key}, name=f"llem-host-{key}")
+        labels={LABEL: key}, name=f"llem-host-{key}",
+        # Docker's init (tini) as PID 1 reaps what a serving engine's processes leave
+        # orphaned over the host's experiments (the host reaps only its own children)
+        # and passes `docker stop`'s SIGTERM on to the host
+        init=True)
 
     def died() -> str | None:
         container.reload()
@@ -167,15 +172,15 @@ def _is_host(pid: int, sock: Path) -> bool:
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:
+    """Whether the host exited within ``timeout_s``; an exited host that its reaper (init,
+    since the task that started it is gone) has not collected yet counts as gone."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
+        if not running(pid):
+            return True
+        time.sleep(0.05)
     return False
 
 
