@@ -168,7 +168,10 @@ def check_out_path(value: str) -> Path:
 
 
 def cmd_run_experiment(args: argparse.Namespace) -> int:
+    from llem_core.experiment.import_gc import own_process
     from llem_core.results import result_path
+
+    own_process()  # this process ends with its experiment (os._exit)
 
     try:
         spec = _read_spec(args.spec)

@@ -24,9 +24,10 @@ def run_py(code: str) -> dict:
 def test_pause_freezes_once_then_leaves_later_garbage_collectable():
     out = run_py("""
         import gc, json, weakref
-        from llem_core.experiment.import_gc import already_done, imports_paused
+        from llem_core.experiment.import_gc import already_done, imports_paused, own_process
 
         class Node: pass
+        own_process()
         with imports_paused():
             inside = gc.isenabled()
             keep = [Node() for _ in range(1000)]
@@ -51,6 +52,7 @@ def test_collector_comes_back_after_an_error_and_stays_off_if_it_was_off():
         import gc, json
         from llem_core.experiment import import_gc
 
+        import_gc.own_process()
         try:
             with import_gc.imports_paused():
                 raise ImportError("no such backend")
@@ -66,30 +68,59 @@ def test_collector_comes_back_after_an_error_and_stays_off_if_it_was_off():
     assert out == {"after_error": True, "kept_off": True}
 
 
-@pytest.mark.slow
-def test_a_fresh_experiment_imports_torch_and_transformers_without_collecting(tiny_model):
-    """~0.6 s of a container experiment's ~3 s import was the collector walking the objects
-    torch and transformers create; afterwards they are frozen and the collector is on."""
-    out = run_py(f"""
+def test_a_process_llem_does_not_own_is_never_paused_or_frozen():
+    """A Python user's run_experiment in a notebook: their heap is not frozen."""
+    out = run_py("""
         import gc, json
-        from llem_core.config import ExperimentConfig
-        from llem_core.experiment import phases
+        from llem_core.experiment.import_gc import already_done, imports_paused
 
-        runs = []
-        gc.callbacks.append(lambda phase, info: runs.append(info["generation"])
-                            if phase == "start" else None)
-        cfg = ExperimentConfig.model_validate({{"model": {str(tiny_model)!r}, "device": "cpu"}})
-        before = len(runs)
-        backend, seconds = phases.import_backend(cfg)
-        during = len(runs) - before
-        import sys
-        print(json.dumps({{"during": during, "enabled": gc.isenabled(),
-                          "frozen": gc.get_freeze_count(), "seconds": seconds,
-                          "torch": "torch" in sys.modules,
-                          "llama": "transformers.models.llama.modeling_llama" in sys.modules}}))
+        with imports_paused():
+            inside = gc.isenabled()
+        print(json.dumps({"inside": inside, "frozen": gc.get_freeze_count(),
+                          "done": already_done()}))
     """)
-    assert out["torch"] and out["llama"]
+    assert out == {"inside": True, "frozen": 0, "done": False}
+
+
+# runs `llem run-experiment` in this interpreter, watching the collector around the import
+RUN_EXPERIMENT = """
+    import gc, json, sys
+    from llem_core import cli
+    from llem_core.experiment import phases
+
+    seen = {{}}
+    collections = []
+    gc.callbacks.append(lambda phase, info: collections.append(info["generation"])
+                        if phase == "start" else None)
+    real = phases.import_backend
+
+    def watched(cfg):
+        before = len(collections)
+        out = real(cfg)
+        seen.update(during=len(collections) - before, enabled=gc.isenabled(),
+                    frozen=gc.get_freeze_count(), seconds=out[1],
+                    llama="transformers.models.llama.modeling_llama" in sys.modules)
+        return out
+
+    phases.import_backend = watched
+    rc = cli.main(["run-experiment", "--spec", {spec!r}, "--out", {out!r}])
+    print(json.dumps({{"rc": rc, **seen}}))
+"""
+
+
+@pytest.mark.slow
+def test_run_experiment_imports_torch_and_transformers_without_collecting(tiny_model,
+                                                                          tmp_path):
+    """~0.7 s of a container experiment's ~3 s import was the collector walking the objects
+    torch and transformers create; afterwards they are frozen and the collector is on for
+    the measured window."""
+    from test_run_experiment import spec_file
+
+    spec = spec_file(tmp_path, tiny_model)
+    out = run_py(RUN_EXPERIMENT.format(spec=str(spec), out=str(tmp_path / "r.json")))
+    assert out["rc"] == 0 and out["llama"]
     assert out["during"] == 0
     assert out["enabled"] is True
     assert out["frozen"] > 100_000
     assert out["seconds"] > 0
+    assert (tmp_path / "r.json").exists()

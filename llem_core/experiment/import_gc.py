@@ -11,9 +11,12 @@ measured window included, never walks those objects again: a fresh ``container``
 runs with the collector in the state a ``process`` or ``warm`` host's child inherits (the
 host pauses and freezes its preload the same way).
 
-It happens once per process: a forked child (host modes) inherits the flag, and a long-lived
-process never freezes twice, so what a later experiment leaves behind (a released model)
-stays collectable.
+Only in a process llem owns: ``llem run-experiment`` and the experiment host call
+:func:`own_process` first. A Python user's ``run_experiment`` in a notebook is left alone:
+freezing their heap would keep whatever they later drop in a reference cycle from ever
+being collected. It happens once per process: a forked child (host modes) inherits the
+flags, and a long-lived process never freezes twice, so what a later experiment leaves
+behind (a released model) stays collectable.
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+_owned = False
 _done = False
+
+
+def own_process() -> None:
+    """This process exists to run experiments (it ends with them): pausing and freezing is
+    allowed here."""
+    global _owned
+    _owned = True
 
 
 def already_done() -> bool:
@@ -33,9 +44,9 @@ def already_done() -> bool:
 @contextmanager
 def imports_paused() -> Iterator[None]:
     """No cyclic collection inside; everything alive is frozen and the collector re-enabled
-    on the way out (also after an error), the first time only."""
+    on the way out (also after an error), the first time only and only in an owned process."""
     global _done
-    if _done:
+    if _done or not _owned:
         yield
         return
     was_enabled = gc.isenabled()

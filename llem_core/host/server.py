@@ -48,8 +48,9 @@ def preload() -> dict[str, float]:
     collection. Children inherit that state and never freeze again."""
     import importlib
 
-    from llem_core.experiment.import_gc import imports_paused
+    from llem_core.experiment.import_gc import imports_paused, own_process
 
+    own_process()
     out = {}
     with imports_paused():
         for name in PRELOAD:
