@@ -168,10 +168,8 @@ def check_out_path(value: str) -> Path:
 
 
 def cmd_run_experiment(args: argparse.Namespace) -> int:
-    from llem_core.experiment.import_gc import own_process
     from llem_core.results import result_path
 
-    own_process()  # this process ends with its experiment (os._exit)
 
     try:
         spec = _read_spec(args.spec)
@@ -403,9 +401,16 @@ def entry() -> None:
     written (fsync of the file and its folder) and its output flushed: the interpreter's
     shutdown after torch and transformers takes about a second and does nothing a finished
     experiment needs. So does `host` once its workers are reaped and its socket removed
-    (the run's teardown waits for it to be gone)."""
+    (the run's teardown waits for it to be gone). Both processes exist only for their
+    experiments, so they may pause the collector and freeze what their imports build
+    (:mod:`llem_core.experiment.import_gc`); ``main()`` called from Python does not."""
+    own = len(sys.argv) > 1 and sys.argv[1] in ("run-experiment", "host")
+    if own:
+        from llem_core.experiment.import_gc import own_process
+
+        own_process()
     rc = main()
-    if len(sys.argv) > 1 and sys.argv[1] in ("run-experiment", "host"):
+    if own:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(rc)

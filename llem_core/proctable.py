@@ -5,7 +5,8 @@ have exited and wait for their parent (or, once orphaned, for PID 1) to collect 
 Waiting for those to vanish waits for someone else's reaper: ~2 s for this project's
 development VM's init, forever where the reaper is llem itself (the PID 1 of an experiment
 container, which reaps only its own children). A zombie holds no memory, no GPU context and
-no socket, so for "has it stopped?" it counts as gone.
+no socket, so for "has it stopped?" it counts as gone. A leader thread that exited while
+other threads of its process run also shows as a zombie: that process still runs.
 """
 
 from __future__ import annotations
@@ -18,27 +19,43 @@ _DEAD = ("Z", "X")  # zombie, dead
 
 
 def _stat(pid: int | str) -> list[str] | None:
-    """The fields after the command name (state, ppid, pgrp, ...), or None if gone."""
+    """The fields after the command name (state, ppid, pgrp, ...), or None if unreadable."""
     try:
         text = (_PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
     # the name is in parentheses and may itself contain spaces and ')'
-    return text.rpartition(")")[2].split()
+    fields = text.rpartition(")")[2].split()
+    return fields if len(fields) > 2 else None
 
 
-def running(pid: int) -> bool:
-    """The process exists and has not exited (a zombie is not running)."""
+def _exited(pid: int | str, fields: list[str]) -> bool:
+    if fields[0] not in _DEAD:
+        return False
+    try:  # an exited leader thread whose process has other live threads
+        return len(os.listdir(_PROC / str(pid) / "task")) <= 1
+    except OSError:
+        return True
+
+
+def _exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        pass  # exists, someone else's
+        return True
+    return True
+
+
+def running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie is not running)."""
+    if not _exists(pid):
+        return False
     fields = _stat(pid)
-    if fields is None:
-        return not _PROC.is_dir()  # no /proc to ask: existence is all we know
-    return fields[0] not in _DEAD
+    if fields is None:  # gone since, or hidden from us (/proc hidepid): ask again
+        return _exists(pid)
+    return not _exited(pid, fields)
 
 
 def group_running(pgid: int) -> bool:
@@ -49,13 +66,15 @@ def group_running(pgid: int) -> bool:
         return False
     except PermissionError:
         pass
+    leader = _stat(pgid)
+    if leader is not None and leader[2] == str(pgid) and not _exited(pgid, leader):
+        return True  # the common case, without reading the whole process table
     if not _PROC.is_dir():
         return True
     for entry in _PROC.iterdir():
         if not entry.name.isdigit():
             continue
         fields = _stat(entry.name)
-        if fields is not None and len(fields) > 2 and fields[2] == str(pgid) \
-                and fields[0] not in _DEAD:
+        if fields is not None and fields[2] == str(pgid) and not _exited(entry.name, fields):
             return True
     return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 import textwrap
@@ -64,3 +65,12 @@ def vllm_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from llem_core.tinymodel import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "vllm-tiny", arch="vllm-tiny")
+
+
+@pytest.fixture(autouse=True)
+def _pytest_heap_never_frozen():
+    """llem freezes the collector's view of a heap only in processes it owns
+    (llem_core.experiment.import_gc): a test that calls llem in-process must not freeze
+    pytest's, which would also hide garbage from every later test."""
+    yield
+    assert gc.get_freeze_count() == 0, "this test froze the pytest process's heap"

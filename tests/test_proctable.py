@@ -1,7 +1,7 @@
 """Exited processes that nobody has reaped yet (zombies) count as stopped.
 
 The zombies here are made deterministic: their parent is a process that never reaps, or
-the test's own subreaper, instead of whatever init the machine has.
+a subreaper that does not, instead of whatever init the machine has.
 """
 
 from __future__ import annotations
@@ -31,6 +31,13 @@ def state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
 
 
+def run_py(code: str) -> dict:
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture
 def zombie():
     parent = subprocess.Popen([sys.executable, "-c", NO_REAPER], stdout=subprocess.PIPE,
@@ -56,15 +63,45 @@ def test_a_zombie_is_not_running_though_kill_0_finds_it(zombie):
     assert running(os.getpid()) is True
 
 
-def test_a_group_of_only_zombies_is_not_running(zombie):
-    pid, parent = zombie
-    pgid = os.getpgid(pid)
-    assert pgid == parent.pid
-    assert group_running(pgid) is True  # the parent still sleeps in it
-    parent.kill()
-    parent.wait()
-    # the child, orphaned, is reparented and may stay a zombie a while: gone for us
-    assert group_running(pgid) is False
+def test_a_process_whose_leader_thread_exited_still_runs():
+    """/proc shows its state as Z, but its other thread runs (and may hold a GPU)."""
+    code = ("import ctypes, threading, time\n"
+            "threading.Thread(target=time.sleep, args=(60,)).start()\n"
+            "print('up', flush=True)\nctypes.CDLL(None).pthread_exit(None)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        assert p.stdout.readline().strip() == "up"
+        for _ in range(100):
+            if state(p.pid) == "Z":
+                break
+            time.sleep(0.02)
+        assert state(p.pid) == "Z"
+        assert running(p.pid) is True
+        assert group_running(p.pid) is True
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_a_group_of_only_zombies_is_not_running():
+    """The group's leader exited and was reaped; its child, orphaned to a subreaper that
+    never reaps, is a zombie: killpg(pgid, 0) still finds it, the group does not run."""
+    out = run_py("""
+        import ctypes, json, os, subprocess, sys, time
+        ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+        from llem_core.proctable import group_running
+        leader = subprocess.Popen([sys.executable, "-c",
+            "import os, time\\nif os.fork() == 0:\\n    time.sleep(0.3)\\n    os._exit(0)\\n"],
+            start_new_session=True)
+        leader.wait()
+        running_while_child_lives = group_running(leader.pid)
+        time.sleep(0.8)
+        os.killpg(leader.pid, 0)  # raises if the zombie were gone: then this test tests nothing
+        print(json.dumps({"before": running_while_child_lives,
+                          "after": group_running(leader.pid)}))
+    """)
+    assert out == {"before": True, "after": False}
 
 
 def test_a_process_that_does_not_exist_is_not_running():
@@ -77,7 +114,6 @@ def test_a_process_that_does_not_exist_is_not_running():
 def test_a_host_that_exited_unreaped_is_gone_at_once(zombie):
     """host_stop waited for init to collect an exited host: ~2 s on a VM whose init reaps
     late, every run."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
     from llem_airflow.host_tasks import _wait_gone
 
     pid, _ = zombie

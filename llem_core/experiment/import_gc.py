@@ -2,21 +2,21 @@
 
 Importing torch and transformers creates ~400,000 long-lived objects (modules, classes,
 functions). With the collector running, every few hundred allocations it walks the young
-ones and, ever more often as they pile up, the old ones too: about 0.6 s of a ~3 s import
-on two cores (``bench/RESULTS.md``). :func:`imports_paused` keeps the collector off
+ones and, ever more often as they pile up, the old ones too: 0.6-0.8 s of a ~3 s import on
+two cores (``bench/import_collector.py``). :func:`imports_paused` keeps the collector off
 while the libraries import, then moves everything alive into the permanent generation
 (:func:`gc.freeze`) and turns it back on. What an import creates lives as long as the
-process (the few cycles it leaves as garbage stay, frozen), and a later collection, in the
-measured window included, never walks those objects again: a fresh ``container`` experiment then
-runs with the collector in the state a ``process`` or ``warm`` host's child inherits (the
-host pauses and freezes its preload the same way).
+process (the few cycles it leaves as garbage stay, frozen), and no later collection, the
+measured window's included, walks those objects again: a fresh ``container`` experiment
+then runs with the collector in the state a ``process`` or ``warm`` host's child inherits
+(the host pauses and freezes its preload the same way).
 
-Only in a process llem owns: ``llem run-experiment`` and the experiment host call
-:func:`own_process` first. A Python user's ``run_experiment`` in a notebook is left alone:
-freezing their heap would keep whatever they later drop in a reference cycle from ever
-being collected. It happens once per process: a forked child (host modes) inherits the
-flags, and a long-lived process never freezes twice, so what a later experiment leaves
-behind (a released model) stays collectable.
+Only in a process llem owns: the ``llem run-experiment`` and ``llem host`` commands call
+:func:`own_process` first (``llem_core.cli.entry``). A Python user's ``run_experiment``
+in a notebook is left alone: freezing their heap would keep whatever they later drop in a
+reference cycle from ever being collected. It happens once per process: a forked child
+(host modes) inherits the flags, and a long-lived process never freezes twice, so what a
+later experiment leaves behind (a released model) stays collectable.
 """
 
 from __future__ import annotations

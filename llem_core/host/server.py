@@ -48,9 +48,8 @@ def preload() -> dict[str, float]:
     collection. Children inherit that state and never freeze again."""
     import importlib
 
-    from llem_core.experiment.import_gc import imports_paused, own_process
+    from llem_core.experiment.import_gc import imports_paused
 
-    own_process()
     out = {}
     with imports_paused():
         for name in PRELOAD:

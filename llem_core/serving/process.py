@@ -160,7 +160,7 @@ class ServerProcess:
                 self._signal(signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)
-            for _ in range(100):  # children reparented to init are reaped there
+            for _ in range(100):  # killed processes take a moment to finish exiting
                 if not self.group_alive():
                     break
                 time.sleep(0.05)

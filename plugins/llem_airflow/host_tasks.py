@@ -111,7 +111,6 @@ def start_docker(key: str, mode: str, docker: dict[str, Any], results_dir: str,
         labels={LABEL: key}, name=f"llem-host-{key}",
         # Docker's init (tini) as PID 1 reaps what a serving engine's processes leave
         # orphaned over the host's experiments (the host reaps only its own children)
-        # and passes `docker stop`'s SIGTERM on to the host
         init=True)
 
     def died() -> str | None:
@@ -147,8 +146,10 @@ def stop(key: str, docker_url: str | None = None) -> list[str]:
     pid_file = folder / "host.pid"
     if pid_file.exists():
         pid = int(pid_file.read_text().strip() or 0)
-        # only our host: a pid reused by another process after the host exited is spared
-        if pid > 0 and _is_host(pid, sock) and _wait_gone(pid, 10.0) is False:
+        # only our host, checked again after the wait: a pid reused by another process
+        # after the host exited is spared
+        if pid > 0 and _is_host(pid, sock) and _wait_gone(pid, 10.0) is False \
+                and _is_host(pid, sock):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
                 done.append(f"killed host process group {pid}")
