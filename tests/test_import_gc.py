@@ -114,7 +114,7 @@ RUN_EXPERIMENT = """
 @pytest.mark.slow
 def test_run_experiment_imports_torch_and_transformers_without_collecting(tiny_model,
                                                                           tmp_path):
-    """0.6-0.8 s of a container experiment's ~3 s import was the collector walking the objects
+    """0.5-0.7 s of a container experiment's ~3 s import was the collector walking the objects
     torch and transformers create; afterwards they are frozen and the collector is on for
     the measured window."""
     from test_run_experiment import spec_file

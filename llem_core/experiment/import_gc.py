@@ -2,7 +2,7 @@
 
 Importing torch and transformers creates ~400,000 long-lived objects (modules, classes,
 functions). With the collector running, every few hundred allocations it walks the young
-ones and, ever more often as they pile up, the old ones too: 0.6-0.8 s of a ~3 s import on
+ones and, ever more often as they pile up, the old ones too: 0.5-0.7 s of a ~3 s import on
 two cores (``bench/import_collector.py``). :func:`imports_paused` keeps the collector off
 while the libraries import, then moves everything alive into the permanent generation
 (:func:`gc.freeze`) and turns it back on. What an import creates lives as long as the
