@@ -170,7 +170,6 @@ def check_out_path(value: str) -> Path:
 def cmd_run_experiment(args: argparse.Namespace) -> int:
     from llem_core.results import result_path
 
-
     try:
         spec = _read_spec(args.spec)
     except (OSError, ValueError) as exc:
@@ -418,4 +417,4 @@ def entry() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -238,7 +238,7 @@ def _exists(pid: int) -> bool:
 
 def test_a_ping_does_not_walk_the_frozen_imports(tiny_model, host_factory):
     """Every experiment task pings its host: counting the frozen generation on each ping
-    (gc.get_freeze_count() walks ~400,000 objects, ~40 ms) was paid per experiment."""
+    (gc.get_freeze_count() walks ~600,000 objects, ~40 ms) was paid per experiment."""
     host = host_factory("warm")
     assert request(host.sock, {"op": "ping"})["frozen_objects"] > 50_000
     took = []

@@ -28,6 +28,7 @@ def test_pause_freezes_once_then_leaves_later_garbage_collectable():
 
         class Node: pass
         own_process()
+        gc.collect()
         tracked = len(gc.get_objects())
         with imports_paused():
             inside = gc.isenabled()

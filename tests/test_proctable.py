@@ -44,7 +44,7 @@ def zombie():
                               text=True, start_new_session=True)
     try:
         pid = int(parent.stdout.readline())
-        for _ in range(100):
+        for _ in range(500):
             if state(pid) == "Z":
                 break
             time.sleep(0.02)
@@ -72,7 +72,7 @@ def test_a_process_whose_leader_thread_exited_still_runs():
                          start_new_session=True)
     try:
         assert p.stdout.readline().strip() == "up"
-        for _ in range(100):
+        for _ in range(500):
             if state(p.pid) == "Z":
                 break
             time.sleep(0.02)
@@ -91,17 +91,25 @@ def test_a_group_of_only_zombies_is_not_running():
         import ctypes, json, os, subprocess, sys, time
         ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
         from llem_core.proctable import group_running
+        # the child blocks on the stdin it shares with us until we close it
         leader = subprocess.Popen([sys.executable, "-c",
-            "import os, time\\nif os.fork() == 0:\\n    time.sleep(0.3)\\n    os._exit(0)\\n"],
-            start_new_session=True)
+            "import os, sys\\npid = os.fork()\\nif pid == 0:\\n    os.read(0, 1)\\n"
+            "    os._exit(0)\\nprint(pid, flush=True)\\n"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        child = int(leader.stdout.readline())
         leader.wait()
-        running_while_child_lives = group_running(leader.pid)
-        time.sleep(0.8)
-        os.killpg(leader.pid, 0)  # raises if the zombie were gone: then this test tests nothing
-        print(json.dumps({"before": running_while_child_lives,
+        before = group_running(leader.pid)
+        leader.stdin.close()
+        def state():
+            return open(f"/proc/{child}/stat").read().rpartition(")")[2].split()[0]
+        deadline = time.monotonic() + 10
+        while state() != "Z" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(leader.pid, 0)  # the zombie is there: the check this replaces finds it
+        print(json.dumps({"before": before, "zombie": state() == "Z",
                           "after": group_running(leader.pid)}))
     """)
-    assert out == {"before": True, "after": False}
+    assert out == {"before": True, "zombie": True, "after": False}
 
 
 def test_a_process_that_does_not_exist_is_not_running():

@@ -1,7 +1,7 @@
 """The cyclic garbage collector around an experiment process's one big import.
 
-Importing torch and transformers creates ~400,000 long-lived objects (modules, classes,
-functions). With the collector running, every few hundred allocations it walks the young
+Importing torch and transformers creates ~600,000 long-lived objects (modules,
+classes, functions). With the collector running, every few hundred allocations it walks the young
 ones and, ever more often as they pile up, the old ones too: 0.5-0.7 s of a ~3 s import on
 two cores (``bench/import_collector.py``). :func:`imports_paused` keeps the collector off
 while the libraries import, then moves everything alive into the permanent generation
