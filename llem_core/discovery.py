@@ -111,7 +111,7 @@ def iter_campaigns(folder: Path, only: str | None = None
     for path in campaign_files(folder):
         try:
             text = read_campaign_text(path)
-            known = _known_name(text)
+            known = _known_name(text) if only is not None else None
             if only is not None and known not in (None, only):
                 continue
             loaded = parse_campaign_text(text, path)

@@ -12,6 +12,7 @@ other threads of its process run also shows as a zombie: that process still runs
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 _PROC = Path("/proc")
@@ -38,9 +39,11 @@ def _exited(pid: int | str, fields: list[str]) -> bool:
         return True
 
 
-def _exists(pid: int) -> bool:
+def _found(send: Callable[[int, int], None], ident: int) -> bool:
+    """Signal 0 reaches something (zombies included): ``os.kill`` a pid, ``os.killpg`` a
+    group; someone else's process is found too."""
     try:
-        os.kill(pid, 0)
+        send(ident, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -50,22 +53,18 @@ def _exists(pid: int) -> bool:
 
 def running(pid: int) -> bool:
     """The process exists and has not exited (a zombie is not running)."""
-    if not _exists(pid):
+    if not _found(os.kill, pid):
         return False
     fields = _stat(pid)
     if fields is None:  # gone since, or hidden from us (/proc hidepid): ask again
-        return _exists(pid)
+        return _found(os.kill, pid)
     return not _exited(pid, fields)
 
 
 def group_running(pgid: int) -> bool:
     """Some process of the group exists and has not exited."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
+    if not _found(os.killpg, pgid):
         return False
-    except PermissionError:
-        pass
     leader = _stat(pgid)
     if leader is not None and leader[2] == str(pgid) and not _exited(pgid, leader):
         return True  # the common case, without reading the whole process table

@@ -41,7 +41,7 @@ class LlemDockerOperator(_ExperimentMixin, DockerOperator):
         self.results_dir = results_dir
 
     def _launch(self, context: Any, run: PlannedRun) -> None:
-        from docker.types import Mount
+        from llem_airflow.docker_settings import mount_objects, same_path_mounts
 
         Path(self.results_dir).mkdir(parents=True, exist_ok=True)
         self.environment = {**(self.environment or {}), SPEC_ENV: run.spec.model_dump_json(),
@@ -49,10 +49,6 @@ class LlemDockerOperator(_ExperimentMixin, DockerOperator):
                             "LLEM_ISOLATION": "container",
                             HOST_ENV: socket.gethostname(), **GPU_ORDER_ENV}
         self.command = ["llem", "run-experiment", "--out", run.result_path]
-        mounts = list(self.mounts or [])
-        mounts.append(Mount(target=self.results_dir, source=self.results_dir, type="bind",
-                            read_only=False))
-        mounts += [Mount(target=p, source=p, type="bind", read_only=True)
-                   for p in run_inputs(run)]
-        self.mounts = mounts
+        self.mounts = list(self.mounts or []) + mount_objects(
+            same_path_mounts([self.results_dir], run_inputs(run)))
         DockerOperator.execute(self, context)

@@ -29,12 +29,26 @@ def docker_settings(runner: DockerRunner) -> dict[str, Any]:
             "ipc_mode": runner.ipc_mode, "user": f"{os.getuid()}:{os.getgid()}"}
 
 
+def same_path_mounts(writable: list[str], read_only: list[str]) -> list[dict[str, Any]]:
+    """Host paths bound at the same path inside, so the container and the task name a
+    result or an input by the same path."""
+    return [{"target": p, "source": p, "read_only": ro}
+            for paths, ro in ((writable, False), (read_only, True)) for p in paths]
+
+
+def mount_objects(mounts: list[dict[str, Any]]) -> list[Any]:
+    """Plain mounts as the Docker client's bind ``Mount`` objects (imports the client)."""
+    from docker.types import Mount
+
+    return [Mount(target=m["target"], source=m["source"], type="bind",
+                  read_only=m["read_only"]) for m in mounts]
+
+
 def docker_objects(settings: dict[str, Any]) -> dict[str, Any]:
     """The settings as DockerOperator / ``containers.run`` arguments (imports the client)."""
-    from docker.types import DeviceRequest, Mount
+    from docker.types import DeviceRequest
 
-    mounts = [Mount(target=m["target"], source=m["source"], type="bind",
-                    read_only=m["read_only"]) for m in settings["mounts"]]
+    mounts = mount_objects(settings["mounts"])
     gpus = settings["gpus"]
     devices = None
     if gpus == "all":

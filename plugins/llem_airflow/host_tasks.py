@@ -87,7 +87,7 @@ def start_docker(key: str, mode: str, docker: dict[str, Any], results_dir: str,
                  inputs: list[str], env: dict[str, str]) -> dict:
     """A host container of the experiment image; its socket folder is shared with us."""
     import docker as docker_sdk
-    from llem_airflow.docker_settings import docker_objects
+    from llem_airflow.docker_settings import docker_objects, same_path_mounts
 
     ensure_root()
     stop(key, docker_url=docker["docker_url"])  # a stale host of the same run goes first
@@ -96,11 +96,9 @@ def start_docker(key: str, mode: str, docker: dict[str, Any], results_dir: str,
     sock = socket_path(key)
     client = docker_sdk.DockerClient(base_url=docker["docker_url"])
     Path(results_dir).mkdir(parents=True, exist_ok=True)
-    # the socket folder and results writable, the run's inputs read-only, at their own paths
-    own = [(str(folder), False), (results_dir, False)] + \
-        [(p, True) for p in inputs if Path(p).exists()]
-    args = docker_objects({**docker, "mounts": docker["mounts"] + [
-        {"target": p, "source": p, "read_only": ro} for p, ro in own]})
+    # the socket folder and results writable, the run's inputs read-only
+    own = same_path_mounts([str(folder), results_dir], [p for p in inputs if Path(p).exists()])
+    args = docker_objects({**docker, "mounts": docker["mounts"] + own})
     container = client.containers.run(
         args["image"], command=["llem", "host", "--socket", str(sock), "--mode", mode,
                                 "--idle-exit-s", str(IDLE_EXIT_S)],
