@@ -17,7 +17,7 @@ import pandas as pd
 
 from llem_core import metrics as registry
 from llem_core.results import ExperimentResult, load_results, to_frame, write_atomic
-from llem_core.stats import CIOptions, compare, summarise
+from llem_core.stats import MIN_PUBLISHABLE, CIOptions, compare, summarise
 from llem_core.summary_md import markdown
 
 HEADLINE = registry.headline()
@@ -64,7 +64,10 @@ def compact_table(ci: pd.DataFrame, key: str | list[str] | None = None,
         row["n"] = max(row["n"], int(r["n"]))
         row[r["metric"]] = {"mean": _num(r["mean"]), "ci_low": _num(r["ci_low"]),
                             "ci_high": _num(r["ci_high"]), "ci_method": r["ci_method"],
-                            "n": int(r["n"]), "note": _plain(r["note"])}
+                            "estimator": r.get("estimator", "mean"), "n": int(r["n"]),
+                            "publishable": bool(r.get("publishable", False)),
+                            "note": _plain(r["note"])}
+        row["publishable"] = row["n"] >= MIN_PUBLISHABLE
     return list(rows.values())
 
 

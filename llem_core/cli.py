@@ -206,43 +206,6 @@ def _ci_options(args: argparse.Namespace):
                      n_resamples=args.resamples, seed=args.seed)
 
 
-def _cell(v: dict[str, Any] | None) -> str:
-    v = v or {}
-    if v.get("mean") is None:
-        return "—"
-    if v.get("ci_low") is None:
-        return f"{v['mean']:.4g} (no CI)"
-    return f"{v['mean']:.4g} [{v['ci_low']:.4g}, {v['ci_high']:.4g}]"
-
-
-def _aggregate_table(digest: dict[str, Any], title: str) -> tuple[Table, list[str]]:
-    """Headline metrics per group, with each row's n, interval methods and caveats."""
-    from llem_core import metrics as registry
-
-    keys = digest["group_by"][:1] if digest["group_by"][0] == "config_label" \
-        else digest["group_by"]
-    rows = digest["table"]
-    shown = [m for m in registry.headline()
-             if any((r.get(m) or {}).get("mean") is not None for r in rows)]
-    t = Table(title=escape(title))
-    for k in keys:
-        t.add_column(k)
-    t.add_column("n", justify="right")
-    for m in shown:
-        t.add_column(f"{m} ({registry.get(m).unit})", justify="right")
-    t.add_column("method")
-    caveats: list[str] = []
-    for row in rows:
-        cells = [row.get(m) or {} for m in shown]
-        methods = sorted({c["ci_method"] for c in cells if c.get("ci_method")})
-        notes = list(dict.fromkeys(c["note"] for c in cells if c.get("note")))
-        t.add_row(*(escape(str(row[k])) for k in keys), str(row["n"]), *(_cell(c) for c in cells),
-                  ", ".join(methods) + (" *" if notes else ""))
-        name = " ".join(str(row[k]) for k in keys)
-        caveats += [f"* {name}: {n}" for n in notes]
-    return t, caveats
-
-
 def cmd_aggregate(args: argparse.Namespace) -> int:
     from llem_core.aggregate import aggregate_dir
     from llem_core.summary_md import finding_line
@@ -268,8 +231,10 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         err.print(f"error: no result files under {args.results_dir}", markup=False)
         return 1
     planned = digest["planned"]
-    table, caveats = _aggregate_table(digest, f"{args.results_dir}: means with "
-                                              f"{args.confidence:.0%} confidence intervals")
+    from llem_core.console_table import aggregate_table
+
+    table, caveats = aggregate_table(digest, f"{args.results_dir}: estimates with "
+                                             f"{args.confidence:.0%} confidence intervals")
     out.print(table)
     for c in caveats:
         out.print(c, highlight=False, markup=False)

@@ -25,6 +25,9 @@ class Metric:
     headline: bool = False
     compared: bool = False
     summary_key: str | None = None
+    # Cannot be negative (a rate, a raw energy, a latency): summarised on the log scale,
+    # so neither the estimate nor its interval can go below zero.
+    positive: bool = True
 
     def value_of(self, result: Any) -> float | None:
         """This metric of one ``ExperimentResult`` (None where it was not measured)."""
@@ -40,13 +43,13 @@ METRICS: tuple[Metric, ...] = (
     Metric("tokens_per_s", "tokens/s", "output tokens/s", "higher",
            "metrics.output_tokens_per_s", headline=True, compared=True,
            summary_key="output_tokens_per_s"),
-    Metric("j_per_token_adjusted", "J/token", "J per output token (adjusted)", "lower",
+    Metric("j_per_token_adjusted", "J/token", "J/token above idle", "lower",
            "energy.adjusted_j_per_output_token", headline=True, compared=True,
-           summary_key="adjusted_j_per_output_token"),
-    Metric("j_per_token_raw", "J/token", "J per output token (raw)", "lower",
+           summary_key="adjusted_j_per_output_token", positive=False),
+    Metric("j_per_token_raw", "J/token", "J/token raw", "lower",
            "energy.raw_j_per_output_token", headline=True, compared=True),
     Metric("energy_adjusted_j", "J", "energy above idle (J)", "lower", "energy.adjusted_j",
-           headline=True, compared=True, summary_key="adjusted_j"),
+           headline=True, compared=True, summary_key="adjusted_j", positive=False),
     Metric("energy_raw_j", "J", "energy (J)", "lower", "energy.raw_j", summary_key="raw_j"),
     Metric("requests_per_s", "requests/s", "requests/s", "higher", "metrics.requests_per_s"),
     Metric("ttft_mean_s", "s", "TTFT mean (s)", "lower", "metrics.ttft_s.mean"),
@@ -84,6 +87,12 @@ def headline() -> tuple[str, ...]:
 def compared() -> tuple[str, ...]:
     """The metrics compared against the reference configuration."""
     return tuple(m.name for m in METRICS if m.compared)
+
+
+def positive(name: str) -> bool:
+    """Whether the metric cannot be negative (unknown metrics: not assumed so)."""
+    m = REGISTRY.get(name)
+    return m.positive if m else False
 
 
 def units() -> dict[str, str]:

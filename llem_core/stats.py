@@ -1,15 +1,26 @@
 """Statistics users can publish: intervals that cover what they claim, per configuration.
 
-- Mean of a configuration's cycles: Student-t interval (``scipy.stats.ttest_1samp``).
-  It is exact for normal data at every n >= 2 and covers >= 90 % on lognormal data
-  (sigma 0.5) from n = 5 on (``bench/ci_coverage.py``). The bootstrap (BCa, percentile)
-  stays available as an option; it under-covers badly at small n (51 % at n = 2).
+- A metric that cannot be negative (tokens/s, raw energy, raw J/token, latencies: the
+  registry's ``positive``): geometric mean of the cycles with a Student-t interval on the
+  log scale, transformed back (method ``log-t``). It is exact for lognormal data at every
+  n >= 2, is never negative, and matches the log-ratio comparisons below
+  (``bench/ci_coverage.py``). Where such a sample holds a zero (a log is undefined) the
+  arithmetic mean's t interval is used with its lower bound clipped at 0, said in the
+  method.
+- A metric that can be negative (idle-adjusted energy): arithmetic mean with a Student-t
+  interval (``scipy.stats.ttest_1samp``), exact for normal data at every n >= 2.
+- The bootstrap (BCa, percentile) stays available as an option, on the natural scale; it
+  under-covers badly at small n (51 % at n = 2).
 - Difference to the reference configuration: paired t on per-cycle differences.
 - Ratio to the reference: t on per-cycle log ratios, i.e. a ratio of geometric means;
   no ratio interval where a value is zero or negative.
 - A constant sample has a zero-width interval (method ``constant``); n < 2 has none.
+- Fewer than ``MIN_PUBLISHABLE`` (3) cycles is not a result: at n = 2 a 95 % t interval
+  spans about +-9 standard deviations. Such rows are marked ``publishable: false`` and
+  never make a finding, a best configuration or a Pareto front.
 
-Every row states its ``n`` and ``ci_method``. Identity of a configuration is
+Every row states its ``n``, ``estimator`` and ``ci_method``; ``std`` is the sample
+standard deviation (n - 1) of the cycles. Identity of a configuration is
 ``(campaign, config_hash)``; comparisons pair by ``(campaign, run_id, cycle)``.
 """
 
@@ -28,6 +39,11 @@ from llem_core.drift import drift  # noqa: F401  (public: llem_core.stats.drift)
 from llem_core.identity import PAIR_KEYS, identify, resolve_reference
 
 UNRELIABLE_BELOW = 5
+MIN_PUBLISHABLE = 3
+NOT_PUBLISHABLE = (f"not publishable: fewer than {MIN_PUBLISHABLE} cycles (at n = 2 the 95 % "
+                   "interval spans about +-9 standard deviations)")
+GEOMETRIC = "geometric mean"
+ARITHMETIC = "mean"
 BOOTSTRAP_METHODS = ("bca", "percentile")
 # Kept for callers that import them; both come from the metric registry.
 DEFAULT_METRICS = registry.names()
@@ -112,6 +128,22 @@ def mean_ci(samples: list[np.ndarray], opts: CIOptions | None = None
     return [(lo, hi, m) for lo, hi, _, m in _intervals(samples, opts or CIOptions())]
 
 
+def geo_mean_ci(samples: list[np.ndarray], opts: CIOptions | None = None
+                ) -> list[tuple[float, float, float, str]]:
+    """(geometric mean, low, high, method) per sample of positive values (``log-t``).
+
+    The interval of a positive metric as ``summarise`` computes it.
+    """
+    opts = opts or CIOptions()
+    metric = "tokens_per_s"  # a positive metric: its log-scale branch is the computation
+    out = []
+    for s, interval in zip(samples, _intervals([np.log(s) for s in samples], opts),
+                           strict=True):
+        center, lo, hi, _, method = _estimate(metric, s, interval, True)
+        out.append((center, lo, hi, method))
+    return out
+
+
 def _intervals(samples: list[np.ndarray], opts: CIOptions
                ) -> list[tuple[float, float, float, str]]:
     out: list[tuple[float, float, float, str]] = [(np.nan, np.nan, np.nan, "none")] * len(
@@ -133,19 +165,62 @@ def _sample_notes(n: int, missing: int) -> list[str]:
         notes.append("no values (metric not measured, or too large to summarise)")
     elif n < 2:
         notes.append("too few cycles: fewer than 2, no confidence interval")
-    elif n < UNRELIABLE_BELOW:
+    if 0 < n < MIN_PUBLISHABLE:
+        notes.append(NOT_PUBLISHABLE)
+    elif MIN_PUBLISHABLE <= n < UNRELIABLE_BELOW:
         notes.append(f"only {n} cycles: interval unreliable unless values are near-normal "
-                     f"(< {UNRELIABLE_BELOW})")
+                     f"(near-lognormal for a geometric mean) (< {UNRELIABLE_BELOW})")
     if missing and n:
         notes.append(f"{missing} missing value(s) left out")
     return notes
 
 
+def _negative_note(metric: str, s: np.ndarray) -> str | None:
+    """A caveat for an idle-adjusted figure below zero: the baseline exceeded the window."""
+    below = int(np.sum(s < 0))
+    if not below or registry.positive(metric):
+        return None
+    return (f"negative in {below} of {s.size} cycles: the idle baseline was above the "
+            "measured power, so the idle-adjusted figure is not meaningful there (use the "
+            "raw figure)")
+
+
+def _on_log_scale(metric: str, s: np.ndarray, opts: CIOptions) -> bool:
+    return (registry.positive(metric) and opts.method.lower() == "t" and s.size > 0
+            and bool(np.all(s > 0)))
+
+
+def _estimate(metric: str, s: np.ndarray, interval: tuple[float, float, float, str],
+              log_scale: bool) -> tuple[float, float, float, str, str]:
+    """(estimate, low, high, estimator, method) on the metric's natural scale.
+
+    ``interval`` was computed on the log scale where ``log_scale``; a positive metric's
+    interval never reaches below zero.
+    """
+    lo, hi, _, method = interval
+    if not s.size:
+        return np.nan, lo, hi, ARITHMETIC, method
+    if log_scale:
+        center = float(np.exp(np.mean(np.log(s))))
+        if method in ("constant", "none"):
+            return center, (center if method == "constant" else lo), \
+                (center if method == "constant" else hi), GEOMETRIC, method
+        return center, float(np.exp(lo)), float(np.exp(hi)), GEOMETRIC, \
+            "log-t" if method == "t" else f"{method} (log scale)"
+    center = float(s.mean())
+    if registry.positive(metric) and np.isfinite(lo) and lo < 0:
+        lo, method = 0.0, f"{method}, clipped at 0 (the metric cannot be negative)"
+    return center, lo, hi, ARITHMETIC, method
+
+
 def summarise(df: pd.DataFrame, group_by: list[str] | None = None,
               metrics: tuple[str, ...] | None = None,
               opts: CIOptions | None = None) -> pd.DataFrame:
-    """One row per (group, metric): n, mean, std, median, CI of the mean, method, note.
+    """One row per (group, metric): n, estimate and its CI, estimator, method, note.
 
+    ``mean`` is the estimate the interval is for: the geometric mean for a metric that
+    cannot be negative (``estimator``), else the arithmetic mean; ``arith_mean`` is always
+    the arithmetic mean. ``publishable`` is false below ``MIN_PUBLISHABLE`` cycles.
     The default group is the configuration (``config_label``: one per (campaign,
     config_hash)); its campaign, name and hash are columns too.
     """
@@ -154,8 +229,9 @@ def summarise(df: pd.DataFrame, group_by: list[str] | None = None,
     default = group_by is None
     group_by = ["config_label"] if default else list(group_by)
     ident = ["campaign", "config_name", "config_hash"] if default else []
-    cols = [*group_by, *ident, "metric", "unit", "n", "mean", "std", "median", "ci_low",
-            "ci_high", "ci_method", "confidence", "note"]
+    cols = [*group_by, *ident, "metric", "unit", "n", "mean", "estimator", "arith_mean",
+            "std", "median", "ci_low", "ci_high", "ci_method", "confidence", "publishable",
+            "note"]
     if df.empty:
         return pd.DataFrame(columns=cols)
     ok = identify(df[df["status"] == "success"] if "status" in df else df)
@@ -168,23 +244,29 @@ def summarise(df: pd.DataFrame, group_by: list[str] | None = None,
             if metric not in g:
                 continue
             values = pd.to_numeric(g[metric], errors="coerce").to_numpy(dtype=float)
-            keys.append((key, tuple(first[c] for c in ident), metric,
-                         int(np.isnan(values).sum())))
-            samples.append(values[~np.isnan(values)])
+            s = values[~np.isnan(values)]
+            missing = int(np.isnan(values).sum())
+            if not np.all(np.isfinite(np.square(s / 2))):  # var() would overflow
+                s, missing = np.array([]), missing + s.size
+            keys.append((key, tuple(first[c] for c in ident), metric, missing, s))
+            samples.append(np.log(s) if _on_log_scale(metric, s, opts) else s)
     rows = []
-    for (key, idv, metric, missing), s, (lo, hi, _, method) in zip(
-            keys, samples, _intervals(samples, opts), strict=True):
-        if not np.all(np.isfinite(np.square(s.astype(float) / 2))):  # var() would overflow
-            s, lo, hi, method, missing = np.array([]), np.nan, np.nan, "none", missing + s.size
+    for (key, idv, metric, missing, s), interval in zip(keys, _intervals(samples, opts),
+                                                        strict=True):
+        center, lo, hi, estimator, method = _estimate(
+            metric, s, interval, _on_log_scale(metric, s, opts))
+        notes = _sample_notes(int(s.size), missing)
+        negative = _negative_note(metric, s)
         rows.append({
             **dict(zip(group_by, key, strict=True)), **dict(zip(ident, idv, strict=True)),
             "metric": metric, "unit": registry.units().get(metric, ""), "n": int(s.size),
-            "mean": float(s.mean()) if s.size else np.nan,
+            "mean": center, "estimator": estimator,
+            "arith_mean": float(s.mean()) if s.size else np.nan,
             "std": float(s.std(ddof=1)) if s.size > 1 else np.nan,
             "median": float(np.median(s)) if s.size else np.nan,
             "ci_low": lo, "ci_high": hi, "ci_method": method,
-            "confidence": opts.confidence,
-            "note": "; ".join(_sample_notes(int(s.size), missing)) or None,
+            "confidence": opts.confidence, "publishable": bool(s.size >= MIN_PUBLISHABLE),
+            "note": "; ".join([*notes, *([negative] if negative else [])]) or None,
         })
     return _with_none_notes(pd.DataFrame(rows, columns=cols))
 
@@ -224,6 +306,9 @@ def _compare_notes(n: int, unpaired: int, ratio_ok: bool) -> list[str]:
     notes = []
     if n < 2:
         notes.append("too few paired cycles (< 2): no interval, not a finding")
+    elif n < MIN_PUBLISHABLE:
+        notes.append(f"only {n} paired cycles: not publishable, not a finding (a finding "
+                     f"needs at least {MIN_PUBLISHABLE})")
     elif n < UNRELIABLE_BELOW:
         notes.append(f"only {n} paired cycles: interval unreliable unless differences are "
                      "near-normal")
@@ -242,10 +327,10 @@ def compare(df: pd.DataFrame, reference: str | None = None,
 
     ``diff_*``: mean per-cycle difference with a paired-t interval and p-value.
     ``ratio*``: ratio of geometric means (exp of the mean per-cycle log ratio) with a t
-    interval on the log scale. ``finding`` is true only where at least 2 pairs exist and
-    the difference interval excludes 0. ``reference`` is a label, name or config hash;
-    by default the alphabetically first configuration label (``reference_rule`` says
-    which rule chose it).
+    interval on the log scale. ``finding`` is true only where at least
+    ``MIN_PUBLISHABLE`` pairs exist and the difference interval excludes 0.
+    ``reference`` is a label, name or config hash; by default the alphabetically first
+    configuration label (``reference_rule`` says which rule chose it).
     """
     opts = opts or CIOptions()
     metrics = registry.compared() if metrics is None else metrics
@@ -271,6 +356,7 @@ def compare(df: pd.DataFrame, reference: str | None = None,
                                                                    strict=True):
         n = len(x)
         excludes = bool(n >= 2 and (dci[0] > 0 or dci[1] < 0))
+        finding = excludes and n >= MIN_PUBLISHABLE
         rows.append({
             "config_label": label, "config_name": first.loc[label, "config_name"],
             "campaign": first.loc[label, "campaign"], "reference": ref,
@@ -282,8 +368,9 @@ def compare(df: pd.DataFrame, reference: str | None = None,
             "ci_method": "paired " + dci[3] if n >= 2 else "none",
             "ratio_ci_method": ("t on log ratios" if lci[3] == "t" else lci[3])
             if ratio_ok else "none",
-            "confidence": opts.confidence, "excludes_zero": excludes, "finding": excludes,
-            "better": _better(metric, dci) if excludes else None,
+            "confidence": opts.confidence, "excludes_zero": excludes, "finding": finding,
+            "publishable": n >= MIN_PUBLISHABLE,
+            "better": _better(metric, dci) if finding else None,
             "note": "; ".join(_compare_notes(n, unpaired, ratio_ok)) or None,
         })
     return _with_none_notes(pd.DataFrame(rows))

@@ -47,18 +47,23 @@ def markdown(digest: dict[str, Any], ci: pd.DataFrame, keys: list[str]) -> str:
         lines += [f"- {_cell(m['name'])} (cycle {m['cycle']}, {m['config_hash']}): "
                   f"{_cell(m['reason'])}" for m in digest["missing"]]
         lines.append("")
-    lines += [f"## Per-configuration means with {conf:.0%} confidence intervals", "",
-              "| " + " | ".join(keys) + " | metric | n | mean | CI low | CI high | method | "
-              "note |", "|" + "---|" * (len(keys) + 7)]
+    lines += [f"## Per-configuration estimates with {conf:.0%} confidence intervals", "",
+              "Metrics that cannot be negative: geometric mean of the cycles, t interval on "
+              "the log scale (log-t); idle-adjusted energy: arithmetic mean, t interval. "
+              "Rows with fewer than 3 cycles are not publishable.", "",
+              "| " + " | ".join(keys) + " | metric | unit | n | estimate | estimator | CI low | "
+              "CI high | method | publishable | note |", "|" + "---|" * (len(keys) + 10)]
     for r in ci.to_dict("records"):
+        publishable = "yes" if r.get("publishable") else "**no**"
         lines.append("| " + " | ".join(_cell(r[k]) for k in keys)
-                     + f" | {r['metric']} | {r['n']} | {fmt(r['mean'])} | "
+                     + f" | {r['metric']} | {_cell(r.get('unit'))} | {r['n']} | "
+                     f"{fmt(r['mean'])} | {_cell(r.get('estimator'))} | "
                      f"{fmt(r['ci_low'])} | {fmt(r['ci_high'])} | {r['ci_method']} | "
-                     f"{_cell(r['note'])} |")
+                     f"{publishable} | {_cell(r['note'])} |")
     findings = [c for c in digest["comparison"] if c["finding"]]
     lines += ["", "## Findings against the reference (paired by campaign, run and cycle)", ""]
     lines += [f"- {_cell(finding_line(c))}" for c in findings] or [
-        "- none (no difference whose interval excludes 0 with at least 2 paired cycles)"]
+        "- none (no difference whose interval excludes 0 with at least 3 paired cycles)"]
     if digest["notes"]:
         lines += ["", "## Notes", ""] + [f"- {_cell(n)}" for n in digest["notes"]]
     return "\n".join(lines) + "\n"

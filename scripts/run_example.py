@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 REPO = Path(__file__).resolve().parents[1]
 console = Console()
@@ -89,43 +89,19 @@ def prepare_campaign(src: Path, work: Path, runner: str, image: str) -> Path:
     return out
 
 
-def _fmt(v: float, scale: float) -> str:
-    return f"{v * scale:.3g}" if scale != 4 else f"{v:.4g}"
-
-
 def print_table(digest: dict) -> None:
-    methods = sorted({m.get("ci_method") for row in digest.get("table", [])
-                      for m in row.values() if isinstance(m, dict)
-                      and m.get("ci_method") not in (None, "none")})
-    notes: dict[str, list[str]] = {}
-    t = Table(title="per-configuration means with 95% CI "
-              f"({', '.join(methods) or 'no interval'}; n = cycles)")
-    cols = [("tokens_per_s", "tokens/s", 1), ("j_per_token_adjusted", "J/token (adj.)", 4),
-            ("ttft_p50_s", "TTFT p50 ms", 1000), ("itl_p50_s", "ITL p50 ms", 1000)]
-    t.add_column("configuration")
-    t.add_column("n", justify="right")
-    for _, label, _ in cols:
-        t.add_column(label, justify="right")
-    for row in digest.get("table", []):
-        cells = []
-        for key, _, scale in cols:
-            m = row.get(key) or {}
-            if m.get("mean") is None:
-                cells.append("—")
-                continue
-            ci = f" [{_fmt(m['ci_low'], scale)}, {_fmt(m['ci_high'], scale)}]" \
-                if m.get("ci_low") is not None else " (no CI)"
-            if m.get("note"):
-                notes.setdefault(m["note"], []).append(f"{row['config_name']} {key}")
-            cells.append(_fmt(m["mean"], scale) + ci + (" *" if m.get("note") else ""))
-        t.add_row(row["config_name"], str(row["n"]), *cells)
-    console.print(t)
-    for note, where in notes.items():
-        console.print(f"* {note} ({len(where)} cell(s))", markup=False, highlight=False)
+    from llem_core.console_table import aggregate_table
+
+    table, caveats = aggregate_table(digest, "per-configuration estimates with 95% CI "
+                                             "(n = cycles)")
+    console.print(table)
+    for c in caveats:
+        console.print(c, markup=False, highlight=False)
     for m in digest.get("missing", []):
-        console.print(f"[red]missing[/]: {m['name']} cycle {m['cycle']}: {m['reason']}")
+        console.print("[red]missing[/]: " + escape(f"{m['name']} cycle {m['cycle']}: "
+                                                   f"{m['reason']}"))
     for n in digest.get("notes", []):
-        console.print(f"[yellow]note[/]: {n}")
+        console.print("[yellow]note[/]: " + escape(str(n)))
 
 
 def main() -> int:

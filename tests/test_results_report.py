@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from llem_core.cli import main
 from llem_core.config import ExperimentConfig
@@ -86,7 +87,8 @@ def test_aggregate_cli_json_and_files(tmp_path, capsys):
     assert rows["big"]["n"] == 5
     tps = rows["big"]["tokens_per_s"]
     assert tps["ci_low"] < 403 < tps["ci_high"]
-    assert tps["ci_method"] == "t" and tps["n"] == 5 and tps["note"] is None
+    assert tps["ci_method"] == "log-t" and tps["n"] == 5 and tps["note"] is None
+    assert tps["estimator"] == "geometric mean" and tps["publishable"]
     cmp_ = next(c for c in data["comparison"] if c["config_name"] == "big"
             and c["metric"] == "tokens_per_s")
     assert cmp_["finding"] and abs(cmp_["diff_mean"] - 300) < 1e-9
@@ -199,7 +201,7 @@ def test_same_name_in_two_campaigns_is_two_rows(tmp_path, capsys):
     assert main(["aggregate", str(tmp_path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert {r["config_label"] for r in data["table"]} == {"c1/small", "c2/small"}
-    assert _summary(data, "c2/small")["mean"] == 902.0
+    assert _summary(data, "c2/small")["mean"] == pytest.approx(902.0, rel=1e-5)  # geometric
     # different campaigns never pair: no finding from zero pairs
     assert all(not c["finding"] and c["n_pairs"] == 0 for c in data["comparison"])
 
@@ -242,9 +244,11 @@ def test_cli_table_carries_caveats_and_no_finding_from_one_pair(tmp_path, capsys
     assert main(["aggregate", str(tmp_path), "--compare-to", "small"]) == 0
     text = capsys.readouterr().out
     assert "too few cycles" in text and "(no CI)" in text and "method" in text
+    assert "NOT PUBLISHABLE" in text  # n = 1 and n = 2 both
     assert " vs small:" not in text  # one pair is never printed as a finding
     md = (tmp_path / "summary.md").read_text()
-    assert "too few cycles" in md and "| t |" in md and "## Findings" in md
+    assert "too few cycles" in md and "| log-t |" in md and "## Findings" in md
+    assert "| **no** |" in md  # the publishable column
 
 
 def test_bad_reference_is_an_error(tmp_path, capsys):

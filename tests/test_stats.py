@@ -76,9 +76,11 @@ def test_summarise_edge_cases():
     s = summarise(df, metrics=("tokens_per_s",)).set_index("config_label")
     assert np.isnan(s.loc["one", "ci_low"]) and "too few cycles" in s.loc["one", "note"]
     assert s.loc["one", "ci_method"] == "none" and s.loc["one", "n"] == 1
-    assert s.loc["two", "n"] == 2 and "unreliable" in s.loc["two", "note"]
-    assert s.loc["two", "ci_method"] == "t"
-    assert s.loc["five", "n"] == 5 and s.loc["five", "mean"] == pytest.approx(3.0)
+    assert s.loc["two", "n"] == 2 and "not publishable" in s.loc["two", "note"]
+    assert not s.loc["two", "publishable"] and s.loc["five", "publishable"]
+    assert s.loc["two", "ci_method"] == "log-t"
+    assert s.loc["five", "n"] == 5 and s.loc["five", "arith_mean"] == pytest.approx(3.0)
+    assert s.loc["five", "mean"] == pytest.approx(120 ** 0.2)  # geometric mean
     assert s.loc["nan", "n"] == 5 and "1 missing" in s.loc["nan", "note"]
     assert s.loc["five", "ci_low"] <= 3.0 <= s.loc["five", "ci_high"]
     assert s.loc["five", "config_hash"] == "h-five" and s.loc["five", "campaign"] == "c"
@@ -90,8 +92,8 @@ def test_same_name_in_two_campaigns_stays_two_rows():
     df["config_hash"] = df["campaign"] + "-hash"
     s = summarise(df, metrics=("tokens_per_s",)).set_index("config_label")
     assert set(s.index) == {"a/base", "b/base"}
-    assert s.loc["a/base", "mean"] == pytest.approx(2.0)
-    assert s.loc["b/base", "mean"] == pytest.approx(11.0)
+    assert s.loc["a/base", "arith_mean"] == pytest.approx(2.0)
+    assert s.loc["b/base", "arith_mean"] == pytest.approx(11.0)
 
 
 def test_paired_comparison_against_independent_paired_t():
