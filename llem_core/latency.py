@@ -18,12 +18,17 @@ from pydantic import BaseModel
 
 
 class Distribution(BaseModel):
-    """Summary of a latency sample, in seconds."""
+    """Summary of a latency sample, in seconds.
+
+    ``std`` is the sample standard deviation (n - 1); ``std_population`` divides by n, as
+    ``vllm bench serve`` (numpy's default) does: compare that one with vLLM's figures.
+    """
 
     n: int
     mean: float | None
     median: float | None
     std: float | None
+    std_population: float | None = None
     p50: float | None
     p90: float | None
     p95: float | None
@@ -37,12 +42,12 @@ class Distribution(BaseModel):
 
         a = np.asarray(values, dtype=float)
         if a.size == 0:
-            return cls(n=0, mean=None, median=None, std=None, p50=None, p90=None, p95=None,
-                       p99=None, min=None, max=None)
+            return cls(n=0, mean=None, median=None, std=None, std_population=None, p50=None,
+                       p90=None, p95=None, p99=None, min=None, max=None)
         p50, p90, p95, p99 = (float(x) for x in np.percentile(a, [50, 90, 95, 99]))
         return cls(n=int(a.size), mean=float(a.mean()), median=p50,
                    std=float(a.std(ddof=1)) if a.size > 1 else 0.0,
-                   p50=p50, p90=p90, p95=p95, p99=p99, min=float(a.min()), max=float(a.max()))
+                   std_population=float(a.std(ddof=0)), p50=p50, p90=p90, p95=p95, p99=p99, min=float(a.min()), max=float(a.max()))
 
 
 @dataclass

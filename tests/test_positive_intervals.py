@@ -79,3 +79,12 @@ def test_two_paired_cycles_are_never_a_finding():
                        frame({"b": [200.0, 202.0, 199.0]}, "tokens_per_s")])
     c3 = compare(three, "a", metrics=("tokens_per_s",)).iloc[0]
     assert c3["finding"] and c3["publishable"] and MIN_PUBLISHABLE == 3
+
+
+def test_latency_distribution_states_both_standard_deviations():
+    from llem_core.latency import Distribution
+
+    d = Distribution.of([0.1, 0.2, 0.4])
+    assert d.std == pytest.approx(np.std([0.1, 0.2, 0.4], ddof=1))
+    assert d.std_population == pytest.approx(np.std([0.1, 0.2, 0.4]))  # vllm bench serve's
+    assert d.std_population < d.std

@@ -142,13 +142,16 @@ def rec(i: int, submitted: float, first: float, done: float, tokens: int = 4) ->
 
 
 def test_ml_energy_window_for_a_burst() -> None:
-    # 6 requests, capacity 2: requests run two by two: [0,2], [2,4], [4,6]
-    recs = [rec(i, 0.0, 2 * (i // 2) + 0.1 * (i % 2), 2 * (i // 2) + 2) for i in range(6)]
+    # 6 requests, capacity 2: requests run two by two: [0,2], [2,4], [4,6]; the second of
+    # each pair ends 0.01 s after the first, so every completion has its own time
+    recs = [rec(i, 0.0, 2 * (i // 2) + 0.1 * (i % 2), 2 * (i // 2) + 2 + 0.01 * (i % 2))
+            for i in range(6)]
     k, source = target_occupancy(LoadSettings(pattern="burst"),
                                  ServerSettings(url="http://x", max_num_seqs=2), 6)
     assert (k, source) == (2, "server.max_num_seqs")
     w = steady_window(recs, k, source, 0.0, 6.0, 1.0, 0.5)
-    # starts at the 2nd first token, ends at the (6-2)=4th completion
+    # starts at the 2nd first token, ends at the (6-2-1)=3rd completion (ML.ENERGY's
+    # RequestTracker: num_requests - max_num_seqs - 1), not the 4th (4.01)
     assert w.start == pytest.approx(0.1) and w.end == pytest.approx(4.0)
     assert w.occupancy_max == 2 and w.fill_fraction > 0.9 and w.flags == []
 

@@ -2,10 +2,12 @@
 
 ML.ENERGY's definition for a burst of ``n`` requests on an engine of batch capacity
 ``max_num_seqs``: the window starts when ``max_num_seqs`` requests have their first token
-and ends when ``n - max_num_seqs`` requests are done (before that the batch fills, after it
-drains). Generalised to any load with a *target occupancy* ``K`` (requests decoding at once):
-the window runs from the K-th first token to the (n-K)-th completion, whatever the arrival
-pattern. K defaults to ``min(max_num_seqs, N)`` for a concurrency-N load and to
+and ends when ``n - max_num_seqs - 1`` requests are done (before that the batch fills,
+after it drains; their ``- 1`` ends the window one completion early, so that no part of
+the ramp-down is in it). Generalised to any load with a *target occupancy* ``K``
+(requests decoding at once): the window runs from the K-th first token to the
+(n-K-1)-th completion, whatever the arrival pattern, and needs n >= K + 2. K defaults to
+``min(max_num_seqs, N)`` for a concurrency-N load and to
 ``min(max_num_seqs, n)`` for a burst; without a known capacity (and always for a rate load
 unless ``load.target_occupancy`` is set) it is estimated as the time-weighted median of the
 number of requests decoding over the whole load. A request is *decoding* from its first
@@ -99,14 +101,15 @@ def steady_window(records: Sequence[RequestRecord], target: int | None, source: 
     n = len(done)
     firsts = sorted(r.first_token for r in done if r.first_token is not None)
     ends = sorted(r.done for r in done if r.done is not None)
-    if target > n or n - target < 1:
+    last = n - target - 1  # completions that end the window (ML.ENERGY's rule)
+    if target > n or last < 1:
         return SteadyWindow(target, source, None, None, flags=[
             f"no steady-state window: {n} requests cannot fill and drain a target "
-            f"occupancy of {target}"])
-    start, end = firsts[target - 1], ends[n - target - 1]
+            f"occupancy of {target} (needs at least {target + 2})"])
+    start, end = firsts[target - 1], ends[last - 1]
     if end <= start:
         return SteadyWindow(target, source, None, None, flags=[
-            f"no steady-state window: the {n - target}-th request finished before the "
+            f"no steady-state window: the {last}-th request finished before the "
             f"{target}-th first token (the engine never held {target} requests)"])
     w = SteadyWindow(target, source, start, end)
     segs = decoding_segments(done, start, end)

@@ -40,6 +40,9 @@ def airflow_env(home: Path, port: int, dags: Path, campaigns: Path,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # A broken campaign's import error is its `file: field: reason` lines, without a
+        # Python traceback that buries them.
+        "AIRFLOW__CORE__DAGBAG_IMPORT_ERROR_TRACEBACKS": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         # Short tasks (an experiment on a warm host lasts seconds): see SCHEDULER_TUNING.
         **SCHEDULER_TUNING,
