@@ -47,7 +47,8 @@ class Distribution(BaseModel):
         p50, p90, p95, p99 = (float(x) for x in np.percentile(a, [50, 90, 95, 99]))
         return cls(n=int(a.size), mean=float(a.mean()), median=p50,
                    std=float(a.std(ddof=1)) if a.size > 1 else 0.0,
-                   std_population=float(a.std(ddof=0)), p50=p50, p90=p90, p95=p95, p99=p99, min=float(a.min()), max=float(a.max()))
+                   std_population=float(a.std(ddof=0)), p50=p50, p90=p90, p95=p95,
+                   p99=p99, min=float(a.min()), max=float(a.max()))
 
 
 @dataclass
