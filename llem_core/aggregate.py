@@ -7,6 +7,7 @@ statistics. Every interval carries its n, method and notes into every output.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from llem_core import metrics as registry
+from llem_core import untrusted_files as untrusted
 from llem_core.results import ExperimentResult, load_results, to_frame, write_atomic
 from llem_core.stats import MIN_PUBLISHABLE, CIOptions, compare, summarise
 from llem_core.summary_md import markdown
@@ -78,23 +80,43 @@ def _planned_run(e: Any) -> bool:
         and e["cycle"] >= 1
 
 
-def read_plans(root: str | Path) -> tuple[list[dict[str, Any]] | None, str | None, list[str]]:
+def read_plans(root: str | Path, trusted: str | Path | None = None
+               ) -> tuple[list[dict[str, Any]] | None, str | None, list[str]]:
     """Planned runs from every ``plan.json`` under ``root`` (None when there is none).
 
     A plan is ``{"runs": [{"name", "config_hash", "cycle", ...}], "compare_to": ...}``;
     each run gets ``plan_dir`` (its plan's folder). Returns (runs, compare_to, notes).
+    Read as untrusted input (links below ``trusted``, default ``root``, not followed;
+    regular files only, size-capped): a plan that is refused is a note.
     """
     runs: list[dict[str, Any]] | None = None
     compare_to: str | None = None
     notes: list[str] = []
-    for path in sorted(Path(root).rglob(PLAN_FILE)):
+    try:
+        folder = untrusted.open_folder(root, trusted)
+    except FileNotFoundError:
+        return None, None, []
+    except (OSError, ValueError) as exc:
+        return None, None, [f"{untrusted.shown(root)}: plans not read: {exc}"]
+    with folder:
+        found, refused = untrusted.walk(folder, lambda n: n == PLAN_FILE)
+        notes += [f"{folder.path / rel}: unreadable plan: {why}" for rel, why in refused
+                  if Path(rel).name == PLAN_FILE]
+        plans = []
+        for rel in found:
+            try:
+                plans.append((folder.path / rel, untrusted.read_json(
+                    folder, rel, untrusted.MAX_PLAN_BYTES)))
+            except (OSError, ValueError) as exc:
+                notes.append(f"{folder.path / rel}: unreadable plan: "
+                             f"{str(exc).splitlines()[0][:200]}")
+    for path, data in plans:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
             entries = data.get("runs") if isinstance(data, dict) else None
             if not isinstance(entries, list) or not all(_planned_run(e) for e in entries):
                 raise ValueError("runs: expected a list of {name, config_hash, cycle} "
                                  "(two strings and a positive integer)")
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:
             notes.append(f"{path}: unreadable plan: {str(exc).splitlines()[0][:200]}")
             continue
         runs = (runs or []) + [{**e, "plan_dir": str(path.parent)} for e in entries]
@@ -165,22 +187,32 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 def aggregate_dir(run_dir: str | Path, planned: list[dict[str, Any]] | None = None,
                   opts: CIOptions | None = None, group_by: list[str] | None = None,
                   notes: list[str] | None = None, *,
-                  compare_to: str | None = None) -> dict[str, Any]:
+                  compare_to: str | None = None,
+                  trusted: str | Path | None = None) -> dict[str, Any]:
     """Write results.parquet, summary.csv, comparison.csv, summary.md and aggregate.json
     under ``run_dir``; return the digest.
 
     ``planned``: the planned runs (default: read from ``plan.json`` files under
     ``run_dir``). ``compare_to``: the reference configuration (label, name or config
     hash; default: the plan's ``compare_to``, else the alphabetically first label).
+    ``trusted``: the folder above ``run_dir`` whose links are followed (default:
+    ``run_dir``); a link or special file below it is refused (ValueError for the run
+    folder itself, a listed problem for anything in it).
     """
     opts = opts or CIOptions()
     run_dir = Path(run_dir)
-    results, problems = load_results(run_dir)
+    try:
+        untrusted.open_folder(run_dir, trusted).close()
+    except FileNotFoundError:
+        pass
+    except untrusted.Unreadable as exc:
+        raise ValueError(f"{untrusted.shown(run_dir)}: {exc}") from None
+    results, problems = load_results(run_dir, trusted)
     df = to_frame(results)
     if not df.empty:
         df = df.sort_values(["position", "cycle"], na_position="last", kind="stable")
     notes = list(notes or [])
-    plan_runs, plan_compare_to, plan_notes = read_plans(run_dir)
+    plan_runs, plan_compare_to, plan_notes = read_plans(run_dir, trusted)
     notes += plan_notes
     planned = plan_runs if planned is None else planned
     notes += [f"unreadable result {p.path}: {p.reason}" for p in problems]
@@ -197,8 +229,10 @@ def aggregate_dir(run_dir: str | Path, planned: list[dict[str, Any]] | None = No
     if ref_error:
         notes.append(f"no comparison: {ref_error}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not df.empty:
-        df.to_parquet(run_dir / "results.parquet", index=False)
+    if not df.empty:  # through write_atomic: a link planted at the name is not written through
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        write_atomic(run_dir / "results.parquet", buf.getvalue())
     write_atomic(run_dir / "summary.csv", ci.to_csv(index=False))
     write_atomic(run_dir / "comparison.csv", cmp_df.to_csv(index=False))
     keys = _keys_of(ci, cols)

@@ -303,14 +303,17 @@ def _check_experiment_parts(parts: _Parts) -> list[FieldError]:
     return errors
 
 
-def _runner_errors(data: dict[str, Any]) -> list[FieldError]:
+def _runner_errors(data: dict[str, Any], base_dir: Path | None) -> list[FieldError]:
     """Trust-policy problems of the runner alone, for a file whose other parts are invalid."""
+    from llem_core.campaign_paths import _fix_program
     from llem_core.trust import runner_policy_errors
 
     try:
         runner = TypeAdapter(RunnerConfig).validate_python(data.get("runner", {}))
     except ValidationError:
         return []  # already reported by the campaign's own validation
+    if getattr(runner, "python", None) is not None and base_dir is not None:
+        runner = runner.model_copy(update={"python": _fix_program(runner.python, base_dir)})
     return runner_policy_errors(runner)
 
 
@@ -327,6 +330,7 @@ def check_campaign_data(
 ) -> tuple[CampaignConfig, list[str]]:
     """Validate parsed YAML: (config with absolute paths, warnings); raise CampaignFileError
     listing every problem found."""
+    from llem_core.runner_rules import runner_reach_errors
     from llem_core.trust import policy_errors
 
     if not isinstance(data, dict):
@@ -342,7 +346,7 @@ def check_campaign_data(
         cfg = CampaignConfig.model_validate(data)
     except ValidationError as exc:
         errors.extend(pydantic_errors(exc, CampaignConfig))
-        errors.extend(_runner_errors(data))
+        errors.extend(_runner_errors(data, base_dir))
     parts = _Parts.of(data)
     if parts is not None:
         too_large = grid_size_error(parts.base, parts.grid, [e for _, e in parts.experiments])
@@ -352,7 +356,7 @@ def check_campaign_data(
         raise CampaignFileError(file, _unique(errors))
     cfg = resolve_paths(cfg, base_dir)
     errors = (prompt_file_errors(cfg) + mount_target_errors(cfg) + results_dir_errors(cfg)
-              + policy_errors(cfg))
+              + policy_errors(cfg) + runner_reach_errors(cfg))
     if errors:
         raise CampaignFileError(file, _unique(errors))
     return cfg, model_warnings(cfg) + window_warnings(cfg.schedule, cfg.schedule_window)

@@ -17,7 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llem_core.config import CampaignConfig, DockerRunner, is_local_path, resolve_model_path
+from llem_core.config import (
+    CampaignConfig,
+    DockerRunner,
+    LocalRunner,
+    is_local_path,
+    resolve_model_path,
+)
 from llem_core.errors import FieldError
 
 MAX_CHECKED_LINES = 1000  # the first lines of a prompts file are checked, for speed
@@ -64,7 +70,8 @@ def _fix_fragment(fragment: dict[str, Any], base_dir: Path) -> dict[str, Any]:
 
 
 def resolve_paths(cfg: CampaignConfig, base_dir: Path | None) -> CampaignConfig:
-    """Make local model, prompt and results paths absolute, relative to the campaign file."""
+    """Make local model, prompt and results paths and the programs llem starts
+    (``runner.python``, ``vllm.python``) absolute, relative to the campaign file."""
     if base_dir is None:
         return cfg
     grid = dict(cfg.grid)
@@ -80,11 +87,16 @@ def resolve_paths(cfg: CampaignConfig, base_dir: Path | None) -> CampaignConfig:
         grid["vllm.python"] = [_fix_program(p, base_dir) for p in grid["vllm.python"]]
     if "vllm" in grid:
         grid["vllm"] = [_fix_vllm(v, base_dir) for v in grid["vllm"]]
+    runner = cfg.runner
+    if isinstance(runner, LocalRunner) and runner.python is not None:
+        # as vllm.python: relative to the campaign file, never to the worker's folder
+        runner = runner.model_copy(update={"python": _fix_program(runner.python, base_dir)})
     return cfg.model_copy(update={
         "base": _fix_fragment(cfg.base, base_dir),
         "grid": grid,
         "experiments": [_fix_fragment(e, base_dir) for e in cfg.experiments],
         "results_dir": _abs(cfg.results_dir, base_dir),
+        "runner": runner,
     })
 
 

@@ -31,6 +31,24 @@ def _records(df: Any) -> list[dict[str, Any]]:
     return json.loads(df.to_json(orient="records"))
 
 
+def change_line(c: dict[str, Any]) -> str:
+    """One change point as a sentence: where, how much, how sure, likely cause."""
+    rel = c.get("rel_change")
+    size = "—" if rel is None or (isinstance(rel, float) and math.isnan(rel)) else \
+        f"{rel:+.1%}"
+    lo, hi = c.get("rel_change_ci_low"), c.get("rel_change_ci_high")
+    ci = "" if lo is None or hi is None or any(isinstance(v, float) and math.isnan(v)
+                                               for v in (lo, hi)) \
+        else f" [{lo:+.1%}, {hi:+.1%}]"
+    causes = [x for x in c.get("likely_causes") or [] if x.get("where") == "at the change"]
+    cause = "; likely cause: " + ", ".join(
+        f"{x['field']} {x['before']} -> {x['after']}" for x in causes) if causes else ""
+    return (f"{c['config_name']} {c['metric']}: {_fmt(c['level_before'])} -> "
+            f"{_fmt(c['level_after'])} {c.get('unit') or ''} ({size}{ci}) from run "
+            f"{c['run_id']} on (p = {c['p_value']:.2g}, {c['runs_before']} runs before, "
+            f"{c['runs_after']} after){cause}")
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     from llem_core.history import history
     from llem_core.history_report import write_history
@@ -58,6 +76,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"runs": _records(h.runs), "points": _records(h.points),
                           "changes": _records(h.changes), "flags": _records(h.flags),
+                          "change_points": _records(h.change_points),
                           "problems": [p.model_dump() for p in h.problems], "files": files},
                          indent=2))
         return 0
@@ -78,12 +97,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     for c in h.changes.to_dict("records"):
         out.print(f"changed between {c['run_before']} and {c['run_after']}: {c['field']} "
                   f"{c['before']} -> {c['after']}", markup=False, highlight=False)
-    for f in h.flags[h.flags["flagged"]].to_dict("records") if not h.flags.empty else []:
-        out.print("[yellow]moved[/]: " + escape(
-            f"{f['config_name']}@{str(f['config_hash'])[:8]} {f['metric']} {f['run']} vs "
-            f"{f['reference']}: "
-            f"{_fmt(f['diff_mean'])} [{_fmt(f['diff_ci_low'])}, {_fmt(f['diff_ci_high'])}] "
-            f"({f['method']})"), highlight=False)
+    for c in h.change_points.to_dict("records"):
+        out.print("[bold yellow]change point[/]: " + escape(change_line(c)), highlight=False)
+    if h.change_points.empty:
+        out.print(f"no change point in any series ({len(h.runs)} runs)", highlight=False)
     for p in h.problems:
         out.print(f"unreadable: {p.path}: {p.reason}", markup=False, highlight=False)
     out.print(f"wrote {', '.join(files.values())}", markup=False, highlight=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     Field,
@@ -45,6 +45,7 @@ from llem_core.config_base import (
 from llem_core.config_rules import check_cron, non_finite, parse_size, unordered_kind
 from llem_core.schedule import ScheduleWindow, window_problem
 from llem_core.serving.config import LoadSettings, ServerSettings, VllmSettings
+from llem_core.serving.engine_env import gpu_env_problem
 
 # The building blocks live in config_base; this module is where they are imported from.
 __all__ = [
@@ -67,8 +68,10 @@ CAMPAIGN_NAME_MAX = 100 - len(CAMPAIGN_TAG_PREFIX)
 _CAMPAIGN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 # Hosts and queues name Airflow pools (llem_<host>_gpu<N>) and Celery queues.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-# An experiment's timeout becomes a timedelta in the DAG; beyond a week it is a typo.
+# An experiment's timeout becomes a timedelta in the DAG; beyond a week it is a typo. Every
+# experiment has one: a load or a wait that never ends must end somewhere.
 MAX_EXPERIMENT_TIMEOUT_S = 7 * 86_400.0
+DEFAULT_EXPERIMENT_TIMEOUT_S = 6 * 3600.0
 
 
 class ExperimentConfig(Strict):
@@ -88,7 +91,11 @@ class ExperimentConfig(Strict):
     )
     batch_size: int = Field(1, ge=1, le=4096, description="Prompts generated together.")
     max_input_tokens: int = Field(
-        512, ge=1, le=131_072, description="Prompts are truncated to this many tokens."
+        512, ge=1, le=131_072,
+        description="Longest prompt in tokens. Backend pytorch truncates prompts to it; the "
+        "serving backends (server, vllm) send prompts whole and refuse a prompt of more "
+        "words than this (a word is at least one token), and vllm.max_model_len must hold "
+        "max_input_tokens + max_output_tokens.",
     )
     max_output_tokens: int = Field(
         64, ge=1, le=131_072, description="Most tokens generated per request."
@@ -165,6 +172,16 @@ class ExperimentConfig(Strict):
     def _gpus_valid(cls, v: list[int]) -> list[int]:
         return _check_gpu_indices(v)
 
+    @field_validator("server")
+    @classmethod
+    def _server_gpus_are_the_experiments(cls, v: ServerSettings | None) -> ServerSettings | None:
+        # as vllm.env: a launched server on GPUs of its own choosing is one that no meter,
+        # pool or lock covers (llem builds a vLLM engine's server section past this rule)
+        problem = next(filter(None, map(gpu_env_problem, v.env)), None) if v else None
+        if problem:
+            raise ValueError(f"env: {problem}")
+        return v
+
     @field_validator("extra")
     @classmethod
     def _extra_finite(cls, v: dict[str, Any]) -> dict[str, Any]:
@@ -204,9 +221,11 @@ class Execution(Strict):
     )
     cycle_gap_s: float = Field(0.0, ge=0.0, le=86_400.0, description="Pause between two cycles.")
     retries: int = Field(0, ge=0, le=10, description="Airflow retries per experiment task.")
-    experiment_timeout_s: float | None = Field(
-        None, gt=0.0, le=MAX_EXPERIMENT_TIMEOUT_S,
-        description="Kill an experiment that runs longer than this (at most 7 days).",
+    experiment_timeout_s: float = Field(
+        DEFAULT_EXPERIMENT_TIMEOUT_S, ge=1.0, le=MAX_EXPERIMENT_TIMEOUT_S,
+        description="Kill an experiment task that runs longer than this (default 6 hours, at "
+        "most 7 days; the config gap after it counts). A configuration whose planned load "
+        "cannot end within it is refused.",
     )
     isolation: Literal["container", "process", "warm"] = Field(
         "process",
@@ -222,6 +241,11 @@ class Execution(Strict):
     def _max_cycles_covers_cycles(self) -> Execution:
         if self.max_cycles is not None and self.max_cycles < self.cycles:
             raise ValueError(f"max_cycles ({self.max_cycles}) < cycles ({self.cycles})")
+        # the experiment task rests for the gap before it ends (deferred): inside its timeout
+        if self.config_gap_s >= self.experiment_timeout_s:
+            raise ValueError(f"config_gap_s ({self.config_gap_s:g}) is not shorter than "
+                             f"experiment_timeout_s ({self.experiment_timeout_s:g}): the pause "
+                             "after each experiment is part of its task, which would time out")
         return self
 
     @property
@@ -250,7 +274,8 @@ class Health(Strict):
     timeout_s: float = Field(
         600.0, ge=0.0, le=86_400.0, description="Give up waiting (warn, record, continue)."
     )
-    poke_interval_s: float = Field(15.0, gt=0.0, le=3600.0, description="Re-check interval.")
+    poke_interval_s: float = Field(
+        15.0, ge=1.0, le=3600.0, description="Re-check interval (at least 1 s).")
 
 
 def _as_in_health(name: str) -> Any:
@@ -343,7 +368,10 @@ class LocalRunner(Strict):
     """A fresh subprocess per experiment, for machines without Docker."""
 
     type: Literal["local"] = "local"
-    python: str | None = Field(None, description="Interpreter to use; default: the worker's.")
+    python: str | None = Field(
+        None, description="Interpreter to use; default: the worker's. A relative path is "
+        "relative to the campaign file (as vllm.python); it must be allowed by "
+        "LLEM_ALLOWED_PYTHONS.")
     queue: str | None = Field(None, description="Celery queue (GPU server) to run on.")
     host: str = Field("local", description="Host name used in GPU pool names.")
     _names = field_validator("queue", "host")(_check_name)
@@ -358,11 +386,14 @@ RunnerConfig = Annotated[
 class CampaignConfig(Strict):
     """A validated campaign file."""
 
+    # free prose: may hold TAB and LF (a YAML block scalar), no other control character
+    prose_fields: ClassVar[frozenset[str]] = frozenset({"description"})
     campaign: str = Field(
         ..., min_length=1, max_length=CAMPAIGN_NAME_MAX,
         description="Campaign name: the DAG id (llem_<name>), a DAG tag and the results folder.",
     )
-    description: str = Field("", description="Shown on the DAG page.")
+    description: str = Field("", description="Shown on the DAG page; text with lines and tabs, "
+                             "no other control character.")
     schedule: str | None = Field(
         None, description="Cron expression or preset (@daily, ...); null: manual only."
     )

@@ -7,7 +7,6 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Discriminator,
     Field,
@@ -17,6 +16,7 @@ from pydantic import (
 )
 
 from llem_core.config_rules import bool_as_number
+from llem_core.text_rules import TextChecked
 
 # Seeds feed random.Random, torch.manual_seed and (in other backends) numpy, whose
 # seeds stop at 2**32 - 1: the tightest consumer sets the bound.
@@ -24,9 +24,10 @@ MAX_SEED = 2**32 - 1
 MAX_GPU_INDEX = 255
 
 
-class Strict(BaseModel):
+class Strict(TextChecked):
     """Base of every config model: unknown keys are errors, values are re-validated,
-    floats are finite, and YAML true/false is not a number."""
+    floats are finite, YAML true/false is not a number, and text holds no control
+    characters (:mod:`llem_core.text_rules`)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=True,
                               allow_inf_nan=False)
@@ -153,7 +154,8 @@ class EnergyConfig(Strict):
         description="Seconds of idle power sampled before the model loads; 0 skips the baseline.",
     )
     poll_interval_s: float = Field(
-        0.1, gt=0.0, le=10.0, description="Power polling interval (cross-check and fallback)."
+        0.1, ge=0.001, le=10.0,
+        description="Power polling interval (cross-check and fallback), at least 1 ms."
     )
     min_window_s: float = Field(
         10.0, ge=0.0, le=3600.0,

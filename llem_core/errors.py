@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from llem_core.text_rules import shown
+
 
 @dataclass(frozen=True)
 class FieldError:
@@ -19,7 +21,9 @@ class CampaignFileError(Exception):
     errors: list[FieldError] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        return [f"{self.file}: {e.path}: {e.reason}" for e in self.errors]
+        # Escaped: the lines become an Airflow import error (PostgreSQL refuses NUL) and a
+        # page; a field path or file name may quote the very character that was refused.
+        return [shown(f"{self.file}: {e.path}: {e.reason}") for e in self.errors]
 
     def __str__(self) -> str:
         return "\n".join(self.lines())

@@ -27,12 +27,14 @@ from llem_core.campaign_file import (
 )
 from llem_core.config import Backend, CampaignConfig, DType, ExperimentConfig
 from llem_core.grid_limits import (
+    GridLimitMisconfigured,
     combination_count,
     expansion_work,
     max_expansion_work,
     max_grid_size,
 )
-from llem_core.serving.rules import serving_conflicts
+from llem_core.serving.config import is_loopback, url_host
+from llem_core.serving.rules import serving_conflicts, timeout_conflicts
 
 # Which dtypes each backend can run; tensorrt is listed for when it lands.
 BACKEND_DTYPES: dict[str, set[str]] = {
@@ -139,12 +141,18 @@ def soft_warnings(cfg: ExperimentConfig) -> list[str]:
     if not cfg.decoding.sampling and (cfg.decoding.top_k or cfg.decoding.top_p):
         out.append("top_k/top_p are ignored with temperature 0 (greedy decoding)")
     if cfg.prompts.kind == "builtin":
-        if cfg.prompts.length > cfg.max_input_tokens:
+        # only the pytorch backend truncates; serving backends refuse such prompts
+        if cfg.backend == "pytorch" and cfg.prompts.length > cfg.max_input_tokens:
             out.append(f"prompts of {cfg.prompts.length} tokens are truncated to "
                        f"max_input_tokens={cfg.max_input_tokens}")
         if cfg.prompts.count % cfg.batch_size:
             out.append(f"{cfg.prompts.count} prompts do not divide into batches of "
                        f"{cfg.batch_size}: the last batch is partial")
+    if cfg.server is not None and cfg.server.url is not None \
+            and not is_loopback(url_host(cfg.server.url)):
+        out.append(f"server.url host {url_host(cfg.server.url)!r} is not a loopback address: "
+                   "the latency measured includes the network, and the meters measure only "
+                   "the GPUs of the machine the experiment runs on")
     fixed_by_server = cfg.load is not None and cfg.load.fixed_output
     if cfg.min_output_tokens < cfg.max_output_tokens and not fixed_by_server:
         out.append("output length varies with EOS (min_output_tokens < max_output_tokens): "
@@ -185,7 +193,10 @@ def expand(campaign: CampaignConfig) -> GridReport:
 
     Raises GridTooLargeError, before building anything, past max_grid_size()."""
     size = combination_count(campaign.grid, campaign.experiments)
-    limit = max_grid_size()
+    try:
+        limit = max_grid_size()
+    except GridLimitMisconfigured as exc:
+        raise GridTooLargeError(str(exc)) from None
     if size > limit:
         raise GridTooLargeError(
             f"campaign {campaign.campaign!r}: {size} combinations exceed the limit of {limit}")
@@ -210,7 +221,8 @@ def expand(campaign: CampaignConfig) -> GridReport:
             reasons = [f"{e.path}: {e.reason}" for e in pydantic_errors(exc, ExperimentConfig)]
             filtered.append(FilteredPoint(name=name, point=point, source=source, reasons=reasons))
             continue
-        problems = conflicts(cfg)
+        problems = conflicts(cfg) + timeout_conflicts(
+            cfg, campaign.execution.experiment_timeout_s)
         if problems:
             filtered.append(FilteredPoint(name=name, point=point, source=source, reasons=problems))
             continue

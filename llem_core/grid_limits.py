@@ -16,11 +16,24 @@ DEFAULT_MAX_GRID_SIZE = 10_000
 VALUES_PER_CONFIG = 200
 
 
+class GridLimitMisconfigured(ValueError):
+    """$LLEM_MAX_GRID_SIZE is set to something other than a positive integer."""
+
+
 def max_grid_size() -> int:
     """Most combinations (grid points + explicit experiments) a campaign may have:
-    $LLEM_MAX_GRID_SIZE when it is a positive integer, else 10,000."""
-    raw = os.environ.get(MAX_GRID_SIZE_ENV, "").strip()
-    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_GRID_SIZE
+    $LLEM_MAX_GRID_SIZE, else 10,000. Set to anything but a positive integer (digits,
+    spaces around allowed) it raises :class:`GridLimitMisconfigured`: a deployment's typo
+    is said, never read as the default."""
+    raw = os.environ.get(MAX_GRID_SIZE_ENV, "")
+    if raw == "":
+        return DEFAULT_MAX_GRID_SIZE
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 12 and int(text) > 0):
+        raise GridLimitMisconfigured(
+            f"the deployment's {MAX_GRID_SIZE_ENV}={raw[:40]!r} is not a positive integer: "
+            "no campaign is expanded until it is fixed (or unset, for 10000)")
+    return int(text)
 
 
 def combination_count(grid: dict[str, list[Any]], experiments: list[Any]) -> int:
@@ -48,7 +61,10 @@ def grid_size_error(base: dict[str, Any], grid: dict[str, list[Any]],
                     experiments: list[Any]) -> FieldError | None:
     """Why expanding this grid would take too long (checked from sizes alone), or None."""
     count = combination_count(grid, experiments)
-    limit = max_grid_size()
+    try:
+        limit = max_grid_size()
+    except GridLimitMisconfigured as exc:
+        return FieldError("grid", str(exc))
     if count > limit:
         axes = " x ".join(f"{len(v)} {k}" for k, v in grid.items()) or "no axes"
         return FieldError("grid", (

@@ -1,13 +1,16 @@
 """A campaign's runs as a time series: one point per run and configuration, with its
-interval, what changed in the software and hardware between runs, and honest flags of
-configurations whose latest run moved.
+interval, what changed in the software and hardware between runs, and the change points
+of every series over the whole history (``llem_core.regression``), each with the
+provenance changes that line up with it as its likely cause.
 
 Runs are comparable only when they measured the same configuration: a series is keyed
 by ``config_hash``, so a changed campaign file (another hash) starts a new series
 instead of mixing. Within a run, a point is the mean over its cycles with a Student-t
 interval; between runs the cycles are independent samples, so a change is judged with
 Welch's unequal-variance t interval of the difference of means (``scipy.stats``),
-and only where both runs have at least two cycles: no flag from a single noisy run.
+and only where both runs have at least two cycles (``flags``: the latest run against the
+previous one, a comparison, not an alarm: with day-to-day variation it moves often).
+Alarms are the change points: found over all runs, with a stated false-alarm rate.
 """
 
 from __future__ import annotations
@@ -22,6 +25,13 @@ import pandas as pd
 from scipy import stats as sps
 
 from llem_core import metrics as metric_registry
+from llem_core.regression import (
+    CHANGE_CI,
+    DEFAULT_MAX_PVALUE,
+    DEFAULT_WINDOW,
+    METHOD,
+    detect_series,
+)
 from llem_core.results import ExperimentResult, LoadProblem, load_results
 from llem_core.stats import CIOptions, mean_ci
 
@@ -64,6 +74,9 @@ class History:
     changes: pd.DataFrame  # run_before, run_after, field, before, after
     flags: pd.DataFrame  # config_hash, config_name, metric, run, reference, diff, CI, flagged
     problems: list[LoadProblem] = field(default_factory=list)
+    # config_hash, config_name, metric, run_id (first run after), run_before, levels,
+    # rel_change and its interval, p_value, likely_causes
+    change_points: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _run_table(results: list[ExperimentResult]) -> pd.DataFrame:
@@ -171,10 +184,76 @@ def _flags(samples: pd.DataFrame, runs: pd.DataFrame, baseline: str | None,
     return pd.DataFrame(rows)
 
 
+CHANGE_POINT_COLUMNS = ["config_hash", "config_name", "metric", "unit", "run_id",
+                        "run_before", "started_at", "index", "level_before", "level_after",
+                        "rel_change", "rel_change_ci_low", "rel_change_ci_high",
+                        "confidence", "p_value", "runs_before", "runs_after", "method",
+                        "ci_method", "likely_causes"]
+
+
+def _causes(changes: pd.DataFrame, ordered: list[str], run_before: str,
+            run_id: str) -> list[dict[str, Any]]:
+    """Provenance changes at the change point (between its last run before and its first
+    run after, runs of other configurations included) or one run either side of it."""
+    pos = {r: i for i, r in enumerate(ordered)}
+    lo, hi = pos[run_before], pos[run_id]
+    out = []
+    for c in changes.to_dict("records"):
+        at = pos.get(c["run_after"])
+        if at is None:
+            continue
+        where = ("at the change" if lo < at <= hi else "one run before the change"
+                 if at == lo else "one run after the change" if at == hi + 1 else None)
+        if where:
+            out.append({"field": c["field"], "before": c["before"], "after": c["after"],
+                        "run_after": c["run_after"], "where": where})
+    return sorted(out, key=lambda c: c["where"] != "at the change")
+
+
+def _change_points(samples: pd.DataFrame, runs: pd.DataFrame, changes: pd.DataFrame,
+                   confidence: float, window: int, max_pvalue: float) -> pd.DataFrame:
+    ordered = list(runs["run_id"])
+    started = dict(zip(runs["run_id"], runs["started_at"], strict=True))
+    rows = []
+    for (h, metric), g in samples.groupby(["config_hash", "metric"], sort=False):
+        by_run = {r: v["value"].to_numpy(float) for r, v in g.groupby("run_id", sort=False)}
+        present = [r for r in ordered if r in by_run]
+        found = detect_series([by_run[r] for r in present],
+                              positive=metric_registry.positive(metric), window=window,
+                              max_pvalue=max_pvalue, confidence=confidence)
+        for c in found:
+            run_id, before = present[c.index], present[c.index - 1]
+            rows.append({
+                "config_hash": h, "config_name": g["config_name"].iloc[0], "metric": metric,
+                "unit": metric_registry.units().get(metric, ""), "run_id": run_id,
+                "run_before": before, "started_at": started[run_id], "index": c.index,
+                "level_before": c.level_before, "level_after": c.level_after,
+                "rel_change": c.rel_change, "rel_change_ci_low": c.rel_change_ci_low,
+                "rel_change_ci_high": c.rel_change_ci_high, "confidence": confidence,
+                "p_value": c.pvalue, "runs_before": c.runs_before, "runs_after": c.runs_after,
+                "method": METHOD, "ci_method": CHANGE_CI,
+                "likely_causes": _causes(changes, ordered, before, run_id)})
+    out = pd.DataFrame(rows, columns=CHANGE_POINT_COLUMNS)
+    return out.sort_values(["index", "config_name", "metric"]).reset_index(drop=True) \
+        if not out.empty else out
+
+
 def history(campaign_root: str | Path, metrics: tuple[str, ...] = HISTORY_METRICS,
-            baseline: str | None = None, confidence: float = 0.95) -> History:
-    """The history of one campaign's results folder (``<results_dir>/<campaign>``)."""
-    loaded, problems = load_results(campaign_root)
+            baseline: str | None = None, confidence: float = 0.95, *,
+            trusted: str | Path | None = None, campaign: str | None = None,
+            window: int = DEFAULT_WINDOW, max_pvalue: float = DEFAULT_MAX_PVALUE) -> History:
+    """The history of one campaign's results folder (``<results_dir>/<campaign>``).
+
+    The folder is read as untrusted input (links below ``trusted``, default the folder
+    itself, are not followed). ``campaign``: results of any other campaign found there
+    are listed problems (else they make the history refuse the folder).
+    """
+    loaded, problems = load_results(campaign_root, trusted)
+    if campaign is not None:
+        problems += [LoadProblem(path=p, reason=f"a result of campaign {r.campaign!r}, not "
+                                 f"{campaign!r}: not counted")
+                     for p, r in loaded if r.campaign != campaign]
+        loaded = [(p, r) for p, r in loaded if r.campaign == campaign]
     results = [r for _, r in loaded]
     campaigns = sorted({str(r.campaign) for r in results})
     if len(campaigns) > 1:  # run ids (scheduled__<date>) and hashes repeat across campaigns
@@ -186,6 +265,8 @@ def history(campaign_root: str | Path, metrics: tuple[str, ...] = HISTORY_METRIC
         raise ValueError(f"baseline run {baseline!r} is not in {campaign_root} "
                          f"(runs: {', '.join(runs['run_id'])})")
     samples = _samples(results, metrics)
-    return History(runs=runs, points=_points(samples, runs, confidence),
-                   changes=_changes(results, runs),
-                   flags=_flags(samples, runs, baseline, confidence), problems=problems)
+    changes = _changes(results, runs)
+    return History(runs=runs, points=_points(samples, runs, confidence), changes=changes,
+                   flags=_flags(samples, runs, baseline, confidence), problems=problems,
+                   change_points=_change_points(samples, runs, changes, confidence, window,
+                                                max_pvalue))

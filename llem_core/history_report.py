@@ -11,13 +11,13 @@ from typing import Any
 import pandas as pd
 
 from llem_core.history import History
+from llem_core.report_charts import drawn_as_text
+from llem_core.report_charts import text as label_text
 from llem_core.results import write_atomic
 
 
+@drawn_as_text
 def _chart(h: History, metric: str) -> str | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -27,7 +27,7 @@ def _chart(h: History, metric: str) -> str | None:
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for name, g in pts.groupby("config_name", sort=True):
         err = [(g["mean"] - g["ci_low"]).fillna(0), (g["ci_high"] - g["mean"]).fillna(0)]
-        ax.errorbar(g["order"], g["mean"], yerr=err, marker="o", capsize=3, label=str(name))
+        ax.errorbar(g["order"], g["mean"], yerr=err, marker="o", capsize=3, label=label_text(name))
     order = dict(zip(h.runs["run_id"], h.runs["order"], strict=True))
     for run_after, g in h.changes.groupby("run_after", sort=False):
         x = order[run_after] - 0.5
@@ -61,9 +61,20 @@ def _cell(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _drawn(h: History, metric: str, failed: list[str]) -> str | None:
+    """One metric's chart, or None and a sentence why: the page shows the rest."""
+    try:
+        return _chart(h, metric)
+    except Exception as exc:  # the data come from files anyone could write
+        reason = (str(exc).splitlines() or [""])[0][:200]
+        failed.append(f"chart {metric} could not be drawn: {type(exc).__name__}: {reason}")
+        return None
+
+
 def history_html(h: History, title: str) -> str:
     metrics = list(dict.fromkeys(h.points["metric"])) if not h.points.empty else []
-    charts = [(m, _chart(h, m)) for m in metrics]
+    failed: list[str] = []
+    charts = [(m, _drawn(h, m, failed)) for m in metrics]
     parts = [f"<h1>{html.escape(title)}</h1>",
              "<p>One point per run and configuration (mean over its cycles, Student t "
              "interval). Red dashed lines mark runs whose provenance changed.</p>",
@@ -80,6 +91,7 @@ def history_html(h: History, title: str) -> str:
     parts += ["<h2>Points</h2>", _table(h.points, ["config_name", "metric", "order", "run_id",
                                                    "n", "mean", "ci_low", "ci_high",
                                                    "ci_method", "note"])]
+    parts += [f"<p>{html.escape(f)}</p>" for f in failed]
     parts += [f"<p>unreadable: {html.escape(p.path)}: {html.escape(p.reason)}</p>"
               for p in h.problems]
     style = ("body{font-family:system-ui,sans-serif;margin:1.5rem}table{border-collapse:"
@@ -95,8 +107,10 @@ def write_history(h: History, out: Path, title: str) -> dict[str, str]:
              "changes_csv": out / "changes.csv", "flags_csv": out / "flags.csv",
              "html": out / "history.html"}
     write_atomic(files["points_csv"], h.points.to_csv(index=False))
-    if not h.points.empty:
-        h.points.to_parquet(files["points_parquet"], index=False)
+    if not h.points.empty:  # through write_atomic: never written through a planted link
+        buf = io.BytesIO()
+        h.points.to_parquet(buf, index=False)
+        write_atomic(files["points_parquet"], buf.getvalue())
     else:
         files.pop("points_parquet")
     write_atomic(files["changes_csv"], h.changes.to_csv(index=False))

@@ -12,11 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from llem_core import plan as ordering
-from llem_core.campaign_file import CampaignFileError, FieldError, LoadedCampaign
-from llem_core.config import CampaignConfig, HealthCheck, Ordering
+from llem_core.campaign_file import (
+    CampaignFileError,
+    FieldError,
+    LoadedCampaign,
+    pydantic_errors,
+)
+from llem_core.config import MAX_SEED, CampaignConfig, ExperimentConfig, HealthCheck, Ordering
 from llem_core.grid import (
     ExperimentSpec,
     GridReport,
@@ -27,6 +32,7 @@ from llem_core.grid import (
 )
 from llem_core.placement import Placement, PlacementError, campaign_placement
 from llem_core.results import RunSpec, result_path, run_dir
+from llem_core.serving.rules import timeout_conflicts
 
 PLAN_SCHEMA_VERSION = 1
 # The trigger form's fields; anything else in a run's conf is refused by name.
@@ -83,15 +89,55 @@ class RunPlan(BaseModel):
                          for r in self.runs]}
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _integer(name: str, value: Any, low: int, high: int, optional: bool = False) -> None:
+    """An int within [low, high]: never a bool, a float or a numeric string (no coercion)."""
+    if value is None and optional:
+        return
+    if type(value) is not int or not low <= value <= high:
+        kind = "null or an integer" if optional else "an integer"
+        raise PlanError(f"params.{name}: must be {kind} from {low} to {high}, got "
+                        f"{_shown(value)} ({type(value).__name__})")
+
+
 def check_params(params: dict[str, Any], cycle_limit: int) -> None:
-    """Refuse what the trigger form cannot: unknown keys and out-of-range cycles."""
-    unknown = sorted(set(params) - set(PARAM_KEYS))
+    """Refuse, as one line ``params.<name>: reason``, what a run's params may hold that the
+    trigger form would not let through: a run triggered through the REST API, or with a
+    conf, skips the form's JSON-schema check, so every param is checked here, strictly
+    (``"7"`` is not 7 and ``"false"`` is not false)."""
+    unknown = sorted(str(k) for k in set(params) - set(PARAM_KEYS))
     if unknown:
-        raise PlanError(f"unknown trigger param(s) {unknown}; known: {list(PARAM_KEYS)}")
-    cycles = params.get("cycles")
-    if isinstance(cycles, bool) or not isinstance(cycles, int) or \
-            not 1 <= cycles <= cycle_limit:
-        raise PlanError(f"cycles: must be an integer from 1 to {cycle_limit}, got {cycles!r}")
+        raise PlanError(f"params: unknown trigger param(s) {unknown}; known: "
+                        f"{list(PARAM_KEYS)}")
+    _integer("cycles", params.get("cycles"), 1, cycle_limit)
+    ordering_ = params.get("ordering")
+    known = [o.value for o in Ordering]
+    if not isinstance(ordering_, str) or ordering_ not in known:
+        raise PlanError(f"params.ordering: must be one of {', '.join(known)}, got "
+                        f"{_shown(ordering_)}")
+    _integer("seed", params.get("seed"), 0, MAX_SEED)
+    if type(params.get("dry_run")) is not bool:
+        raise PlanError(f"params.dry_run: must be true or false, got "
+                        f"{_shown(params.get('dry_run'))} ({type(params.get('dry_run')).__name__})")
+    configs = params.get("configs")
+    if configs is None:
+        configs = []
+    if not isinstance(configs, list) or not all(isinstance(c, str) for c in configs):
+        raise PlanError(f"params.configs: must be a list of configuration names, got "
+                        f"{_shown(configs)}")
+    repeated = sorted({c for c in configs if configs.count(c) > 1})
+    if repeated:
+        raise PlanError(f"params.configs: {_shown(repeated)} listed more than once (each "
+                        "configuration runs once per cycle)")
+    for name in OVERRIDABLE:
+        info = ExperimentConfig.model_fields[name]
+        low = next(m.ge for m in info.metadata if getattr(m, "ge", None) is not None)
+        high = next(m.le for m in info.metadata if getattr(m, "le", None) is not None)
+        _integer(name, params.get(name), low, high, optional=True)
 
 
 def _select(report: GridReport, wanted: list[str]) -> list[ExperimentSpec]:
@@ -100,21 +146,28 @@ def _select(report: GridReport, wanted: list[str]) -> list[ExperimentSpec]:
     by_name = report.by_name()
     unknown = [n for n in wanted if n not in by_name]
     if unknown:
-        raise PlanError(f"configs: unknown configurations {unknown}; "
-                        f"valid: {list(by_name)[:20]}")
+        raise PlanError(f"params.configs: unknown configurations {_shown(unknown)}; "
+                        f"valid: {_shown(list(by_name)[:20])}")
     return [by_name[n] for n in wanted]
 
 
-def _override(specs: list[ExperimentSpec], params: dict[str, Any]) -> list[ExperimentSpec]:
+def _override(specs: list[ExperimentSpec], params: dict[str, Any],
+              timeout_s: float) -> list[ExperimentSpec]:
     overrides = {k: params[k] for k in OVERRIDABLE if params.get(k) is not None}
     if not overrides:
         return specs
+    given = ", ".join(f"params.{k}={v}" for k, v in overrides.items())
     changed = []
     for s in specs:
-        cfg = type(s.config).model_validate({**s.config.model_dump(), **overrides})
-        problems = conflicts(cfg)
+        try:
+            cfg = type(s.config).model_validate({**s.config.model_dump(), **overrides})
+        except ValidationError as exc:
+            first = pydantic_errors(exc, ExperimentConfig)[0]
+            raise PlanError(f"params: {given} makes {s.name!r} invalid: {first.path}: "
+                            f"{first.reason}") from None
+        problems = conflicts(cfg) + timeout_conflicts(cfg, timeout_s)
         if problems:
-            raise PlanError(f"override {overrides} makes {s.name} invalid: {problems}")
+            raise PlanError(f"params: {given} makes {s.name!r} invalid: {problems[0]}")
         changed.append(s.model_copy(update={"config": cfg, "config_hash": config_hash(cfg)}))
     return changed
 
@@ -132,7 +185,8 @@ def plan_run(campaign: CampaignConfig, params: dict[str, Any] | None, run_id: st
     params = {**defaults(campaign), **(params or {})}
     check_params(params, campaign.execution.cycle_limit)
     report = report or expand_or_raise(campaign)
-    specs = _override(_select(report, list(params.get("configs") or [])), params)
+    specs = _override(_select(report, list(params.get("configs") or [])), params,
+                      campaign.execution.experiment_timeout_s)
     placement = campaign_placement(campaign.runner, [(s.name, s.config) for s in specs])
     runs = ordering.build(specs, int(params["cycles"]), params["ordering"], int(params["seed"]))
     health = campaign.health

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,23 +119,39 @@ def _header(df: pd.DataFrame, planned: list[dict[str, Any]] | None,
     return "".join(parts)
 
 
+def _drawn(title: str, notes: list[str], draw: Callable[[], Any]) -> Any:
+    """One chart, or None with a note saying why it could not be drawn: the page shows the
+    rest (the data come from files any experiment can write)."""
+    try:
+        return draw()
+    except Exception as exc:  # any failure of one chart loses that chart only
+        reason = (str(exc).splitlines() or [""])[0][:200]
+        notes.append(f"chart '{title}' could not be drawn: {type(exc).__name__}: {reason}")
+        return None
+
+
 def _charts(df: pd.DataFrame, ci: pd.DataFrame, results: list[tuple[str, ExperimentResult]],
             notes: list[str]) -> str:
     charts = []
     for em, other, maxi, title in (
             ("j_per_token_adjusted", "tokens_per_s", True, "energy vs throughput"),
             ("j_per_token_adjusted", "ttft_p90_s", False, "energy vs TTFT p90")):
-        svg, front = scatter_chart(ci, em, other, maxi, title)
+        drawn = _drawn(title, notes, lambda em=em, other=other, maxi=maxi, title=title:
+                       scatter_chart(ci, em, other, maxi, title))
+        if drawn is None:
+            continue
+        svg, front = drawn
         if svg:
             charts.append((title, svg, f"Pareto front: {', '.join(front)}"))
         else:
             notes.append(f"chart '{title}' omitted: J/token was not measured")
     for metric in ("tokens_per_s", "ttft_p50_s", "itl_p50_s", "j_per_token_adjusted"):
-        if svg := bar_chart(ci, metric):
+        if svg := _drawn(registry.label(metric), notes, lambda m=metric: bar_chart(ci, m)):
             charts.append((registry.label(metric), svg, ""))
     for metric in ("energy_raw_j", "tokens_per_s"):
-        if svg := drift_chart(df, metric):
-            charts.append((f"{registry.label(metric)} over cycles", svg, ""))
+        title = f"{registry.label(metric)} over cycles"
+        if svg := _drawn(title, notes, lambda m=metric: drift_chart(df, m)):
+            charts.append((title, svg, ""))
     labels = dict(zip(df["result_path"], df["config_label"], strict=True))
     ttft: dict[str, dict[str, list[float]]] = {}
     itl: dict[str, dict[str, list[float]]] = {}
@@ -145,9 +162,10 @@ def _charts(df: pd.DataFrame, ci: pd.DataFrame, results: list[tuple[str, Experim
                 x for x in r.metrics.per_request.ttft_s if x is not None)
         if r.metrics.itl_s.p50 is not None:
             itl.setdefault(name, {"itl": []})["itl"].append(r.metrics.itl_s.p50)
-    for svg, label in ((distribution_chart(ttft, "ttft", "TTFT"), "TTFT"),
-                       (distribution_chart(itl, "itl", "ITL p50 per run"), "ITL")):
-        if svg:
+    for data, key, title, label in ((ttft, "ttft", "TTFT", "TTFT"),
+                                    (itl, "itl", "ITL p50 per run", "ITL")):
+        if svg := _drawn(f"{label} distribution", notes,
+                         lambda d=data, k=key, t=title: distribution_chart(d, k, t)):
             charts.append((f"{label} distribution", svg, ""))
     return "<h2>Charts</h2>" + "".join(
         f"<figure class='chart' data-chart='{html.escape(title)}'>{svg}"
@@ -198,16 +216,20 @@ def _drift(df: pd.DataFrame) -> str:
 
 def build_report(run_dir: str | Path, compare_to: str | None = None,
                  opts: CIOptions | None = None, *,
-                 planned: list[dict[str, Any]] | None = None) -> str:
+                 planned: list[dict[str, Any]] | None = None,
+                 trusted: str | Path | None = None) -> str:
     """The HTML text of the report for all result files under ``run_dir``.
 
     ``compare_to``: reference configuration (label, name or hash; default: the
     ``compare_to`` of ``plan.json``, else alphabetically first). ``planned``: the planned
-    runs (default: read from ``plan.json`` files under ``run_dir``).
+    runs (default: read from ``plan.json`` files under ``run_dir``). ``trusted``: the
+    folder above ``run_dir`` whose links are followed (default: ``run_dir``): the files
+    are read as untrusted input (:mod:`llem_core.untrusted_files`); a chart that cannot
+    be drawn is a note, the rest of the page stands.
     """
     opts = opts or CIOptions()
-    results, problems = load_results(run_dir)
-    plan_runs, plan_compare_to, notes = read_plans(run_dir)
+    results, problems = load_results(run_dir, trusted)
+    plan_runs, plan_compare_to, notes = read_plans(run_dir, trusted)
     planned = plan_runs if planned is None else planned
     head = (f"<!doctype html><html><head><meta charset='utf-8'><title>llem report</title>"
             f"<style>{CSS}</style></head><body>")
@@ -240,7 +262,9 @@ def build_report(run_dir: str | Path, compare_to: str | None = None,
 
 def write_report(run_dir: str | Path, out: str | Path, compare_to: str | None = None,
                  opts: CIOptions | None = None, *,
-                 planned: list[dict[str, Any]] | None = None) -> Path:
+                 planned: list[dict[str, Any]] | None = None,
+                 trusted: str | Path | None = None) -> Path:
     """Write the HTML report of ``run_dir`` to ``out`` (atomically); return its path."""
-    write_atomic(out, build_report(run_dir, compare_to, opts, planned=planned))
+    write_atomic(out, build_report(run_dir, compare_to, opts, planned=planned,
+                                   trusted=trusted))
     return Path(out)

@@ -1,12 +1,20 @@
 """Inline SVG charts of the report (matplotlib, Agg): no network, no JavaScript.
 
 Charts label configurations by ``config_label`` and metrics by the metric registry.
+Labels come from result files that any experiment can write, so they are text, never
+markup: every chart is drawn with matplotlib's mathtext and TeX off (a name such as
+``$\frac{a}{$`` would otherwise be parsed as a formula and fail the whole page), and
+labels are shortened to :data:`MAX_LABEL` characters.
 """
 
 from __future__ import annotations
 
+import functools
 import io
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -26,13 +34,49 @@ def _svg(fig: Any) -> str:
     return text[text.index("<svg"):]
 
 
-def _plt():
+MAX_LABEL = 80
+# pyplot's figure registry and rcParams are process-wide: the api-server draws reports in
+# several threads, and the plain-text setting must hold until each figure is saved.
+_DRAWING = threading.RLock()
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@contextmanager
+def plain_text() -> Iterator[Any]:
+    """pyplot, with every text created (tick labels are made when the figure is saved)
+    parsed as plain text; one chart at a time in this process."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with _DRAWING, plt.rc_context({"text.parse_math": False, "text.usetex": False}):
+        yield plt
+
+
+def _plt() -> Any:
+    """pyplot (Agg); chart functions run under :func:`drawn_as_text`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def text(value: Any) -> str:
+    """A label as plain text of bounded length."""
+    s = str(value)
+    return s if len(s) <= MAX_LABEL else s[:MAX_LABEL - 1] + "…"
+
+
+def drawn_as_text(fn: _F) -> _F:
+    """Run a chart function (drawing and saving) inside :func:`plain_text`."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with plain_text():
+            return fn(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 def _err(x: Any) -> np.ndarray:
@@ -45,13 +89,20 @@ def _ci_frame(ci: pd.DataFrame, metric: str) -> pd.DataFrame:
     return ci[ci["metric"] == metric].set_index("config_label")
 
 
+@drawn_as_text
 def scatter_chart(ci: pd.DataFrame, energy_metric: str, other: str, maximise_other: bool,
                   title: str) -> tuple[str | None, list[str]]:
     e, o = _ci_frame(ci, energy_metric), _ci_frame(ci, other)
     pts = pd.DataFrame({"e": e["mean"], "o": o["mean"]}).dropna()
     if pts.empty:
         return None, []
-    front = pareto_front(pts, "e", "o", maximise_other)
+    # A headline needs at least 3 cycles: n = 2 points are drawn but never on the front.
+    def flags(f: pd.DataFrame) -> pd.Series:
+        return f["publishable"] if "publishable" in f else pd.Series(True, index=f.index)
+
+    ok = pd.concat([flags(e), flags(o)], axis=1).reindex(pts.index)
+    publishable = pts.index[ok.fillna(False).astype(bool).all(axis=1).to_numpy()]
+    front = pareto_front(pts.loc[publishable], "e", "o", maximise_other)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name in pts.index:
@@ -63,7 +114,7 @@ def scatter_chart(ci: pd.DataFrame, energy_metric: str, other: str, maximise_oth
         ax.errorbar(pts.loc[name, "o"], pts.loc[name, "e"],
                     xerr=_err(xerr), yerr=_err(yerr), fmt="o",
                     color="#dc2626" if on else "#64748b", capsize=3)
-        ax.annotate(name, (pts.loc[name, "o"], pts.loc[name, "e"]), fontsize=7,
+        ax.annotate(text(name), (pts.loc[name, "o"], pts.loc[name, "e"]), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")
     fp = pts.loc[front].sort_values("o")
     ax.plot(fp["o"], fp["e"], "--", color="#dc2626", label="Pareto front")
@@ -74,6 +125,7 @@ def scatter_chart(ci: pd.DataFrame, energy_metric: str, other: str, maximise_oth
     return _svg(fig), front
 
 
+@drawn_as_text
 def bar_chart(ci: pd.DataFrame, metric: str) -> str | None:
     d = _ci_frame(ci, metric).dropna(subset=["mean"])
     if d.empty:
@@ -82,12 +134,13 @@ def bar_chart(ci: pd.DataFrame, metric: str) -> str | None:
     fig, ax = plt.subplots(figsize=(6.5, 0.5 + 0.35 * len(d)))
     low = _err((d["mean"] - d["ci_low"]).to_numpy(float))
     high = _err((d["ci_high"] - d["mean"]).to_numpy(float))
-    ax.barh(list(d.index), d["mean"], xerr=[low, high], color="#3b82f6", capsize=3)
+    ax.barh([text(i) for i in d.index], d["mean"], xerr=[low, high], color="#3b82f6", capsize=3)
     ax.set_xlabel(label(metric))
     ax.set_title(f"{label(metric)}: mean with {ci['confidence'].iloc[0]:.0%} CI")
     return _svg(fig)
 
 
+@drawn_as_text
 def drift_figure(df: pd.DataFrame, metric: str) -> Any | None:
     """Each configuration's metric over cycles (one line per run); integer cycle ticks."""
     if metric not in df or df[metric].dropna().empty:
@@ -98,7 +151,7 @@ def drift_figure(df: pd.DataFrame, metric: str) -> Any | None:
     for (name, run_id), g in df.groupby(["config_label", "run_id"], sort=False):
         g = g.sort_values("cycle")
         ax.plot(g["cycle"], g[metric], marker="o",
-                label=f"{name} ({run_id})" if runs > 1 else str(name))
+                label=text(f"{name} ({run_id})" if runs > 1 else name))
     ax.set_xlabel("cycle")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(label(metric))
@@ -107,11 +160,13 @@ def drift_figure(df: pd.DataFrame, metric: str) -> Any | None:
     return fig
 
 
+@drawn_as_text
 def drift_chart(df: pd.DataFrame, metric: str) -> str | None:
     fig = drift_figure(df, metric)
     return None if fig is None else _svg(fig)
 
 
+@drawn_as_text
 def distribution_chart(per_request: dict[str, dict[str, list[float]]], key: str,
                        label: str) -> str | None:
     data = {n: [v for v in d.get(key, []) if v is not None] for n, d in per_request.items()}
@@ -121,7 +176,7 @@ def distribution_chart(per_request: dict[str, dict[str, list[float]]], key: str,
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 0.6 + 0.4 * len(data)))
     ax.boxplot([np.asarray(v) * 1e3 for v in data.values()], orientation="horizontal",
-               tick_labels=list(data))
+               tick_labels=[text(n) for n in data])
     ax.set_xlabel(f"{label} (ms)")
     ax.set_title(f"{label} distribution per configuration (all requests)")
     return _svg(fig)

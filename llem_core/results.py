@@ -7,6 +7,7 @@ Layout of the result files (a retry rewrites its own key and nothing else)::
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -17,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llem_core import metrics as metric_registry
+from llem_core import untrusted_files as untrusted
 from llem_core.campaign_file import flatten
 from llem_core.config import ExperimentConfig, HealthCheck
 from llem_core.latency import Distribution
@@ -200,8 +202,9 @@ def result_path(results_dir: str | Path, campaign: str | None, run_id: str | Non
     return run_dir(results_dir, campaign, run_id) / safe_part(config_hash) / f"cycle_{cycle}.json"
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename: readers never see half a file."""
+def write_atomic(path: str | Path, text: str | bytes) -> None:
+    """Write via a temp file in the same folder and rename: readers never see half a file
+    (and a link planted at ``path`` is replaced, never written through)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -210,8 +213,8 @@ def write_atomic(path: str | Path, text: str) -> None:
     try:
         # mkstemp creates 0600; results are shared with colleagues and other containers.
         os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode("utf-8") if isinstance(text, str) else text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -243,13 +246,26 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"not an llem result: {name} is not a measured value")
 
 
-def read_result(path: str | Path) -> ExperimentResult:
-    """One result file, checked as :func:`load_results` checks it (a JSON object, no
-    NaN/Infinity, a supported schema version); ValueError says why not."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_no_constant)
+def _parse_result(raw: bytes) -> ExperimentResult:
+    data = untrusted.parse_json(raw, parse_constant=_no_constant)
     if not isinstance(data, dict):
-        raise ValueError("not an llem result: expected a JSON object")
+        kind = _JSON_KIND.get(type(data), "value")
+        raise ValueError(f"not an llem result: a JSON {kind}, expected an object")
     return ExperimentResult.model_validate(migrate(data))
+
+
+def read_result(path: str | Path, trusted: str | Path | None = None) -> ExperimentResult:
+    """One result file, checked as :func:`load_results` checks it (a regular file of at
+    most ``MAX_RESULT_BYTES``, a JSON object, no NaN/Infinity, a supported schema
+    version); ValueError says why not, FileNotFoundError when it is absent.
+
+    ``trusted``: a folder above ``path`` whose links are followed (default: the file's
+    own folder); nothing below it is a link.
+    """
+    path = Path(path)
+    with untrusted.open_folder(path.parent, trusted) as folder:
+        raw = untrusted.read_file(folder, path.name, untrusted.MAX_RESULT_BYTES)
+    return _parse_result(raw)
 
 
 # -- tables ------------------------------------------------------------------------------
@@ -329,31 +345,50 @@ def _drop_duplicates(ok: list[tuple[str, ExperimentResult]], problems: list[Load
     return sorted(out, key=lambda item: item[0])
 
 
-def load_results(root: str | Path) -> tuple[list[tuple[str, ExperimentResult]], list[LoadProblem]]:
+def _result_file(name: str) -> bool:
+    return fnmatch.fnmatchcase(name, "cycle_*.json") or fnmatch.fnmatchcase(name, ".cycle_*.tmp")
+
+
+def load_results(root: str | Path, trusted: str | Path | None = None
+                 ) -> tuple[list[tuple[str, ExperimentResult]], list[LoadProblem]]:
     """Every result JSON under ``root`` (recursively); unreadable ones are reported, not dropped.
 
     A file that is valid JSON but not a result object, and a second copy of a result
-    already loaded (same campaign, run, configuration and cycle), are problems too.
+    already loaded (same campaign, run, configuration and cycle), are problems too. The
+    folder is read as untrusted input (:mod:`llem_core.untrusted_files`): links below
+    ``trusted`` (default: ``root``) are not followed and only regular files are read;
+    what is refused is a problem. A missing ``root`` holds no results.
     """
     ok: list[tuple[str, ExperimentResult]] = []
     problems: list[LoadProblem] = []
-    for path in sorted(Path(root).rglob("cycle_*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
-            if not isinstance(data, dict):
-                kind = _JSON_KIND.get(type(data), "value")
-                raise ValueError(f"not an llem result: a JSON {kind}, "
-                                 "expected an object")
-            ok.append((str(path), ExperimentResult.model_validate(migrate(data))))
-        except json.JSONDecodeError as exc:
-            problems.append(LoadProblem(path=str(path), reason=f"corrupt JSON: {exc.msg}"))
-        except (ValueError, OSError, UnicodeDecodeError) as exc:
-            problems.append(LoadProblem(path=str(path),
-                                        reason=str(exc).splitlines()[0][:300]))
+    try:
+        folder = untrusted.open_folder(root, trusted)
+    except FileNotFoundError:
+        return ok, problems
+    except (OSError, ValueError) as exc:
+        return ok, [LoadProblem(path=untrusted.shown(root), reason=_reason(exc))]
+    with folder:
+        found, refused = untrusted.walk(folder, _result_file)
+        problems += [LoadProblem(path=str(folder.path / rel), reason=why)
+                     for rel, why in refused]
+        temps = [rel for rel in found if Path(rel).name.startswith(".")]
+        for rel in (r for r in found if r not in set(temps)):
+            path = str(folder.path / rel)
+            try:
+                raw = untrusted.read_file(folder, rel, untrusted.MAX_RESULT_BYTES)
+                ok.append((path, _parse_result(raw)))
+            except (ValueError, OSError, RecursionError) as exc:
+                problems.append(LoadProblem(path=path, reason=_reason(exc)))
     ok = _drop_duplicates(ok, problems)
-    for tmp in sorted(Path(root).rglob(".cycle_*.tmp")):
-        problems.append(LoadProblem(path=str(tmp), reason="half-written temp file (a crash?)"))
+    for rel in temps:
+        problems.append(LoadProblem(path=str(folder.path / rel),
+                                    reason="half-written temp file (a crash?)"))
     return ok, problems
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) if not isinstance(exc, OSError) or not exc.strerror else exc.strerror
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
 
 
 def to_frame(results: list[tuple[str, ExperimentResult]]):

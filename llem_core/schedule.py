@@ -85,23 +85,82 @@ class ScheduleWindow(BaseModel):
         return self._aware(self.end)
 
 
+# Airflow's own preset table (airflow.utils.dates.cron_presets); croniter reads the rest.
+AIRFLOW_CRON_PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0",
+                        "@monthly": "0 0 1 * *", "@quarterly": "0 0 1 */3 *",
+                        "@yearly": "0 0 1 1 *"}
+
+
+class CronClock:
+    """When Airflow's ``CronTriggerTimetable(cron, timezone=zone)`` fires, computed as its
+    ``CronMixin`` does (Airflow 3), without importing Airflow.
+
+    The cron is read in the zone's wall clock by croniter on a naive time. A cron that fires
+    at least every hour steps by the wall-clock difference in absolute time (so the hour a
+    clock change repeats is fired twice, and the skipped hour is not); any other cron's
+    wall time is made aware with ``fold=1`` (the second of a repeated time) and a time in
+    a skipped hour is moved forward by the gap, as pendulum's ``Timezone.convert`` does.
+    tests/test_schedule.py compares this with Airflow's timetable over DST dates in many
+    zones.
+    """
+
+    def __init__(self, cron: str, zone: str) -> None:
+        from croniter import croniter
+
+        self.expression = AIRFLOW_CRON_PRESETS.get(cron, cron)
+        self.zone = ZoneInfo(zone)
+        self._every_hour = croniter(self.expression).expanded[1] == ["*"]
+
+    def _naive(self, t: dt.datetime) -> dt.datetime:
+        return t.astimezone(self.zone).replace(tzinfo=None, fold=0)
+
+    def _aware(self, naive: dt.datetime) -> dt.datetime:
+        before = self.zone.utcoffset(naive.replace(fold=0))
+        after = self.zone.utcoffset(naive.replace(fold=1))
+        if after > before:  # a wall time the clock skips: moved forward by the gap
+            naive = naive + (after - before)
+        return naive.replace(fold=1, tzinfo=self.zone).astimezone(dt.UTC)
+
+    def next(self, current: dt.datetime) -> dt.datetime:
+        """The first fire time strictly after ``current`` (UTC)."""
+        from croniter import croniter
+
+        naive = self._naive(current)
+        scheduled = croniter(self.expression, start_time=naive).get_next(dt.datetime)
+        if not self._every_hour:
+            return self._aware(scheduled)
+        return current.astimezone(dt.UTC) + (scheduled - naive)
+
+    def prev(self, current: dt.datetime) -> dt.datetime:
+        """The last fire time strictly before ``current`` (UTC)."""
+        from croniter import croniter
+
+        naive = self._naive(current)
+        scheduled = croniter(self.expression, start_time=naive).get_prev(dt.datetime)
+        if not self._every_hour:
+            return self._aware(scheduled)
+        return current.astimezone(dt.UTC) - (naive - scheduled)
+
+    def align_next(self, current: dt.datetime) -> dt.datetime:
+        """``current`` if Airflow counts it a fire time, else the next one (UTC)."""
+        nxt = self.next(current)
+        return current.astimezone(dt.UTC) if self.prev(nxt) == current else nxt
+
+
 def fire_times(cron: str, window: ScheduleWindow, after: dt.datetime | None = None,
                limit: int = 1) -> list[dt.datetime]:
-    """The next ``limit`` fire times of ``cron`` inside the window, after ``after``."""
-    from croniter import croniter
-
-    zone = ZoneInfo(window.timezone)
+    """The next ``limit`` times Airflow fires ``cron`` inside the window, from ``after``
+    (included) or the window's start, in the window's zone: the first is aligned as
+    Airflow aligns a DAG's start date, each next one follows the one before."""
+    clock = CronClock(cron, window.timezone)
     candidates = [x for x in (after, window.start_at()) if x is not None]
-    after = max(candidates) if candidates else dt.datetime.now(zone)
+    begin = max(candidates) if candidates else dt.datetime.now(dt.UTC)
     end = window.end_at()
-    # croniter counts a time equal to its start as not yet fired: step back a microsecond
-    it = croniter(cron, (after - dt.timedelta(microseconds=1)).astimezone(zone))
     out: list[dt.datetime] = []
-    while len(out) < limit:
-        t = it.get_next(dt.datetime)
-        if end is not None and t > end:
-            break
-        out.append(t)
+    t = clock.align_next(begin)
+    while len(out) < limit and (end is None or t <= end):
+        out.append(t.astimezone(clock.zone))
+        t = clock.next(t)
     return out
 
 

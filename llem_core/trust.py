@@ -3,30 +3,54 @@
 Whoever can write a campaign file chooses the image every experiment runs, the host
 folders mounted into it and the Docker daemon it is started on, with the worker's
 rights. The deployment bounds that with allow-lists read from its environment (the same
-environment for ``llem validate`` and the DAG processor, so that both agree):
+environment for ``llem validate`` and the DAG processor, so that both agree).
 
-- ``LLEM_ALLOWED_IMAGES``: comma-separated image patterns (fnmatch globs, e.g.
-  ``llem-experiment:*,registry.lab/llem/*``); unset allows any image.
-- ``LLEM_ALLOWED_MOUNT_ROOTS``: comma-separated absolute folders; unset allows any.
-  Every host path the campaign makes the worker mount (``runner.mounts[].source``,
-  ``runner.model_cache``, ``results_dir``, local model folders) must lie under one.
-- ``LLEM_ALLOWED_DOCKER_URLS``: comma-separated URL patterns; unset allows local
-  ``unix://`` sockets only.
-- ``LLEM_ALLOWED_PYTHONS``: comma-separated interpreters the ``local`` runner may start
-  (``runner.python``, and ``vllm.python`` for the engine); unset allows none but the
-  worker's own (both left null).
+Every list has one syntax: entries separated by commas, each stripped of spaces, empty
+entries skipped. Unset (or the empty string) means the variable's default below. A list
+that is set but names nothing (``" , "``) or holds an entry of the wrong form (a relative
+path where paths are listed) is a misconfiguration: it fails closed, and every campaign
+field it governs is refused with an error naming the variable and the bad entry (in
+``llem validate`` and as the DAG import error). Patterns are ``fnmatch`` globs matched
+case-sensitively (``*`` also crosses ``/``).
+
+- ``LLEM_ALLOWED_IMAGES``: image globs (``llem-experiment:*,registry.lab/llem/*``);
+  unset allows any image.
+- ``LLEM_ALLOWED_MOUNT_ROOTS``: absolute folders (not globs); unset allows any. Every
+  host path the campaign makes the worker mount (``runner.mounts[].source``,
+  ``runner.model_cache``, ``results_dir``, local model folders) must lie under one;
+  ``results_dir`` whatever the runner (the ``/llem`` pages serve files from it).
+- ``LLEM_ALLOWED_DOCKER_URLS``: URL globs; unset allows local ``unix://`` sockets only.
+- ``LLEM_ALLOWED_PYTHONS``: program globs of the interpreters the ``local`` runner may
+  start (``runner.python``, and ``vllm.python`` for the engine); unset allows none but
+  the worker's own (both left null).
+- ``LLEM_ALLOWED_SERVER_COMMANDS``: program globs of ``server.command[0]`` a ``local``
+  runner may launch as a server; unset allows none.
 - ``LLEM_ALLOW_HOST_IPC``: ``1`` lets a Docker runner share the host's IPC namespace
   (``runner.ipc_mode: host``, for vLLM's tensor-parallel workers); unset refuses it.
-- ``LLEM_ALLOWED_SERVER_COMMANDS``: comma-separated programs (fnmatch globs of
-  ``server.command[0]``) a ``local`` runner may launch as a server; unset allows none.
-  The program is matched once normalised (``/opt//x/./y`` is ``/opt/x/y``); whatever the
-  list says, one with a ``..`` component (``/opt/vllm/bin/../../../tmp/evil``), a relative
-  path holding ``/``, or a ``{``/``}`` (a placeholder, substituted after this check) is
-  refused. (In the Docker runner these run inside the image, which ``LLEM_ALLOWED_IMAGES``
-  bounds.)
+- ``LLEM_ALLOWED_VLLM_FLAGS``: vLLM flags (``--speculative-config,-cc``) a campaign may
+  pass in ``vllm.extra_args`` beyond the built-in allow-list of flags that tune what is
+  measured (:mod:`llem_core.serving.vllm_flags`), with any value; unset allows the list
+  only. Flags llem sets and ``--config`` cannot be allowed.
+- ``LLEM_ALLOWED_ENGINE_ENV``: variable names (``NAME`` or ``PREFIX_*``) a campaign may set
+  in ``vllm.env``/``server.env`` beyond the built-in list of tuning variables
+  (:mod:`llem_core.serving.engine_env`); unset allows the list only. Variables that select
+  GPUs or load code cannot be allowed. (Both checked by :mod:`llem_core.engine_policy`.)
+
+A program glob is an absolute path (``/opt/venv*/bin/python``) or a bare name looked up
+on the worker's PATH (``vllm``); an entry that is a relative path holding ``/`` is a
+misconfiguration. Programs (``runner.python``, ``vllm.python``, ``server.command[0]``)
+are matched the same way, once normalised (``/opt//x/./y`` is ``/opt/x/y``); a relative
+``runner.python``/``vllm.python`` is relative to the campaign file (resolved before this
+check); whatever a list says, a program with a ``..`` component
+(``/opt/vllm/bin/../../../tmp/evil``), a relative path holding ``/``, or a ``{``/``}`` (a
+placeholder, substituted after this check) is refused. (In the Docker runner these run
+inside the image, which ``LLEM_ALLOWED_IMAGES`` bounds.)
 
 Whatever the variables say, the filesystem root, the Docker socket and every folder
-holding the socket are never mounted: the socket is root on the host.
+holding the socket are never mounted: the socket is root on the host. Nor are the host's
+system folders that give root or its secrets (:mod:`llem_core.host_paths`: ``/proc``,
+``/sys``, ``/dev``, ``/etc``, ``/root``, ``/boot``, ``/run``, the container engines' data;
+and, unless read-only, ``/usr``, ``/bin``, ``/sbin``, ``/lib*``, ``/var/spool``).
 """
 
 from __future__ import annotations
@@ -38,6 +62,7 @@ import posixpath
 from llem_core.campaign_paths import field_values, local_model_paths
 from llem_core.config import CampaignConfig, DockerRunner, LocalRunner
 from llem_core.errors import FieldError
+from llem_core.host_paths import host_root_problem
 
 ENV_IMAGES = "LLEM_ALLOWED_IMAGES"
 ENV_MOUNT_ROOTS = "LLEM_ALLOWED_MOUNT_ROOTS"
@@ -49,11 +74,33 @@ DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 _DEFAULT_DOCKER_URLS = ("unix://*",)
 
 
-def _allowed(name: str) -> list[str] | None:
-    """The comma-separated entries of an environment variable; None when it is unset/empty."""
+class Misconfigured(ValueError):
+    """A deployment variable that cannot be read as documented: fails closed, said so."""
+
+
+def _allowed(name: str, kind: str = "any") -> list[str] | None:
+    """The entries of an allow-list variable; None when it is unset or empty (the
+    variable's default). Raises :class:`Misconfigured` naming the variable and the bad
+    entry when it is set but names nothing, or (``kind`` "folder" or "program") holds an
+    entry that is not an absolute path or, for programs, a bare name."""
     raw = os.environ.get(name, "")
+    if raw == "":
+        return None
     items = [item.strip() for item in raw.split(",") if item.strip()]
-    return items or None
+    if not items:
+        raise Misconfigured(f"{name}={raw!r} is set but lists nothing (unset it for its "
+                            "default, or list the allowed entries)")
+    for item in items:
+        if kind == "folder" and not item.startswith("/"):
+            raise Misconfigured(f"{name} entry {item!r} is not an absolute folder")
+        if kind == "program" and "/" in item and not item.startswith("/"):
+            raise Misconfigured(f"{name} entry {item!r} is a relative path (list absolute "
+                                "paths, globs of them, or bare names found on the PATH)")
+    return items
+
+
+def _refused(exc: Misconfigured) -> str:
+    return f"refused: the deployment's {exc} (a misconfigured allow-list allows nothing)"
 
 
 def _forms(path: str) -> set[str]:
@@ -82,8 +129,9 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def mount_problem(source: str) -> str | None:
-    """Why the host path ``source`` may not be bind-mounted, or None."""
+def mount_problem(source: str, writable: bool = True) -> str | None:
+    """Why the host path ``source`` may not be bind-mounted (``writable``: not read-only),
+    or None."""
     if not os.path.isabs(os.path.expanduser(source)):
         return None  # relative paths are resolved against the campaign file first
     forms = _forms(source)
@@ -93,7 +141,13 @@ def mount_problem(source: str) -> str | None:
         what = "the Docker socket" if any(h.endswith(".sock") for h in hit) else (
             "the filesystem root" if "/" in hit else "a folder holding the Docker socket")
         return f"{source!r} is {what}: mounting it gives root on the host"
-    roots = _allowed(ENV_MOUNT_ROOTS)
+    system = host_root_problem(source, writable)
+    if system:
+        return system
+    try:
+        roots = _allowed(ENV_MOUNT_ROOTS, "folder")
+    except Misconfigured as exc:
+        return f"{source!r} is {_refused(exc)}"
     if roots is None:
         return None
     root_forms = {f for r in roots for f in _forms(r)}
@@ -104,14 +158,20 @@ def mount_problem(source: str) -> str | None:
 
 
 def image_problem(image: str) -> str | None:
-    patterns = _allowed(ENV_IMAGES)
+    try:
+        patterns = _allowed(ENV_IMAGES)
+    except Misconfigured as exc:
+        return f"image {image!r} is {_refused(exc)}"
     if patterns is None or any(fnmatch.fnmatchcase(image, p) for p in patterns):
         return None
     return f"image {image!r} is not allowed by {ENV_IMAGES} ({', '.join(patterns)})"
 
 
 def docker_url_problem(url: str) -> str | None:
-    patterns = _allowed(ENV_DOCKER_URLS)
+    try:
+        patterns = _allowed(ENV_DOCKER_URLS)
+    except Misconfigured as exc:
+        return f"Docker URL {url!r} is {_refused(exc)}"
     allowed = patterns or list(_DEFAULT_DOCKER_URLS)
     if any(fnmatch.fnmatchcase(url, p) for p in allowed):
         return None
@@ -119,35 +179,43 @@ def docker_url_problem(url: str) -> str | None:
     return f"Docker URL {url!r} is not allowed by {source}: {', '.join(allowed)}"
 
 
-def python_problem(python: str | None) -> str | None:
-    """The local runner executes ``python`` on the worker: any program the file names."""
-    allowed = _allowed(ENV_PYTHONS) or []
-    if python is None or python in allowed:
-        return None
-    listed = ", ".join(allowed) or "unset: only the worker's own interpreter"
-    return f"interpreter {python!r} is not allowed by {ENV_PYTHONS} ({listed})"
-
-
-def server_command_problem(program: str) -> str | None:
-    """The local runner executes ``program`` (``server.command[0]``) on the worker."""
+def program_problem(program: str, what: str, variable: str, unset: str) -> str | None:
+    """Why the local runner may not execute ``program`` on the worker, by the program
+    allow-list ``variable`` (globs of absolute paths, or bare names), or None."""
     if "{" in program or "}" in program:
-        return (f"server program {program!r} holds '{{' or '}}': a placeholder is "
+        return (f"{what} {program!r} holds '{{' or '}}': a placeholder is "
                 "substituted after this check, so the program must be named literally")
     matched = program
     if "/" in program:
         if ".." in program.split("/"):
-            return (f"server program {program!r} has a '..' component: name it without one "
+            return (f"{what} {program!r} has a '..' component: name it without one "
                     "(a '..' after a symlink leads elsewhere than it reads)")
         matched = posixpath.normpath(program)
         if not matched.startswith("/"):
-            return (f"server program {program!r} is a relative path: the folder it is "
+            return (f"{what} {program!r} is a relative path: the folder it is "
                     "relative to is not known here; name it absolutely")
-    allowed = _allowed(ENV_SERVER_COMMANDS) or []
+    try:
+        allowed = _allowed(variable, "program") or []
+    except Misconfigured as exc:
+        return f"{what} {program!r} is {_refused(exc)}"
     if any(fnmatch.fnmatchcase(matched, p) for p in allowed):
         return None
-    listed = ", ".join(allowed) or "unset: none"
-    return (f"the local runner would launch {program!r} on the worker, which "
-            f"{ENV_SERVER_COMMANDS} does not allow ({listed})")
+    listed = ", ".join(allowed) or f"unset: {unset}"
+    return (f"the local runner would launch {what} {program!r} on the worker, which "
+            f"{variable} does not allow ({listed})")
+
+
+def python_problem(python: str | None) -> str | None:
+    """The local runner executes ``python`` on the worker: any program the file names."""
+    if python is None:
+        return None
+    return program_problem(python, "interpreter", ENV_PYTHONS,
+                           "only the worker's own interpreter")
+
+
+def server_command_problem(program: str) -> str | None:
+    """The local runner executes ``program`` (``server.command[0]``) on the worker."""
+    return program_problem(program, "server program", ENV_SERVER_COMMANDS, "none")
 
 
 def launched_program_errors(cfg: CampaignConfig) -> list[FieldError]:
@@ -175,15 +243,18 @@ def runner_policy_errors(runner: DockerRunner | LocalRunner) -> list[FieldError]
     errors: list[FieldError] = []
     checks = [("runner.image", image_problem(runner.image)),
               ("runner.docker_url", docker_url_problem(runner.docker_url))]
-    if runner.ipc_mode == "host" and os.environ.get(ENV_HOST_IPC) != "1":
+    ipc = os.environ.get(ENV_HOST_IPC, "")
+    if runner.ipc_mode == "host" and ipc != "1":
+        given = f" ({ENV_HOST_IPC}={ipc!r} is not 1)" if ipc.strip() not in ("", "0") else ""
         checks.append(("runner.ipc_mode", f"the host's IPC namespace is shared only where "
-                                          f"the deployment sets {ENV_HOST_IPC}=1"))
-    sources = [(f"runner.mounts[{i}].source", m.source) for i, m in enumerate(runner.mounts)]
+                                          f"the deployment sets {ENV_HOST_IPC}=1{given}"))
+    sources = [(f"runner.mounts[{i}].source", m.source, not m.read_only)
+               for i, m in enumerate(runner.mounts)]
     if runner.model_cache is not None:
-        sources.append(("runner.model_cache", runner.model_cache))
-    for path, source in sources:
+        sources.append(("runner.model_cache", runner.model_cache, False))
+    for path, source, writable in sources:
         # Docker takes the source as written: no '~', no folder to be relative to.
-        checks.append((path, mount_problem(source) if source.startswith("/")
+        checks.append((path, mount_problem(source, writable) if source.startswith("/")
                        else f"{source!r} must be an absolute host path"))
     errors.extend(FieldError(path, reason) for path, reason in checks if reason)
     return errors
@@ -191,14 +262,20 @@ def runner_policy_errors(runner: DockerRunner | LocalRunner) -> list[FieldError]
 
 def policy_errors(cfg: CampaignConfig) -> list[FieldError]:
     """Everything the deployment's trust policy refuses in a campaign (empty: allowed)."""
-    errors = runner_policy_errors(cfg.runner) + launched_program_errors(cfg)
+    from llem_core.engine_policy import engine_policy_errors  # it reads the lists here
+
+    errors = (runner_policy_errors(cfg.runner) + launched_program_errors(cfg)
+              + engine_policy_errors(cfg))
+    # The results folder, whatever the runner: bind-mounted into every container, written
+    # by every experiment, and served by the /llem pages (the file route hands out what
+    # lies under <results_dir>/<campaign>), so the same roots bound it.
+    problem = mount_problem(cfg.results_dir)
+    if problem:
+        errors.append(FieldError("results_dir", problem))
     if isinstance(cfg.runner, DockerRunner):
-        # The results folder and local model folders are bind-mounted into every container.
-        problem = mount_problem(cfg.results_dir)
-        if problem:
-            errors.append(FieldError("results_dir", problem))
+        # Local model folders are bind-mounted into every container.
         for path, model in local_model_paths(cfg):
-            problem = mount_problem(model)
+            problem = mount_problem(model, writable=False)
             if problem:
                 errors.append(FieldError(path, problem))
     return errors

@@ -5,7 +5,9 @@ nested aliases ("billion laughs") into a structure that later steps (pydantic, d
 JSON) walk in full. The DAG processor parses every campaign file within a time limit, so
 a hostile or careless file must fail fast with a reason instead. The loader here counts,
 while composing, the nodes each node stands for once its aliases are expanded, and its
-depth, and refuses a document beyond the limits before anything is constructed.
+depth, and refuses a document beyond the limits before anything is constructed. Keys and
+values that hold control characters (a double-quoted ``"\\0"`` is a NUL) are refused with
+their line, before the models check every string again whatever its origin.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import yaml
 from yaml.composer import Composer
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from llem_core.text_rules import text_problem
 
 MAX_FILE_BYTES = 1 << 20  # 1 MiB
 MAX_ALIASES = 1000  # merge keys (<<: *defaults) in every experiment stay well below
@@ -163,6 +167,40 @@ def duplicate_keys(root: Node) -> list[YamlProblem]:
     return problems
 
 
+def text_problems(root: Node, limit: int = 20) -> list[YamlProblem]:
+    """Keys and values holding a character no campaign text may hold (NUL, other controls,
+    bidirectional overrides: :mod:`llem_core.text_rules`), each named by its field path and
+    line. TAB and LF pass here (block scalars hold them); the field's model decides."""
+    problems: list[YamlProblem] = []
+    seen_nodes: set[int] = set()
+    stack: list[tuple[Node, str]] = [(root, "")]
+    while stack and len(problems) < limit:
+        node, path = stack.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, ScalarNode):
+            problem = text_problem(str(node.value), prose=True)
+            if problem:
+                problems.append(YamlProblem(path or "(top level)",
+                                            f"line {_line(node)}: {problem}"))
+        elif isinstance(node, SequenceNode):
+            stack.extend((child, f"{path}[{i}]") for i, child in reversed(list(
+                enumerate(node.value))))
+        elif isinstance(node, MappingNode):
+            for key, value in reversed(node.value):
+                name = _key_text(key)
+                child_path = f"{path}.{name}" if path else name
+                if isinstance(key, ScalarNode):
+                    problem = text_problem(str(key.value), prose=True)
+                    if problem:
+                        problems.append(YamlProblem(child_path, f"line {_line(key)}: the key "
+                                                                f"{key.value!r} {problem}"))
+                        continue
+                stack.append((value, child_path))
+    return problems
+
+
 def count_values(obj: Any) -> int:
     """Scalars, lists and mappings in ``obj``, keys included (bounded data only)."""
     if isinstance(obj, dict):
@@ -222,7 +260,7 @@ def load_bounded(text: str, loader: type | None = None) -> Any:
             raise YamlProblems([YamlProblem("(yaml)", "nested too deeply")]) from None
         if root is None:
             return None
-        problems = duplicate_keys(root)
+        problems = duplicate_keys(root) + text_problems(root)
         if problems:
             raise YamlProblems(problems)
         return loader.construct_document(root)

@@ -6,13 +6,14 @@ stdin; each names a credential: ``none``, ``login:<user>:<password>`` (a token f
 auth manager's own ``POST /auth/token``, sent as a bearer header), ``cookie:<user>:<pw>``
 (the same token in the UI's ``_token`` cookie), ``role:<role>`` (a token the configured
 auth manager signs for a user with that role) or ``forged`` (signed with another key).
-Prints one JSON object per request: status, headers, body.
+Prints one JSON object per request: status, headers, body, and the seconds it took.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 
 import jwt
 from airflow.api_fastapi.app import create_app, get_auth_manager
@@ -44,15 +45,18 @@ def credential(client: TestClient, spec: str) -> tuple[dict[str, str], dict[str,
 
 def main() -> None:
     requests = json.load(sys.stdin)
-    client = TestClient(create_app(), follow_redirects=False)
+    # an error in a route answers 500, as the real server does, instead of ending the run
+    client = TestClient(create_app(), follow_redirects=False, raise_server_exceptions=False)
     out = []
     for req in requests:
         headers, cookies = credential(client, req["auth"])
         client.cookies.clear()
         client.cookies.update(cookies)
+        start = time.monotonic()
         r = client.get(req["url"], params=req.get("params"), headers=headers)
         out.append({"status": r.status_code, "headers": dict(r.headers),
-                    "body": r.content.decode("utf-8", errors="replace")})
+                    "body": r.content.decode("utf-8", errors="replace"),
+                    "elapsed_s": time.monotonic() - start})
     print("LLEM-DRIVER " + json.dumps(out))
 
 

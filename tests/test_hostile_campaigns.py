@@ -331,3 +331,272 @@ def test_errors_are_capped(tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert 100 <= len(lines) <= 202
     assert lines[-1] == f"{f}: base: 39900 more problems not shown"
+
+
+# --- issue 22, section 4: accepted, but could never run as written ---------------------------
+# Each case is refused by `llem validate` and by the DAG build alike (they share
+# llem_core.planning.load_and_place), with the same line.
+
+SERVER = ("campaign: x\nrunner: {type: local}\nbase: {model: org/m, backend: server, "
+          "energy: {meter: none}, load: {pattern: burst}, server: {url: %s}}\n")
+RATE = ("campaign: x\nrunner: {type: local}\nbase: {model: org/m, backend: server, "
+        "energy: {meter: none}, server: {url: 'http://127.0.0.1:8000'}, load: %s}\n")
+VLLM = "campaign: x\nbase: {model: org/m, backend: vllm, energy: {meter: none}, %s}\n"
+LOCAL_PY = "campaign: x\nbase: {model: org/m}\nrunner: {type: local, python: %s}\n"
+MOUNT = BASE + "runner: {mounts: [{source: /data/a, target: /a}]}\n"
+
+# (id, campaign text, deployment environment, expected field path, words in the reason)
+NEVER_RUNS: list[tuple[str, str, dict[str, str], str, str]] = [
+    # a load that never ends, a busy loop, a timeout that is no timeout
+    ("rate-1e-300", RATE % "{pattern: rate, rate: 1.0e-300}", {}, "base.load.rate",
+     "greater than or equal to 0.001"),
+    ("rate-denormal", RATE % "{pattern: rate, rate: 5.0e-324}", {}, "base.load.rate",
+     "greater than or equal to 0.001"),
+    ("grid-rate-tiny", RATE % "{pattern: rate, rate: 1}" + "grid: {load.rate: [1, 1.0e-9]}\n",
+     {}, "grid.load.rate[1]", "greater than or equal to 0.001"),
+    ("load-outlasts-timeout", RATE % "{pattern: rate, rate: 0.01, num_requests: 1000}", {},
+     "grid", "not less than execution.experiment_timeout_s (21600 s)"),
+    ("load-outlasts-set-timeout", RATE % "{pattern: rate, rate: 1, num_requests: 200}"
+     + "execution: {experiment_timeout_s: 60}\n", {}, "grid", "would never finish"),
+    ("energy-interval-tiny", RATE % "{pattern: burst, energy_interval_s: 1.0e-300}", {},
+     "base.load.energy_interval_s", "greater than or equal to 0.001"),
+    ("metrics-interval-tiny", SERVER % "'http://127.0.0.1:8000', metrics_interval_s: 1.0e-300",
+     {}, "base.server.metrics_interval_s", "greater than or equal to 0.01"),
+    ("poll-interval-tiny", "campaign: x\nbase: {model: m, energy: {poll_interval_s: 1.0e-300}}\n",
+     {}, "base.energy.poll_interval_s", "greater than or equal to 0.001"),
+    ("poke-interval-tiny", BASE + "health: {poke_interval_s: 1.0e-300}\n", {},
+     "health.poke_interval_s", "greater than or equal to 1"),
+    ("burstiness-tiny", RATE % "{pattern: rate, rate: 1, arrival: gamma, burstiness: 1.0e-300}",
+     {}, "base.load.burstiness", "greater than or equal to 0.01"),
+    ("timeout-tiny", BASE + "execution: {experiment_timeout_s: 1.0e-300}\n", {},
+     "execution.experiment_timeout_s", "greater than or equal to 1"),
+    ("timeout-null", BASE + "execution: {experiment_timeout_s: null}\n", {},
+     "execution.experiment_timeout_s", "valid number"),
+    ("gap-outlasts-timeout", BASE + "execution: {experiment_timeout_s: 60, config_gap_s: 600}\n",
+     {}, "execution", "config_gap_s (600) is not shorter than experiment_timeout_s (60)"),
+    ("min-window-outlasts-timeout", "campaign: x\nbase: {model: m, energy: {min_window_s: 120}}\n"
+     "execution: {experiment_timeout_s: 60}\n", {}, "grid", "energy.min_window_s (120 s)"),
+    # a server URL that cannot be what it says
+    ("url-port-0", SERVER % "'http://127.0.0.1:0'", {}, "base.server.url", "port '0'"),
+    ("url-port-65536", SERVER % "'http://127.0.0.1:65536'", {}, "base.server.url",
+     "port '65536'"),
+    ("url-no-host", SERVER % "'http://:8000'", {}, "base.server.url", "has no host"),
+    ("url-query", SERVER % "'http://127.0.0.1:8000/?a=1'", {}, "base.server.url", "query"),
+    ("url-fragment", SERVER % "'http://127.0.0.1:8000#x'", {}, "base.server.url", "fragment"),
+    ("url-credentials", SERVER % "'http://user:pw@127.0.0.1:8000'", {}, "base.server.url",
+     "credentials"),
+    ("url-scheme", SERVER % "'file:///etc/passwd'", {}, "base.server.url", "not an http(s) URL"),
+    ("url-backslash", SERVER % "'http://127.0.0.1:8000\\\\@evil'", {}, "base.server.url",
+     "backslash"),
+    ("url-space", SERVER % "'http://127.0.0.1 :8000'", {}, "base.server.url", "whitespace"),
+    ("url-ipv6-zone", SERVER % "'http://[fe80::1%25eth0]:8000'", {}, "base.server.url",
+     "not an IPv6 address"),
+    ("url-ipv6-bare", SERVER % "'http://::1:8000'", {}, "base.server.url",
+     "neither an IP address nor a host name"),
+    ("url-with-docker", SERVER.replace("runner: {type: local}", "runner: {type: docker}")
+     % "'http://127.0.0.1:8000'", {}, "base.server.url", "have no network"),
+    ("url-grid-with-docker", SERVER.replace("runner: {type: local}\n", "")
+     % "'http://127.0.0.1:8000'", {}, "base.server.url", "network_mode none"),
+    # prompts longer than the engine's context are refused, not "truncated"
+    ("prompts-longer-than-input", VLLM % "prompts: {length: 600}, load: {pattern: burst}", {},
+     "grid", "sends each prompt whole"),
+    ("prompts-past-model-len", VLLM % "prompts: {length: 100}, max_input_tokens: 100, "
+     "vllm: {max_model_len: 128}, load: {pattern: burst}", {}, "grid",
+     "vllm.max_model_len 128 is shorter than max_input_tokens + max_output_tokens"),
+    # the deployment's variables fail closed and say why
+    ("images-empty-list", BASE, {"LLEM_ALLOWED_IMAGES": " , "}, "runner.image",
+     "LLEM_ALLOWED_IMAGES=' , ' is set but lists nothing"),
+    ("grid-size-garbage", BASE, {"LLEM_MAX_GRID_SIZE": "lots"}, "grid",
+     "LLEM_MAX_GRID_SIZE='lots' is not a positive integer"),
+    ("grid-size-zero", BASE, {"LLEM_MAX_GRID_SIZE": "0"}, "grid", "not a positive integer"),
+    ("grid-size-negative", BASE, {"LLEM_MAX_GRID_SIZE": "-5"}, "grid", "not a positive integer"),
+    ("grid-size-unicode-digits", BASE, {"LLEM_MAX_GRID_SIZE": "١٠"}, "grid",
+     "not a positive integer"),
+    ("mount-roots-relative", MOUNT, {"LLEM_ALLOWED_MOUNT_ROOTS": "/data, data"},
+     "runner.mounts[0].source", "LLEM_ALLOWED_MOUNT_ROOTS entry 'data' is not an absolute"),
+    ("pythons-relative-entry", LOCAL_PY % "/opt/venv/bin/python",
+     {"LLEM_ALLOWED_PYTHONS": "/opt/venv/bin/python,venv/bin/python"}, "runner.python",
+     "LLEM_ALLOWED_PYTHONS entry 'venv/bin/python' is a relative path"),
+    ("pythons-empty-list", LOCAL_PY % "/opt/venv/bin/python", {"LLEM_ALLOWED_PYTHONS": ","},
+     "runner.python", "is set but lists nothing"),
+    ("python-relative-resolved", LOCAL_PY % "venv/bin/python",
+     {"LLEM_ALLOWED_PYTHONS": "/opt/venv/bin/python"}, "runner.python", "/venv/bin/python"),
+    ("python-dotdot", LOCAL_PY % "/opt/venv/bin/../../../tmp/evil",
+     {"LLEM_ALLOWED_PYTHONS": "/opt/*"}, "runner.python", "'..' component"),
+    ("server-commands-relative-entry", "campaign: x\nrunner: {type: local}\nbase: {model: org/m, "
+     "backend: server, load: {pattern: burst}, server: {command: [/opt/s/serve]}}\n",
+     {"LLEM_ALLOWED_SERVER_COMMANDS": "./serve"}, "base.server.command",
+     "LLEM_ALLOWED_SERVER_COMMANDS entry './serve' is a relative path"),
+]
+
+
+@pytest.fixture
+def deployment(monkeypatch, tmp_path):
+    """No allow-list set, a private cache: each case sets only what it tests."""
+    for name in ("LLEM_ALLOWED_IMAGES", "LLEM_ALLOWED_MOUNT_ROOTS", "LLEM_ALLOWED_DOCKER_URLS",
+                 "LLEM_ALLOWED_PYTHONS", "LLEM_ALLOWED_SERVER_COMMANDS", "LLEM_MAX_GRID_SIZE",
+                 "LLEM_ALLOW_HOST_IPC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LLEM_CACHE_DIR", str(tmp_path / "cache"))
+    return monkeypatch
+
+
+def _validate_and_build(tmp_path, capsys, text: str) -> tuple[int, list[str], list[str], set]:
+    from llem_airflow import factory
+
+    folder = tmp_path / "camps"
+    folder.mkdir(exist_ok=True)
+    f = folder / "c.yaml"
+    f.write_text(text)
+    rc = main(["validate", str(f)])
+    out = capsys.readouterr()
+    dags, build_errors = factory.build_dags(folder)
+    return rc, (out.err + out.out).splitlines(), build_errors, set(dags)
+
+
+@pytest.mark.parametrize(("text", "env", "path", "reason"), [c[1:] for c in NEVER_RUNS],
+                         ids=[c[0] for c in NEVER_RUNS])
+def test_validate_and_the_dag_build_refuse_what_cannot_run(tmp_path, capsys, deployment,
+                                                           text, env, path, reason):
+    for name, value in env.items():
+        deployment.setenv(name, value)
+    rc, lines, build_errors, dags = _validate_and_build(tmp_path, capsys, text)
+    f = tmp_path / "camps" / "c.yaml"
+    wanted = [ln for ln in lines if ln.startswith(f"{f}: {path}") and reason in ln]
+    assert rc == 1 and wanted, lines
+    assert dags == set() and wanted[0] in build_errors, (wanted, build_errors)
+    assert all("\n" not in e for e in build_errors)
+
+
+@pytest.mark.parametrize(("text", "env"), [
+    # every list is globs of programs, PYTHONS as SERVER_COMMANDS
+    (LOCAL_PY % "/opt/venv3/bin/python", {"LLEM_ALLOWED_PYTHONS": "/opt/venv*/bin/python"}),
+    (LOCAL_PY % "venv/bin/python", {"LLEM_ALLOWED_PYTHONS": "{root}/venv/bin/python"}),
+    (BASE, {"LLEM_ALLOWED_IMAGES": ""}),  # empty is unset: the default
+    (BASE, {"LLEM_MAX_GRID_SIZE": " 20 "}),
+    (SERVER % "'http://[::1]:8000/base/'", {}),
+    (SERVER % "'HTTP://localhost'", {}),
+    (RATE % "{pattern: rate, rate: 0.01, num_requests: 200}", {}),
+])
+def test_what_can_run_is_accepted_by_both(tmp_path, capsys, deployment, text, env):
+    for name, value in env.items():
+        deployment.setenv(name, value.replace("{root}", str(tmp_path / "camps")))
+    rc, lines, build_errors, dags = _validate_and_build(tmp_path, capsys, text)
+    assert rc == 0 and build_errors == [] and dags == {"llem_x"}, (lines, build_errors)
+
+
+def test_a_remote_server_is_a_warning_in_validate_and_on_the_dag_page(tmp_path, capsys,
+                                                                        deployment):
+    rc, lines, build_errors, dags = _validate_and_build(
+        tmp_path, capsys, SERVER % "'http://gpu-07.lab:8000'")
+    assert rc == 0 and build_errors == [] and dags == {"llem_x"}
+    assert any("warning" in ln and "server.url host 'gpu-07.lab' is not a loopback" in ln
+               for ln in lines), lines
+    from llem_airflow import factory
+
+    assert "is not a loopback address" in factory.build_dags(tmp_path / "camps")[0][
+        "llem_x"].doc_md
+
+
+def test_pytorch_truncation_warning_is_the_only_truncation_warning(deployment):
+    from llem_core.config import ExperimentConfig
+    from llem_core.grid import conflicts, soft_warnings
+
+    torch = ExperimentConfig(model="m", prompts={"length": 600})
+    assert any("truncated to max_input_tokens=512" in w for w in soft_warnings(torch))
+    served = ExperimentConfig(model="m", backend="vllm", load={"pattern": "burst"},
+                              prompts={"length": 600})
+    assert not any("truncated" in w for w in soft_warnings(served))
+    assert any("sends each prompt whole" in c for c in conflicts(served))
+
+
+def test_a_served_jsonl_prompt_longer_than_max_input_tokens_stops_before_the_engine(tmp_path):
+    from llem_core.config import ExperimentConfig
+    from llem_core.experiment.errors import ExperimentError
+    from llem_core.serving.experiment import bodies_for
+
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"text": "short"}\n{"text": "' + " ".join(["w"] * 40) + '"}\n')
+    cfg = ExperimentConfig(model="m", backend="server", max_input_tokens=32,
+                           server={"url": "http://127.0.0.1:9"}, load={"pattern": "burst"},
+                           prompts={"kind": "jsonl", "path": str(p)})
+    with pytest.raises(ExperimentError, match=r"prompt 2 has 40 words .* more than "
+                                              r"max_input_tokens \(32\)"):
+        bodies_for(cfg, cfg.server, cfg.load)
+    ok = cfg.model_copy(update={"max_input_tokens": 64})
+    bodies, warm = bodies_for(ok, ok.server, ok.load)
+    assert len(bodies) == 2 and all(len(b["prompt"].split()) <= 64 for b in warm)
+
+
+# --- hostile trigger params: validated in the plan task (REST skips the form) ----------------
+
+def _campaign():
+    from llem_core.config import CampaignConfig
+
+    return CampaignConfig(campaign="p", base={"model": "org/m", "energy": {"meter": "none"}},
+                          grid={"max_output_tokens": [4, 8]}, execution={"cycles": 2})
+
+
+@pytest.mark.parametrize(("params", "reason"), [
+    ({"seed": 2**70}, "params.seed: must be an integer from 0 to 4294967295, got "
+                      "1180591620717411303424 (int)"),
+    ({"seed": -5}, "params.seed: must be an integer from 0 to 4294967295, got -5 (int)"),
+    ({"seed": "7"}, "params.seed: must be an integer from 0 to 4294967295, got '7' (str)"),
+    ({"seed": 7.0}, "params.seed: must be an integer"),
+    ({"seed": True}, "params.seed: must be an integer"),
+    ({"dry_run": "false"}, "params.dry_run: must be true or false, got 'false' (str)"),
+    ({"dry_run": 0}, "params.dry_run: must be true or false, got 0 (int)"),
+    ({"dry_run": None}, "params.dry_run: must be true or false"),
+    ({"ordering": "random"}, "params.ordering: must be one of interleaved, shuffled, grouped, "
+                             "got 'random'"),
+    ({"ordering": ["grouped"]}, "params.ordering: must be one of"),
+    ({"cycles": "2"}, "params.cycles: must be an integer from 1 to 2, got '2' (str)"),
+    ({"cycles": 3}, "params.cycles: must be an integer from 1 to 2, got 3"),
+    ({"configs": ["max_output_tokens=4", "max_output_tokens=4"]},
+     "params.configs: ['max_output_tokens=4'] listed more than once"),
+    ({"configs": "max_output_tokens=4"}, "params.configs: must be a list of configuration names"),
+    ({"configs": [4]}, "params.configs: must be a list of configuration names"),
+    ({"configs": ["nope"]}, "params.configs: unknown configurations ['nope']"),
+    ({"max_output_tokens": 0}, "params.max_output_tokens: must be null or an integer from 1 "
+                               "to 131072, got 0 (int)"),
+    ({"max_output_tokens": "64"}, "params.max_output_tokens: must be null or an integer"),
+    ({"warmup_runs": 101}, "params.warmup_runs: must be null or an integer from 0 to 100"),
+    ({"warmup_runs": 2.5}, "params.warmup_runs: must be null or an integer"),
+    ({"cycle": 1}, "params: unknown trigger param(s) ['cycle']"),
+])
+def test_hostile_trigger_params_are_one_line_errors(params, reason):
+    from llem_core.planning import PlanError, plan_run
+
+    with pytest.raises(PlanError) as exc:
+        plan_run(_campaign(), params, "r1")
+    assert str(exc.value).startswith(reason) and "\n" not in str(exc.value), str(exc.value)
+
+
+def test_an_override_that_breaks_a_configuration_is_one_line(deployment):
+    from llem_core.config import CampaignConfig
+    from llem_core.planning import PlanError, plan_run
+
+    cfg = CampaignConfig(campaign="p", base={"model": "org/m", "min_output_tokens": 8,
+                                             "energy": {"meter": "none"}})
+    with pytest.raises(PlanError) as exc:
+        plan_run(cfg, {"max_output_tokens": 4}, "r1")
+    assert str(exc.value) == ("params: params.max_output_tokens=4 makes 'base' invalid: "
+                              "min_output_tokens (8) > max_output_tokens (4)")
+
+
+def test_plan_task_refuses_params_that_came_through_rest(tmp_path, capsys, deployment):
+    """The plan task sees what a REST trigger sends, not what the form would have allowed."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+    from llem_airflow import factory
+
+    cfg = _campaign()
+    params = {"cycles": 2, "ordering": "interleaved", "seed": 0, "configs": [],
+              "dry_run": "false", "max_output_tokens": None, "warmup_runs": None}
+    context = {"params": params, "run_id": "r1", "dag_run": SimpleNamespace(conf={})}
+    with pytest.raises(AirflowFailException, match=r"^params\.dry_run: must be true or false"):
+        factory.plan_task(cfg.model_copy(update={"results_dir": str(tmp_path)}), context)
+    dags = _validate_and_build(tmp_path, capsys, "campaign: x\nbase: {model: org/m}\n")[3]
+    assert factory.build_dags(tmp_path / "camps")[0]["llem_x"].params.get_param(
+        "seed").schema["maximum"] == 2**32 - 1 and dags == {"llem_x"}

@@ -18,8 +18,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from test_results_report import make_result
 
-from llem_core.results import run_dir
+from llem_core.results import result_path, run_dir, write_result
 
 # starts Airflow's api-server app twice in fresh interpreters (tens of seconds)
 pytestmark = pytest.mark.slow
@@ -30,6 +31,10 @@ EVIL_RUN = "javascript:alert(3)\"'<b>"
 RUN_ID = "manual__2026-11-29T10:00:00+00:00"
 VIEWER = "login:viewer:viewer-pw-123"
 STRICT_CSP = "default-src 'none'"
+SECRET = "TOP-SECRET-c41f"
+MATH_NAME = "$\\frac{a}{$ mathtext"
+PLANTED = ('<html><head><meta http-equiv="refresh" content="0;url=https://evil.example/">'
+           "</head><body>Your session expired: sign in again</body></html>")
 
 CAMPAIGN = """
 campaign: web
@@ -77,6 +82,64 @@ def write_results(results: Path) -> dict[str, Path]:
     return {"good": good, "hostile": hostile, "corrupt": corrupt, "shaped": shaped}
 
 
+def plant(root: Path, results: Path) -> dict[str, dict]:
+    """What an experiment could write into the results folder, and the request params.
+
+    Links (to a file, to a folder in the middle of a path, a run folder, a campaign
+    folder) lead to SECRET; FIFOs stand where results, plans and summaries go; a run of
+    valid results named as mathtext carries a planted report.html.
+    """
+    outside = root / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text(SECRET)
+    agg = {"results": 1, "planned": 1, "missing": [], "notes": [SECRET],
+           "table": [{"config_name": SECRET, "n": 1}]}
+    (outside / "aggregate.json").write_text(json.dumps(agg))
+    (outside / "plan.json").write_text(json.dumps({"runs": [
+        {"name": SECRET, "config_hash": "0" * 12, "cycle": 1}]}))
+    secret = make_result(SECRET, 3, 1, 1.0, 200.0, campaign="web", run_id="linked")
+    write_result(secret, outside / "h" / "cycle_1.json")
+    linked = run_dir(results, "web", "linked")
+    (linked / "aaaaaaaaaaaa").mkdir(parents=True)
+    (linked / "aaaaaaaaaaaa" / "cycle_1.json").symlink_to(outside / "h" / "cycle_1.json")
+    (linked / "bbbbbbbbbbbb").symlink_to(outside / "h")  # a linked folder mid-path
+    for name, target in (("aggregate.json", "aggregate.json"), ("plan.json", "plan.json"),
+                         ("report.html", "secret.txt"), ("summary.csv", "secret.txt")):
+        (linked / name).symlink_to(outside / target)
+    (results / "web" / "outlink").symlink_to(outside)  # a run folder that is a link
+    (results / "moved").symlink_to(outside)  # a campaign folder that is a link
+    (outside / "r1").mkdir()
+    (outside / "r1" / "aggregate.json").write_text(json.dumps(agg))
+    fifo = run_dir(results, "web", "fifo")
+    (fifo / "cccccccccccc").mkdir(parents=True)
+    for name in ("aggregate.json", "plan.json", "summary.csv", "cccccccccccc/cycle_1.json"):
+        os.mkfifo(fifo / name)
+    for cycle in (1, 2, 3):
+        for i, name in enumerate((MATH_NAME, "plain")):
+            r = make_result(name, i + 1, cycle, 100.0 * (i + 1) + cycle, 500.0 - i + cycle,
+                            campaign="math", run_id="m1")
+            write_result(r, result_path(results, "math", "m1", r.config_hash, cycle))
+    (run_dir(results, "math", "m1") / "report.html").write_text(PLANTED)
+    math = run_dir(results, "math", "m1")
+    return {
+        "linked_dir": {"run_dir": str(linked)},
+        "linked_agg": {"path": str(linked / "aggregate.json")},
+        "linked_csv": {"path": str(linked / "summary.csv")},
+        "linked_cycle": {"path": str(linked / "aaaaaaaaaaaa" / "cycle_1.json")},
+        "linked_mid": {"path": str(linked / "bbbbbbbbbbbb" / "cycle_1.json")},
+        "outlink_dir": {"run_dir": str(results / "web" / "outlink")},
+        "outlink_agg": {"path": str(results / "web" / "outlink" / "aggregate.json")},
+        "moved_dir": {"run_dir": str(results / "moved" / "r1")},
+        "moved_agg": {"path": str(results / "moved" / "r1" / "aggregate.json")},
+        "history_moved": {"campaign": "moved"},
+        "fifo_dir": {"run_dir": str(fifo)},
+        "fifo_cycle": {"path": str(fifo / "cccccccccccc" / "cycle_1.json")},
+        "fifo_csv": {"path": str(fifo / "summary.csv")},
+        "math_dir": {"run_dir": str(math)},
+        "history_math": {"campaign": "math"},
+    }
+
+
 REQUESTS = {
     # name: (url, params(dirs) -> dict, auth)
     "index_anon": ("/llem/", None, "none"),
@@ -108,6 +171,26 @@ REQUESTS = {
     "plugins": ("/api/v2/plugins", None, VIEWER),
     "history": ("/llem/history", "history_web", VIEWER),
     "history_unknown": ("/llem/history", "history_unknown", VIEWER),
+    # planted in the results folder (see plant)
+    "run_linked": ("/llem/run", "linked_dir", VIEWER),
+    "report_linked": ("/llem/report", "linked_dir", VIEWER),
+    "file_linked_agg": ("/llem/file", "linked_agg", VIEWER),
+    "file_linked_csv": ("/llem/file", "linked_csv", VIEWER),
+    "file_linked_cycle": ("/llem/file", "linked_cycle", VIEWER),
+    "file_linked_mid": ("/llem/file", "linked_mid", VIEWER),
+    "run_outlink": ("/llem/run", "outlink_dir", VIEWER),
+    "report_outlink": ("/llem/report", "outlink_dir", VIEWER),
+    "file_outlink": ("/llem/file", "outlink_agg", VIEWER),
+    "run_moved": ("/llem/run", "moved_dir", VIEWER),
+    "file_moved": ("/llem/file", "moved_agg", VIEWER),
+    "history_moved": ("/llem/history", "history_moved", VIEWER),
+    "run_fifo": ("/llem/run", "fifo_dir", VIEWER),
+    "report_fifo": ("/llem/report", "fifo_dir", VIEWER),
+    "file_fifo_cycle": ("/llem/file", "fifo_cycle", VIEWER),
+    "file_fifo_csv": ("/llem/file", "fifo_csv", VIEWER),
+    "report_math": ("/llem/report", "math_dir", VIEWER),
+    "history_math": ("/llem/history", "history_math", VIEWER),
+    "index_after": ("/llem/", None, VIEWER),
 }
 
 
@@ -131,7 +214,11 @@ def airflow_env(tmp_path_factory) -> tuple[dict[str, str], dict[str, dict]]:
     (camps / "web.yaml").write_text(CAMPAIGN.format(results=results))
     (camps / "secret.yaml").write_text(CAMPAIGN.replace("web", "secret").format(
         results=results))
+    for name in ("moved", "math"):
+        (camps / f"{name}.yaml").write_text(CAMPAIGN.replace("web", name).format(
+            results=results))
     dirs = write_results(results)
+    planted = plant(root, results)
     (dirs["good"] / "passwd.json").symlink_to("/etc/passwd")
     secret = run_dir(results, "secret", "r1")
     secret.mkdir(parents=True)
@@ -175,6 +262,7 @@ def airflow_env(tmp_path_factory) -> tuple[dict[str, str], dict[str, dict]]:
         "dag_run_secret": {"dag_id": "llem_secret", "run_id": "r1"},
         "history_web": {"campaign": "web"}, "history_unknown": {"campaign": EVIL},
         "_dirs": {k: str(v) for k, v in dirs.items()},
+        **planted,
     }
     return env, params
 
@@ -298,11 +386,76 @@ def test_hostile_values_are_shown_as_text(responses):
     assert EVIL_RUN in responses["_dirs"]["hostile"]
 
 
-def test_stored_report_gets_a_csp_that_runs_no_script(responses):
+def test_report_gets_a_csp_that_runs_no_script_and_is_never_a_stored_file(responses):
+    # The report used to be the run folder's report.html as it stood (written by anyone):
+    # now it is rendered from the data on each request.
     r = responses["report"]
     csp = r["headers"]["content-security-policy"]
     assert csp.startswith(STRICT_CSP) and "script-src" not in csp and "unsafe-eval" not in csp
     assert r["headers"]["x-content-type-options"] == "nosniff"
+    assert r["status"] == 200 and "alert(4)" not in r["body"]
+    assert_inert(r["body"])
+
+
+PLANTED_NAMES = ("run_linked", "report_linked", "file_linked_agg", "file_linked_csv",
+                 "file_linked_cycle", "file_linked_mid", "run_outlink", "report_outlink",
+                 "file_outlink", "run_moved", "file_moved", "history_moved", "index_after")
+
+
+@pytest.mark.parametrize("name", PLANTED_NAMES)
+def test_links_in_the_results_folder_never_lead_out(responses, name):
+    """A link to a file, a folder mid-path, a run folder or a campaign folder that is a
+    link: never followed, whatever the route."""
+    r = responses[name]
+    assert SECRET not in r["body"], r
+    assert r["status"] in (200, 404), r
+
+
+def test_linked_files_are_listed_problems_and_not_served(responses):
+    for name in ("file_linked_agg", "file_linked_csv", "file_linked_cycle", "file_linked_mid",
+                 "file_outlink", "file_moved", "run_outlink", "report_outlink", "run_moved"):
+        assert responses[name]["status"] == 404, (name, responses[name])
+    run = responses["run_linked"]
+    assert run["status"] == 200 and "symbolic link" in run["body"]
+    assert "aggregate.json: unreadable" in run["body"]
+    assert "summary.csv" not in run["body"]  # no link offered to the linked summary
+    report = responses["report_linked"]
+    assert report["status"] == 200 and "symbolic link" in report["body"]
+    assert "bbbbbbbbbbbb" in report["body"]  # the linked folder is named, not entered
+
+
+@pytest.mark.parametrize("name", ["run_fifo", "report_fifo", "file_fifo_cycle",
+                                  "file_fifo_csv", "index_after"])
+def test_fifos_never_block_a_request(responses, name):
+    r = responses[name]
+    assert r["elapsed_s"] < 5, r["elapsed_s"]
+    assert r["status"] == (404 if name.startswith("file_") else 200), r
+
+
+def test_fifos_are_listed_problems(responses):
+    assert "FIFO" in responses["run_fifo"]["body"]
+    assert "FIFO" in responses["report_fifo"]["body"]
+
+
+def test_a_planted_report_html_is_never_served(responses):
+    r = responses["report_math"]
+    assert r["status"] == 200, r
+    assert "http-equiv" not in r["body"] and "sign in again" not in r["body"]
+    assert "<svg" in r["body"]  # rendered from the results
+
+
+def test_mathtext_names_are_text_in_report_and_history(responses):
+    for name in ("report_math", "history_math"):
+        r = responses[name]
+        assert r["status"] == 200, r
+        assert "could not be drawn" not in r["body"] and "<svg" in r["body"]
+        assert "frac{a}" in r["body"]
+        t = Tags()
+        t.feed(r["body"])
+        for tag, attrs in t.tags:
+            assert tag not in ("script", "foreignobject", "iframe", "object", "embed"), tag
+            assert not any(a.startswith("on") for a in attrs), (tag, attrs)
+            assert not (tag == "meta" and "http-equiv" in attrs), attrs
 
 
 def test_result_files_are_json_or_downloads_never_html(responses):

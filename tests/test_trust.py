@@ -90,9 +90,24 @@ def test_mount_roots(monkeypatch, tmp_path):
         "runner.mounts[3].source", "runner.model_cache", "results_dir", "base.model"]
 
 
-def test_local_runner_mounts_nothing(monkeypatch):
+def test_local_runner_mounts_no_model_folder_but_its_results_dir_is_bounded(monkeypatch,
+                                                                            tmp_path):
+    # The local runner mounts nothing, but its results_dir is written by every experiment
+    # and served by the /llem pages: it was not checked (results_dir: /tmp let a viewer
+    # download what lies under /tmp/<campaign>/).
     monkeypatch.setenv("LLEM_ALLOWED_MOUNT_ROOTS", "/data")
-    assert policy_errors(cfg(runner={"type": "local"}, results_dir="/elsewhere")) == []
+    local = {"type": "local"}
+    assert policy_errors(cfg(runner=local, base={"model": "/elsewhere/model"})) == []
+    [e] = policy_errors(cfg(runner=local, results_dir="/tmp"))
+    assert e.path == "results_dir" and "LLEM_ALLOWED_MOUNT_ROOTS" in e.reason
+    (tmp_path / "escape").symlink_to("/tmp")
+    monkeypatch.setenv("LLEM_ALLOWED_MOUNT_ROOTS", str(tmp_path))
+    [e] = policy_errors(cfg(runner=local, results_dir=str(tmp_path / "escape" / "r")))
+    assert e.path == "results_dir"
+    # validate and the DAG build share the check
+    with pytest.raises(CampaignFileError, match="results_dir"):
+        validate_campaign_data({"campaign": "t", "base": {"model": "org/m"},
+                                "runner": local, "results_dir": "/tmp"}, "f")
 
 
 def test_validation_and_dag_building_agree(write_campaign, monkeypatch, capsys):

@@ -105,16 +105,71 @@ def test_extra_args_cannot_load_arguments_from_a_file(args: list[str]) -> None:
         vcfg(vllm={"extra_args": args})
 
 
+def _campaign_errors(base: dict) -> list[str]:
+    """The trust policy's verdict on a campaign whose base is ``base`` (vLLM on a CPU)."""
+    data = {"campaign": "x", "base": {"model": "/models/m", "backend": "vllm", "device": "cpu",
+                                      "dtype": "float32", "load": {"pattern": "burst"},
+                                      **base}, "runner": {"type": "docker"}}
+    try:
+        validate_campaign_data(data, "c.yaml")
+    except CampaignFileError as exc:
+        return exc.lines()
+    return []
+
+
+# Old behaviour: a deny-list at the model refused these (and missed --compilation-config
+# and -cc.backend=...). Now only an allow-list passes the campaign's trust check.
 @pytest.mark.parametrize("flag", [
     "--tool-parser-plugin", "--middleware", "--worker-cls", "--worker-extension-cls",
     "--trust-remote-code", "--logits-processors", "--reasoning-parser-plugin",
     "--tool_parser_plugin", "--worker_extension_cls", "--trust-remote", "--middle",
     "--logits_processors=m.P", "--scheduler-cls", "--distributed-executor-backend",
-    "--kv-transfer-config", "--logging-config.x", "--log-config-file"])
+    "--kv-transfer-config", "--logging-config.x", "--log-config-file",
+    "--compilation-config", "-cc", "-cc.backend=pkg.mod", "--compilation-config.backend",
+    "--speculative-config", "--hf-overrides", "--model-loader-extra-config", "--block-size.x",
+    "--enable-prefix", "--generation-config", "--load-format", "--attention-backend"])
 def test_extra_args_cannot_make_the_engine_run_code(flag: str) -> None:
-    with pytest.raises(ValidationError, match="code execution under an allow-listed") as err:
-        vcfg(vllm={"extra_args": [flag, "/tmp/evil.py"]})
-    assert flag.split("=")[0].split(".")[0] in err.value.errors()[0]["msg"]
+    [line] = _campaign_errors({"vllm": {"extra_args": [flag, "/tmp/evil.py"]}})
+    assert line.startswith("c.yaml: base.vllm.extra_args: ") and flag in line
+    assert any(w in line for w in ("not among the engine flags", "JSON-valued", "takes "))
+
+
+@pytest.mark.parametrize("args", [
+    ["--block-size", "32", "--no-enable-prefix-caching", "--enable_chunked_prefill", "-pp",
+     "1", "-O3", "--max-num-batched-tokens=8k", "--swap-space", "1.5", "--load-format",
+     "safetensors", "--cudagraph-capture-sizes", "1", "2", "4", "--max-logprobs", "-1",
+     "--generation-config", "vllm", "--disable-log-stats", "-dp=1", "-O", "2"],
+    ["--attention-backend", "FLASH_ATTN", "--scheduling-policy", "priority"]])
+def test_allow_listed_engine_args_pass_the_trust_check(args: list[str]) -> None:
+    assert _campaign_errors({"vllm": {"extra_args": args}}) == []
+
+
+@pytest.mark.parametrize(("args", "reason"), [
+    (["--block-size", "--no-enable-prefix-caching"], "takes a whole number"),  # a flag
+    (["--block-size"], "needs a value"),
+    (["--block-size", "-1.5"], "takes a whole number"),       # vLLM reads '-1.5' as a flag
+    (["--enable-prefix-caching", "org/other-model"], "follows no flag"),  # the positional
+    (["--enable-prefix-caching=false"], "takes no value"),
+    (["--no-disable-log-stats"], "not among"),                # store_true: no --no- form
+    (["-O4"], "not among"), (["-Ox.y"], "JSON-valued"), (["-O"], "optimization level"),
+    (["--generation-config", "/tmp/gen"], "takes auto or vllm"),
+    (["--attention-backend", "pkg.mod.Backend"], "takes a backend's name"),
+    (["--load-format", "tensorizer"], "takes auto or"), (["-pp2"], "not among"),
+    (["--", "x"], "not among"), (["-5"], "follows no flag")])
+def test_engine_args_are_read_as_vllm_reads_them(args: list[str], reason: str) -> None:
+    [line] = _campaign_errors({"vllm": {"extra_args": args}})
+    assert reason in line, line
+
+
+def test_the_deployment_allows_more_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ["--compilation-config", '{"level": 3}', "-cc.mode=3", "--block-size", "16"]
+    assert _campaign_errors({"vllm": {"extra_args": args}})
+    monkeypatch.setenv("LLEM_ALLOWED_VLLM_FLAGS", "--compilation_config, -cc")
+    assert _campaign_errors({"vllm": {"extra_args": args}}) == []
+    for bad in ("--port", "--conf", "compilation-config", " , "):
+        monkeypatch.setenv("LLEM_ALLOWED_VLLM_FLAGS", bad)
+        [line] = _campaign_errors({"vllm": {"extra_args": ["--block-size", "16"]}})
+        assert "LLEM_ALLOWED_VLLM_FLAGS" in line and "allows nothing" in line
 
 
 def test_ordinary_extra_args_still_pass() -> None:
@@ -144,12 +199,13 @@ def test_engine_environment_llem_sets_cannot_be_overridden(name: str) -> None:
 
 
 def test_server_environment_names_are_checked() -> None:
-    ok = ServerSettings(command=["/opt/srv/bin/serve"], env={"VLLM_CPU_KVCACHE_SPACE": "1",
-                                                             "CUDA_VISIBLE_DEVICES": "0"})
-    assert ok.env["CUDA_VISIBLE_DEVICES"] == "0"  # a launched server's GPUs are its own
-    for env in ({"A B": "1"}, {"X": "a\x00b"}, {"": "1"}, {"N" * 129: "1"}):
+    ok = ServerSettings(command=["/opt/srv/bin/serve"], env={"VLLM_CPU_KVCACHE_SPACE": "1"})
+    assert ok.env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    for env in ({"A B": "1"}, {"": "1"}, {"N" * 129: "1"}):
         with pytest.raises(ValidationError, match="not a usable environment variable"):
             ServerSettings(command=["/opt/srv/bin/serve"], env=env)
+    with pytest.raises(ValidationError, match="U\\+0000"):
+        ServerSettings(command=["/opt/srv/bin/serve"], env={"X": "a\x00b"})
     # what llem builds for a vLLM experiment still passes the launched server's checks
     assert as_server(vcfg(vllm={"env": {"VLLM_CPU_KVCACHE_SPACE": "1"}}), "/tmp/c").env
 

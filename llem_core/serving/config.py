@@ -1,45 +1,120 @@
 """The ``server:`` and ``load:`` sections of an experiment (``backend: server``).
 
-Imports only pydantic: :mod:`llem_core.config` imports this module. Every field is
-addressable as a grid axis (``load.rate``, ``server.max_num_seqs``, ...). Rules that relate
-two fields (``pattern: rate`` needs ``rate``) live in :func:`llem_core.grid.conflicts`.
+Imports only pydantic and :mod:`llem_core.text_rules`: :mod:`llem_core.config` imports
+this module. Every field is addressable as a grid axis (``load.rate``,
+``server.max_num_seqs``, ...). Rules that relate two fields (``pattern: rate`` needs
+``rate``) live in :func:`llem_core.grid.conflicts`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from llem_core.serving.engine_env import GPU_SELECTION_ENV, checked_env, gpu_env_problem
+from llem_core.serving.vllm_flags import vllm_flag_problem
+from llem_core.text_rules import TextChecked
 
 
-class _Strict(BaseModel):
+class _Strict(TextChecked):
+    """Unknown keys are errors; text holds no control characters (as config_base.Strict)."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-# Environment that makes an allow-listed program load or run code from elsewhere: the dynamic
-# loader's and the interpreters' variables, the shell's start-up file, the search path for
-# the programs it spawns (vLLM's compilers), the compilers themselves, and vLLM's logging
-# configuration file (a dictConfig: its '()' factories call anything importable).
-_CODE_ENV_PREFIXES = ("LD_", "DYLD_", "PYTHON")
-_CODE_ENV_NAMES = frozenset({
-    "PATH", "BASH_ENV", "ENV", "GCONV_PATH", "CC", "CXX", "VLLM_LOGGING_CONFIG_PATH",
-    "NODE_OPTIONS", "NODE_PATH",
-    "PERL5OPT", "PERL5LIB", "PERLLIB", "RUBYOPT", "RUBYLIB", "JAVA_TOOL_OPTIONS",
-    "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS",
-})
+# Floors of the periods and rates that drive a loop or a sleep: a value such as 1e-300 s
+# passes gt=0 and turns a sampler into a busy loop, or a rate into a load that never ends.
+MIN_SAMPLING_INTERVAL_S = 0.001
+MIN_METRICS_INTERVAL_S = 0.01
+MIN_RATE = 0.001
+
+_DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_URL_PATH = re.compile(r"[A-Za-z0-9._~/%-]*")
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
-def checked_env(env: dict[str, str]) -> dict[str, str]:
-    """``env`` if every entry is a usable variable that runs no other code; else ValueError."""
-    for k, val in env.items():
-        if not _ENV_NAME.fullmatch(k) or "\x00" in val:
-            raise ValueError(f"{k!r} is not a usable environment variable name/value")
-        if k.upper().startswith(_CODE_ENV_PREFIXES) or k.upper() in _CODE_ENV_NAMES:
-            raise ValueError(f"{k} is refused: it makes the launched program load or run "
-                             "other code (code execution under an allow-listed program)")
-    return env
+def _host_problem(host: str, bracketed: bool) -> str | None:
+    if bracketed:
+        try:
+            if "%" in host:  # a zone id names an interface of the machine that reads it
+                raise ValueError(host)
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return f"[{host}] is not an IPv6 address"
+        return None
+    try:
+        ipaddress.IPv4Address(host)
+        return None
+    except ValueError:
+        pass
+    labels = host.split(".")
+    if len(host) > 253 or not all(_DNS_LABEL.fullmatch(lb) for lb in labels) \
+            or labels[-1].isdigit():
+        return f"{host!r} is neither an IP address nor a host name"
+    return None
+
+
+def checked_server_url(url: str) -> str:
+    """``url`` (its trailing '/' removed) if it is a plain http(s) base URL: a host, an
+    optional port 1-65535 and path; no credentials, query or fragment. Else ValueError."""
+    shown = repr(url)
+    if not url.isascii() or not url.isprintable() or any(c in url for c in " \\"):
+        raise ValueError(f"{shown} holds whitespace, a backslash or a non-ASCII character")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. brackets around something that is no IPv6 address
+        raise ValueError(f"{shown} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not url.lower().startswith(
+            parts.scheme + "://"):
+        raise ValueError(f"{shown} is not an http(s) URL (http://host:port)")
+    if "@" in parts.netloc:
+        raise ValueError(f"{shown} holds credentials (user:password@): they would be stored "
+                         "in the DAG and every result")
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise ValueError(f"{shown} has a query or fragment: give the server's base URL")
+    netloc = parts.netloc
+    bracketed = netloc.startswith("[")
+    host_part, sep, port = (netloc.rpartition(":") if not bracketed or "]:" in netloc
+                            else (netloc, "", ""))
+    if not sep:
+        host_part, port = netloc, ""
+    if bracketed:
+        if not (host_part.startswith("[") and host_part.endswith("]")):
+            raise ValueError(f"{shown}: malformed IPv6 host (write it as [::1])")
+        host = host_part[1:-1]
+    else:
+        host = host_part
+    if not host:
+        raise ValueError(f"{shown} has no host")
+    problem = _host_problem(host.lower(), bracketed)
+    if problem:
+        raise ValueError(f"{shown}: {problem}")
+    if sep and not (_PORT.fullmatch(port) and 1 <= int(port) <= 65535):
+        raise ValueError(f"{shown}: port {port!r} is not a number from 1 to 65535")
+    if not _URL_PATH.fullmatch(parts.path) or "/../" in parts.path + "/" \
+            or "/./" in parts.path + "/":
+        raise ValueError(f"{shown}: the path may hold only letters, digits and ._~-/ "
+                         "without '.' or '..' segments")
+    return url.rstrip("/")
+
+
+def url_host(url: str) -> str:
+    """The host of a URL that :func:`checked_server_url` accepted (brackets removed)."""
+    return (urlsplit(url).hostname or "").lower()
+
+
+def is_loopback(host: str) -> bool:
+    """True for 'localhost' and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def placeholder_problem(what: str, program: str | None) -> None:
@@ -64,13 +139,14 @@ class ServerSettings(_Strict):
     port: int | None = Field(
         None, ge=1, le=65535, description="Port for a launched server; default: a free one.")
     env: dict[str, str] = Field(
-        default_factory=dict, description="Extra environment of a launched server; loader "
-        "and interpreter variables (LD_*, PYTHON*, PATH, ...) are refused.")
+        default_factory=dict, description="Extra environment of a launched server: "
+        "variables that tune threads, memory and logging (README 'Engines'; the deployment "
+        "may allow more); GPU selection and variables that load code are refused.")
     health_path: str = Field("/health", description="GET path answering 200 once ready.")
     startup_timeout_s: float = Field(
-        600.0, gt=0.0, le=7200.0, description="Give up if not healthy within this time.")
+        600.0, ge=1.0, le=7200.0, description="Give up if not healthy within this time.")
     stop_timeout_s: float = Field(
-        20.0, gt=0.0, le=600.0, description="SIGTERM grace before the group is SIGKILLed.")
+        20.0, ge=0.1, le=600.0, description="SIGTERM grace before the group is SIGKILLed.")
     endpoint: Literal["completions", "chat"] = Field(
         "completions", description="/v1/completions or /v1/chat/completions.")
     model_name: str | None = Field(
@@ -91,9 +167,10 @@ class ServerSettings(_Strict):
         description="Seconds of power sampled with the engine loaded and no request; 0 skips.")
     metrics_path: str | None = Field(
         "/metrics", description="Prometheus path sampled during the load; null: none.")
-    metrics_interval_s: float = Field(1.0, gt=0.0, le=60.0, description="Sampling period.")
+    metrics_interval_s: float = Field(
+        1.0, ge=MIN_METRICS_INTERVAL_S, le=60.0, description="Sampling period.")
     request_timeout_s: float = Field(
-        600.0, gt=0.0, le=7200.0, description="Longest time one streamed request may take.")
+        600.0, ge=1.0, le=7200.0, description="Longest time one streamed request may take.")
 
     @field_validator("health_path", "metrics_path")
     @classmethod
@@ -105,9 +182,7 @@ class ServerSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("http://", "https://")):
-            raise ValueError(f"{v!r} is not an http(s) URL")
-        return v.rstrip("/") if v else v
+        return None if v is None else checked_server_url(v)
 
     @field_validator("command")
     @classmethod
@@ -131,11 +206,13 @@ class LoadSettings(_Strict):
         "concurrency", description="burst: all requests at t=0; concurrency: N in flight; "
         "rate: R requests/s with Poisson or gamma arrivals.")
     concurrency: int | None = Field(None, ge=1, le=100_000, description="N (concurrency).")
-    rate: float | None = Field(None, gt=0.0, le=1e6, description="R requests/s (rate).")
+    rate: float | None = Field(
+        None, ge=MIN_RATE, le=1e6, description="R requests/s (rate), at least one request "
+        "per 1000 s; the arrival schedule must end within execution.experiment_timeout_s.")
     arrival: Literal["poisson", "gamma"] = Field(
         "poisson", description="Inter-arrival law of a rate load.")
     burstiness: float = Field(
-        1.0, gt=0.0, le=100.0, description="Gamma shape (as vllm bench serve); 1 = Poisson, "
+        1.0, ge=0.01, le=100.0, description="Gamma shape (as vllm bench serve); 1 = Poisson, "
         "< 1 burstier, > 1 more regular.")
     num_requests: int | None = Field(
         None, ge=1, le=10_000_000, description="Requests sent; default: one per prompt "
@@ -156,80 +233,15 @@ class LoadSettings(_Strict):
         0.5, ge=0.0, le=1.0, description="Flag the window if it holds target occupancy for "
         "less than this fraction of its time (the batch did not fill).")
     energy_interval_s: float = Field(
-        0.25, gt=0.0, le=60.0,
+        0.25, ge=MIN_SAMPLING_INTERVAL_S, le=60.0,
         description="Meter marks are taken this often during the load (per-request energy "
         "and the window's edges are resolved to this grid).")
 
 
-# Flags llem sets itself from the experiment (model, port, host, batch limit, dtype, ...):
-# an extra_args entry naming one would silently contradict the recorded configuration.
-VLLM_OWNED_FLAGS = frozenset({
-    "--model", "--port", "--host", "--served-model-name", "--max-num-seqs", "--max-model-len",
-    "--gpu-memory-utilization", "--tensor-parallel-size", "-tp", "--enforce-eager",
-    "--dtype", "--kv-cache-dtype", "--quantization", "-q", "--seed", "--uds",
-})
-# Flags that make vLLM import or run code the campaign names (a file, a module or a class):
-# under an allow-listed interpreter that runs anything the campaign's author wants.
-VLLM_CODE_FLAGS = frozenset({
-    "--tool-parser-plugin", "--reasoning-parser-plugin", "--middleware", "--worker-cls",
-    "--worker-extension-cls", "--trust-remote-code", "--logits-processors", "--scheduler-cls",
-    "--distributed-executor-backend", "--kv-transfer-config", "--ec-transfer-config",
-    "--ec-manager-config", "--logging-config", "--log-config-file",
-})
 # The engine's environment llem sets itself: its GPUs (an override would run the engine on
 # GPUs the meters do not watch), hub access for a local model, and the engine's address.
-VLLM_OWNED_ENV = frozenset({
-    "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
-    "HF_HUB_OFFLINE", "VLLM_HOST_IP", "VLLM_PORT",
-})
+VLLM_OWNED_ENV = GPU_SELECTION_ENV | {"HF_HUB_OFFLINE", "VLLM_HOST_IP", "VLLM_PORT"}
 _VLLM_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
-_OWNED = ("is set by llem from the experiment's fields (use the vllm.* field or the "
-          "experiment field instead)")
-_REFUSED_LONG = {
-    **{f: _OWNED for f in VLLM_OWNED_FLAGS if f.startswith("--")},
-    **{"--no-" + f[2:]: _OWNED for f in VLLM_OWNED_FLAGS if f.startswith("--")},
-    **{f: "makes vLLM import or run code the campaign names (code execution under an "
-          "allow-listed interpreter)" for f in VLLM_CODE_FLAGS},
-    "--config": "loads engine arguments from a file, past these checks",
-}
-_OWNED_SHORT = sorted(f for f in VLLM_OWNED_FLAGS if not f.startswith("--"))
-# Real vLLM flags that begin a refused one: argparse takes an exact match as it is.
-_VLLM_EXACT_FLAGS = frozenset({"--reasoning-parser"})
-
-
-def _shown(text: str) -> str:
-    return text if text.isprintable() else repr(text)
-
-
-def vllm_flag_problem(arg: str) -> str | None:
-    """Why the engine argument ``arg`` may not be passed, or None.
-
-    Read as vLLM reads it: the name before '=' (and before '.', its JSON-field syntax) with
-    '_' as '-'; argparse also takes an unambiguous prefix of a long flag, and a short flag
-    with its value attached (``-tp2``, ``-qfp8``).
-    """
-    if not arg.startswith("-"):
-        return None  # a value
-    given = arg.split("=", 1)[0].split(".", 1)[0]
-    name = given.replace("_", "-")
-    if not name.startswith("--"):
-        for short in _OWNED_SHORT:
-            if name == short:
-                return f"{_shown(given)} {_OWNED}"
-            if name.startswith(short):
-                return f"{_shown(given)} is {short} with a value attached; {short} {_OWNED}"
-            if len(name) >= 2 and short.startswith(name):
-                return f"{_shown(given)} abbreviates {short}, which {_OWNED}"
-        return None
-    if name in _VLLM_EXACT_FLAGS or len(name) < 3:
-        return None
-    for flag in sorted(_REFUSED_LONG):
-        if name == flag:
-            spelled = "" if given == flag else f" ({flag})"
-            return f"{_shown(given)}{spelled} {_REFUSED_LONG[flag]}"
-        if flag.startswith(name):
-            return f"{_shown(given)} abbreviates {flag}, which {_REFUSED_LONG[flag]}"
-    return None
 
 
 class VllmSettings(_Strict):
@@ -263,18 +275,21 @@ class VllmSettings(_Strict):
         None, pattern=_VLLM_NAME, description="--quantization (awq, gptq, fp8, ...).")
     extra_args: list[str] = Field(
         default_factory=list, max_length=200,
-        description="More engine arguments, appended as given (an argv list, no shell); "
-        "flags llem sets from other fields (in any spelling vLLM accepts), --config and "
-        "flags that load code (plugins, classes, --trust-remote-code) are refused.")
+        description="More engine arguments, appended as given (an argv list, no shell): "
+        "flags of the allow-list in README 'Engines' (parallelism, batch limits, KV cache, "
+        "chunked prefill, prefix caching, ...), written in full, with checked values; the "
+        "deployment may allow more (LLEM_ALLOWED_VLLM_FLAGS). Flags llem sets from other "
+        "fields (in any spelling vLLM accepts) and --config are always refused.")
     env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment of the engine (e.g. "
         "VLLM_CPU_KVCACHE_SPACE on a CPU); VLLM_CACHE_ROOT defaults to a fresh folder. "
-        "What llem sets (CUDA_VISIBLE_DEVICES, HF_HUB_OFFLINE, VLLM_HOST_IP, VLLM_PORT) and "
-        "loader/interpreter variables (LD_*, PYTHON*, PATH, ...) are refused.")
+        "Only variables that tune threads, memory, logging and vLLM (README 'Engines'; the "
+        "deployment may allow more); what llem sets (CUDA_VISIBLE_DEVICES, HF_HUB_OFFLINE, "
+        "VLLM_HOST_IP, VLLM_PORT) and variables that load code are refused.")
     startup_timeout_s: float = Field(
-        1800.0, gt=0.0, le=7200.0, description="Give up if /health is not 200 by then.")
+        1800.0, ge=1.0, le=7200.0, description="Give up if /health is not 200 by then.")
     stop_timeout_s: float = Field(
-        30.0, gt=0.0, le=600.0, description="SIGTERM grace before the group is SIGKILLed.")
+        30.0, ge=0.1, le=600.0, description="SIGTERM grace before the group is SIGKILLed.")
     endpoint: Literal["completions", "chat"] = Field(
         "completions", description="/v1/completions or /v1/chat/completions.")
     token_ids: bool = Field(
@@ -285,10 +300,10 @@ class VllmSettings(_Strict):
     loaded_baseline_s: float = Field(
         10.0, ge=0.0, le=600.0,
         description="Seconds of power sampled with the engine loaded and no request; 0 skips.")
-    metrics_interval_s: float = Field(1.0, gt=0.0, le=60.0,
+    metrics_interval_s: float = Field(1.0, ge=MIN_METRICS_INTERVAL_S, le=60.0,
                                       description="Sampling period of /metrics.")
     request_timeout_s: float = Field(
-        600.0, gt=0.0, le=7200.0, description="Longest time one streamed request may take.")
+        600.0, ge=1.0, le=7200.0, description="Longest time one streamed request may take.")
 
     @field_validator("python")
     @classmethod
@@ -303,14 +318,15 @@ class VllmSettings(_Strict):
             problem = vllm_flag_problem(arg)
             if problem:
                 raise ValueError(problem)
-            if "\x00" in arg:
-                raise ValueError("an argument holds a NUL byte")
         return v
 
     @field_validator("env")
     @classmethod
     def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
         checked_env(v)
+        gpus = next(filter(None, map(gpu_env_problem, v)), None)
+        if gpus:
+            raise ValueError(gpus)
         owned = sorted(k for k in v if k.upper() in VLLM_OWNED_ENV)
         if owned:
             raise ValueError(f"{owned[0]} is set by llem (the engine's GPUs from gpus, "

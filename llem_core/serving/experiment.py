@@ -70,8 +70,17 @@ def bodies_for(cfg: ExperimentConfig, server: ServerSettings,
         texts = load_texts(cfg.prompts)
     except (OSError, ValueError) as exc:
         raise ExperimentError(f"prompts: {exc}") from exc
+    long = next(((i, len(t.split())) for i, t in enumerate(texts)
+                 if len(t.split()) > cfg.max_input_tokens), None)
+    if long is not None:
+        # sent whole, it would fail on an engine whose context is sized by max_input_tokens
+        raise ExperimentError(
+            f"prompts: prompt {long[0] + 1} has {long[1]} words (at least as many tokens), "
+            f"more than max_input_tokens ({cfg.max_input_tokens}); backend {cfg.backend} "
+            "sends prompts whole: raise max_input_tokens or shorten the prompts")
     n = load.num_requests or len(texts)
-    length = cfg.prompts.length if isinstance(cfg.prompts, BuiltinPrompts) else 64
+    length = min(cfg.prompts.length if isinstance(cfg.prompts, BuiltinPrompts) else 64,
+                 cfg.max_input_tokens)
     warm = load_texts(BuiltinPrompts(count=max(load.warmup_requests, 1), length=length,
                                      seed=cfg.prompts.seed + 1 if isinstance(
                                          cfg.prompts, BuiltinPrompts) else 1))

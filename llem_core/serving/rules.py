@@ -17,6 +17,10 @@ def serving_conflicts(cfg: ExperimentConfig) -> list[str]:
     if cfg.backend not in ("server", "vllm"):
         return out
     server, load = cfg.server, cfg.load
+    if cfg.prompts.kind == "builtin" and cfg.prompts.length > cfg.max_input_tokens:
+        out.append(f"backend {cfg.backend} sends each prompt whole (only backend pytorch "
+                   f"truncates): prompts.length {cfg.prompts.length} words are at least as "
+                   f"many tokens, more than max_input_tokens ({cfg.max_input_tokens})")
     if cfg.backend == "server":
         if server is None:
             out.append("backend server needs a server section (server.command or server.url)")
@@ -38,6 +42,35 @@ def serving_conflicts(cfg: ExperimentConfig) -> list[str]:
     if load.arrival == "poisson" and load.burstiness != 1.0:
         out.append(f"load.burstiness {load.burstiness:g} needs load.arrival gamma "
                    "(Poisson arrivals have burstiness 1)")
+    return out
+
+
+def planned_requests(cfg: ExperimentConfig) -> int | None:
+    """Requests a load sends: load.num_requests, else one per prompt (None: not known
+    before the prompts file is read)."""
+    if cfg.load is not None and cfg.load.num_requests is not None:
+        return cfg.load.num_requests
+    return cfg.prompts.count if cfg.prompts.kind == "builtin" else cfg.prompts.limit
+
+
+def timeout_conflicts(cfg: ExperimentConfig, timeout_s: float) -> list[str]:
+    """What the experiment certainly spends, against its task's timeout: a configuration
+    that cannot end within it would be killed every time, after its engine and baselines."""
+    out = []
+    load = cfg.load
+    n = planned_requests(cfg)
+    if cfg.backend in ("server", "vllm") and load is not None and load.pattern == "rate" \
+            and load.rate is not None and n is not None:
+        # the mean of the seeded gamma schedule; its last request is sent only then
+        planned = (n - 1) / load.rate
+        if planned >= timeout_s:
+            out.append(f"load: {n} requests (load.num_requests, else the prompt count) at "
+                       f"load.rate {load.rate:g}/s take about {planned:.0f} s to send, not "
+                       f"less than execution.experiment_timeout_s ({timeout_s:g} s): the load "
+                       "would never finish")
+    if cfg.backend == "pytorch" and cfg.energy.min_window_s >= timeout_s:
+        out.append(f"energy.min_window_s ({cfg.energy.min_window_s:g} s) is not less than "
+                   f"execution.experiment_timeout_s ({timeout_s:g} s)")
     return out
 
 

@@ -55,13 +55,18 @@ class LlemAggregateOperator(BaseOperator):
         ready = ti.xcom_pull(task_ids=[f"cycle_{k}.gpu_ready" for k in cycles],
                              key="readiness") or []
         summaries = ti.xcom_pull(task_ids=[f"cycle_{k}.experiment" for k in cycles]) or []
+        # <results_dir> is the campaign's (checked by the trust policy); every folder and
+        # file below it was writable by the experiments: read as untrusted input.
+        results_dir = Path(plan.run_dir).parents[1]
         digest = aggregate_dir(plan.run_dir, planned, group_by=self.group_by,
-                               notes=readiness_notes(ready), compare_to=plan.compare_to)
+                               notes=readiness_notes(ready), compare_to=plan.compare_to,
+                               trusted=results_dir)
         digest["xcom_results"] = sum(1 for s in summaries
                                      if isinstance(s, dict) and "config_hash" in s)
         if digest["results"]:
             report = write_report(plan.run_dir, Path(plan.run_dir) / "report.html",
-                                  compare_to=plan.compare_to, planned=planned)
+                                  compare_to=plan.compare_to, planned=planned,
+                                  trusted=results_dir)
             digest["files"]["report"] = str(report)
             self.report_run_dir = plan.run_dir  # read by ReportLink when the task finishes
         return digest

@@ -31,6 +31,7 @@ from llem_airflow.grid_cache import GridSummary, grid_summary
 from llem_core.campaign_file import CampaignFileError
 from llem_core.config import (
     DAG_ID_PREFIX,
+    MAX_SEED,
     CampaignConfig,
     DockerRunner,
     LocalRunner,
@@ -38,6 +39,7 @@ from llem_core.config import (
 )
 from llem_core.discovery import Campaign, campaigns_dir, iter_campaigns
 from llem_core.planning import defaults
+from llem_core.text_rules import shown
 
 ENUM_LIMIT = 500  # beyond this many configurations the trigger form takes free names
 START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
@@ -58,8 +60,8 @@ def build_params(cfg: CampaignConfig, names: list[str], when: str) -> dict[str, 
                         f"(1..{ex.cycle_limit}).{window}"),
         "ordering": Param(d["ordering"], type="string", enum=[o.value for o in Ordering],
                           title="Ordering", description="interleaved, shuffled or grouped."),
-        "seed": Param(d["seed"], type="integer", minimum=0, title="Seed",
-                      description="Seed of the shuffled ordering."),
+        "seed": Param(d["seed"], type="integer", minimum=0, maximum=MAX_SEED, title="Seed",
+                      description=f"Seed of the shuffled ordering (0..{MAX_SEED})."),
         "configs": Param(d["configs"], type="array", items=configs_schema, uniqueItems=True,
                          examples=names[:ENUM_LIMIT], title="Configurations",
                          description="Run only these configurations (empty: all)."),
@@ -157,8 +159,8 @@ def _experiment_operator(cfg: CampaignConfig, summary: GridSummary, runs: Any) -
         "map_index_template": MAP_INDEX_TEMPLATE,
         "max_active_tis_per_dagrun": 1,
     }
-    if ex.experiment_timeout_s:
-        common["execution_timeout"] = timedelta(seconds=ex.experiment_timeout_s)
+    # every experiment has a timeout (default 6 h): a load or wait that never ends is killed
+    common["execution_timeout"] = timedelta(seconds=ex.experiment_timeout_s)
     runner = cfg.runner
     if ex.isolation != "container":
         from llem_airflow.hosted import LlemHostedOperator
@@ -311,7 +313,7 @@ def build_dags(folder: Path, only: str | None = None) -> tuple[dict[str, DAG], l
             errors.extend(exc.lines())
         except Exception as exc:  # any failure of one campaign must not hide the others
             reason = str(exc).splitlines()[0][:500] if str(exc) else ""
-            errors.append(f"{campaign.path}: (DAG): {type(exc).__name__}: {reason}")
+            errors.append(shown(f"{campaign.path}: (DAG): {type(exc).__name__}: {reason}"))
     return dags, errors
 
 

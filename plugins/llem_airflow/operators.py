@@ -52,12 +52,19 @@ def _matches(result: ExperimentResult, run: PlannedRun) -> bool:
         (spec.campaign, spec.run_id, run.config_hash, run.cycle)
 
 
+def _read(path: Path) -> ExperimentResult:
+    """The result file as untrusted input: nothing below <results_dir> (the layout's
+    <results_dir>/<campaign>/<run>/<hash>/cycle_<k>.json) is a followed link, a FIFO
+    or device is refused instead of blocking the task."""
+    return read_result(path, trusted=path.parents[3] if len(path.parents) > 3 else None)
+
+
 def read_summary(run: PlannedRun) -> dict[str, Any]:
     """The result file the experiment wrote, reduced to its summary plus the run's identity."""
     path = Path(run.result_path)
     if not path.exists():
         raise AirflowException(f"experiment finished but wrote no result at {path}")
-    result = read_result(path)
+    result = _read(path)
     if not _matches(result, run):
         raise AirflowException(f"{path} holds {result.config_hash}/cycle {result.cycle} of "
                                f"run {result.run_id}, expected {run.config_hash}/cycle "
@@ -72,10 +79,10 @@ def existing_summary(run: PlannedRun) -> dict[str, Any] | None:
     task fails and says how to re-measure.
     """
     path = Path(run.result_path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
     try:
-        result = read_result(path)
+        result = _read(path)
     except (OSError, ValueError) as exc:
         raise AirflowException(
             f"{path} exists but is not a valid result ({str(exc).splitlines()[0][:200]}); "

@@ -3,12 +3,15 @@
 Campaigns come from the campaign files in ``$LLEM_CAMPAIGNS_DIR``; a run's counts and
 headline table come from its ``aggregate.json`` (and ``plan.json`` when present). Every
 file may be missing, half written by hand, or hostile (any experiment container can
-write the results folder): readers return a problem string instead of raising.
+write the results folder): everything is read through :mod:`llem_core.untrusted_files`
+from the campaign's ``results_dir`` (no link below it followed, regular files only,
+size-capped, never a read that can block), and readers return a problem string instead
+of raising.
 """
 
 from __future__ import annotations
 
-import json
+import fnmatch
 import math
 import os
 from dataclasses import dataclass, field
@@ -16,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from llem_core import metrics as metric_registry
+from llem_core import untrusted_files as untrusted
 from llem_core.discovery import CAMPAIGNS_ENV, iter_campaigns
 from llem_core.results import run_dir
 
 # (key in aggregate.json's table rows, column title): the registry's labels
 PAGE_METRICS = ("tokens_per_s", "j_per_token_adjusted", "ttft_p50_s", "itl_p50_s")
 HEADLINE: tuple[tuple[str, str], ...] = tuple((m, metric_registry.label(m)) for m in PAGE_METRICS)
-MAX_JSON_BYTES = 20_000_000  # a digest is small; refuse to parse a planted giant file
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,11 @@ class Campaign:
 
     def run_folder(self, run_id: str) -> Path:
         return run_dir(self.results_dir, self.name, run_id)
+
+    def open(self, path: Path | None = None) -> untrusted.Folder:
+        """A folder of this campaign (default: its root) as untrusted input: only
+        ``results_dir`` is followed as the OS resolves it."""
+        return untrusted.open_folder(path if path is not None else self.root, self.results_dir)
 
 
 @dataclass
@@ -69,6 +77,7 @@ class RunSummary:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # the summary files that may be served
 
 
 def campaigns(folder: str | None = None) -> list[Campaign]:
@@ -82,26 +91,22 @@ def campaigns(folder: str | None = None) -> list[Campaign]:
 
 
 def run_folders(c: Campaign) -> list[Path]:
-    """Run folders of a campaign, newest first."""
-    found: list[tuple[float, Path]] = []
+    """Run folders of a campaign (real folders, never links), newest first."""
     try:
-        for d in c.root.iterdir() if c.root.is_dir() else []:
-            if d.is_dir() and not d.is_symlink():
-                found.append((d.stat().st_mtime, d))
-    except OSError:  # unreadable, or a folder removed while listing: show what was seen
-        pass
-    return [d for _, d in sorted(found, key=lambda t: t[0], reverse=True)]
+        with c.open() as root:
+            found, _ = untrusted.subfolders(root)
+    except (OSError, ValueError):  # no run yet, or the campaign folder is not a folder
+        return []
+    return [c.root / name for name, _ in sorted(found, key=lambda t: t[1], reverse=True)]
 
 
-def _read_json(path: Path) -> tuple[Any, str | None]:
-    if not path.is_file():
+def _read_json(folder: untrusted.Folder, name: str, limit: int) -> tuple[Any, str | None]:
+    try:
+        return untrusted.read_json(folder, name, limit), None
+    except FileNotFoundError:
         return None, None
-    try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            return None, f"{path.name}: larger than {MAX_JSON_BYTES} bytes"
-        return json.loads(path.read_text(encoding="utf-8")), None
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        return None, f"{path.name}: unreadable ({type(exc).__name__}: {exc})"
+    except (OSError, ValueError) as exc:
+        return None, f"{name}: unreadable ({exc})"
 
 
 def _count(v: Any) -> int | None:
@@ -176,14 +181,33 @@ def _apply_digest(s: RunSummary, digest: Any) -> None:
         s.problems.append(f"aggregate.json: {len(rows) - len(s.rows)} table row(s) unreadable")
 
 
-def read_summary(folder: Path) -> RunSummary:
-    """Counts, headline table and problems of one run folder; never raises on bad files."""
+SERVED_FILES = ("aggregate.json", "summary.csv", "summary.md", "results.parquet")
+
+
+def read_summary(folder: Path, trusted: Path | None = None) -> RunSummary:
+    """Counts, headline table and problems of one run folder; never raises on bad files.
+
+    ``trusted``: the folder above whose links are followed (the campaign's results_dir;
+    default: ``folder`` itself).
+    """
     s = RunSummary(path=folder)
     try:
-        s.result_files = sum(1 for _ in folder.glob("*/cycle_*.json"))
-    except OSError as exc:
-        s.problems.append(f"cannot list the run folder: {exc}")
-    plan, problem = _read_json(folder / "plan.json")
+        handle = untrusted.open_folder(folder, trusted)
+    except (OSError, ValueError) as exc:
+        s.problems.append(f"cannot open the run folder: {exc}")
+        return s
+    with handle:
+        _read_folder(s, handle)
+    return s
+
+
+def _read_folder(s: RunSummary, folder: untrusted.Folder) -> None:
+    found, refused = untrusted.walk(folder, lambda n: fnmatch.fnmatchcase(n, "cycle_*.json"),
+                                    max_depth=1)
+    s.result_files = sum(1 for rel in found if rel.count("/") == 1)
+    s.problems += [f"{rel}: {why}" for rel, why in refused if "not searched" not in why]
+    s.files = untrusted.regular_files(folder, SERVED_FILES)
+    plan, problem = _read_json(folder, "plan.json", untrusted.MAX_PLAN_BYTES)
     if problem:
         s.problems.append(problem)
     elif plan is not None:
@@ -191,7 +215,7 @@ def read_summary(folder: Path) -> RunSummary:
         if s.planned is None:
             s.problems.append("plan.json: no list of runs in it")
     planned_by_plan = s.planned
-    digest, problem = _read_json(folder / "aggregate.json")
+    digest, problem = _read_json(folder, "aggregate.json", untrusted.MAX_SUMMARY_BYTES)
     if problem:
         s.problems.append(problem)
     elif digest is not None:
@@ -199,4 +223,3 @@ def read_summary(folder: Path) -> RunSummary:
     if None not in (planned_by_plan, s.planned) and planned_by_plan != s.planned:
         s.problems.append(f"plan.json lists {planned_by_plan} runs, aggregate.json "
                           f"{s.planned}")
-    return s

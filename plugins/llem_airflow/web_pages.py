@@ -8,7 +8,6 @@ escapes quotes) and URLs are built from a fixed path with percent-encoded parame
 from __future__ import annotations
 
 import html
-from pathlib import Path
 from urllib.parse import urlencode
 
 from llem_airflow.results_view import HEADLINE, Campaign, RunSummary
@@ -90,16 +89,15 @@ def _list(title: str, items: list[str], cls: str = "") -> str:
     return f"<h3>{esc(title)}</h3><ul class='{cls}'>{lis}</ul>"
 
 
-def _file_links(folder: Path) -> str:
-    names = [n for n in ("aggregate.json", "summary.csv", "summary.md", "results.parquet")
-             if (folder / n).is_file()]
-    return " · ".join(link("file", n, path=str(folder / n)) for n in names)
+def _file_links(s: RunSummary) -> str:
+    """Links to the summary files that are regular files (no link, no FIFO)."""
+    return " · ".join(link("file", n, path=str(s.path / n)) for n in s.files)
 
 
 def run_section(s: RunSummary, heading: str = "h2") -> str:
     links = [link("run", "details", run_dir=str(s.path)),
              link("report", "full report", run_dir=str(s.path))]
-    files = _file_links(s.path)
+    files = _file_links(s)
     return (f"<{heading}>{esc(s.path.name)}</{heading}>{counts_line(s)}{headline_table(s)}"
             f"<p>{' · '.join(links)}{' · ' + files if files else ''}</p>"
             + _list("Problems", s.problems, "problem"))
@@ -109,7 +107,7 @@ def run_page(campaign: str, s: RunSummary) -> str:
     body = (f"<p>{link('', 'All campaigns')}</p><h1>{esc(campaign)}: run "
             f"{esc(s.path.name)}</h1>{counts_line(s)}{headline_table(s)}"
             f"<p>{link('report', 'Full report (charts, every metric)', run_dir=str(s.path))}"
-            f"</p><p>{_file_links(s.path)}</p>"
+            f"</p><p>{_file_links(s)}</p>"
             + _list("Failed or missing runs", s.missing, "problem")
             + _list("Problems", s.problems, "problem") + _list("Notes", s.notes))
     return page(f"llem: {campaign} {s.path.name}", body)
