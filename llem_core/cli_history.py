@@ -71,8 +71,12 @@ def cmd_history(args: argparse.Namespace) -> int:
     if h.runs.empty:
         err.print(f"error: no result files under {root}", markup=False, highlight=False)
         return 1
-    files = write_history(h, Path(args.out) if args.out else root / "history",
-                          f"History of {root.name}")
+    out_dir = Path(args.out) if args.out else root / "history"
+    if not args.out and out_dir.is_symlink():  # inside a folder every experiment can write
+        err.print(f"error: {out_dir} is a symbolic link: not written through; give --out",
+                  markup=False, highlight=False)
+        return 1
+    files = write_history(h, out_dir, f"History of {root.name}")
     if args.json:
         print(json.dumps({"runs": _records(h.runs), "points": _records(h.points),
                           "changes": _records(h.changes), "flags": _records(h.flags),

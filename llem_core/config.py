@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from llem_core.alerts import AlertSettings
 from llem_core.config_base import (
     AVAILABLE_BACKENDS,
     MAX_GPU_INDEX,
@@ -165,6 +166,18 @@ class ExperimentConfig(Strict):
             names = ", ".join(b.value for b in AVAILABLE_BACKENDS)
             raise ValueError(
                 f"backend {Backend(v).value!r} is not available yet (available: {names})")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _not_an_option(cls, v: str) -> str:
+        # The model is one argv item of the engine (vLLM's --model value): one that begins
+        # with '-' is read as an option there ('-cc.backend' takes the next argument as a
+        # JSON setting), and no hub id begins so.
+        if v.startswith("-"):
+            raise ValueError(f"{v!r} begins with '-': an engine would read it as an option "
+                             "(a hub id begins with a letter or digit; write a local folder "
+                             "as ./name)")
         return v
 
     @field_validator("gpus")
@@ -422,6 +435,9 @@ class CampaignConfig(Strict):
     schedule_window: ScheduleWindow | None = Field(
         None, description="Time zone of the cron, first and last run time of a schedule."
     )
+    alerts: AlertSettings | None = Field(
+        None, description="Change points and overruns that raise alerts, and the notifiers "
+        "told (llem_core.alerts).")
 
     @model_validator(mode="after")
     def _window_fits_schedule(self) -> CampaignConfig:

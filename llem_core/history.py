@@ -77,6 +77,10 @@ class History:
     # config_hash, config_name, metric, run_id (first run after), run_before, levels,
     # rel_change and its interval, p_value, likely_causes
     change_points: pd.DataFrame = field(default_factory=pd.DataFrame)
+    samples: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per cycle value
+    window: int = DEFAULT_WINDOW
+    max_pvalue: float = DEFAULT_MAX_PVALUE
+    confidence: float = 0.95
 
 
 def _run_table(results: list[ExperimentResult]) -> pd.DataFrame:
@@ -269,4 +273,26 @@ def history(campaign_root: str | Path, metrics: tuple[str, ...] = HISTORY_METRIC
     return History(runs=runs, points=_points(samples, runs, confidence), changes=changes,
                    flags=_flags(samples, runs, baseline, confidence), problems=problems,
                    change_points=_change_points(samples, runs, changes, confidence, window,
-                                                max_pvalue))
+                                                max_pvalue),
+                   samples=samples, window=window, max_pvalue=max_pvalue, confidence=confidence)
+
+
+CHANGE_KEY = ["config_hash", "metric", "run_id"]
+
+
+def new_change_points(h: History, run_id: str) -> pd.DataFrame:
+    """The change points of ``h`` that its history without run ``run_id`` did not have:
+    what that run brought (a change at an earlier run that only it made significant
+    counts too)."""
+    if h.change_points.empty:
+        return h.change_points
+    runs = h.runs[h.runs["run_id"] != run_id]
+    if len(runs) == len(h.runs):
+        return h.change_points.iloc[0:0]
+    samples = h.samples[h.samples["run_id"] != run_id]
+    before = _change_points(samples, runs, h.changes, h.confidence, h.window, h.max_pvalue)
+    if before.empty:
+        return h.change_points
+    known = set(map(tuple, before[CHANGE_KEY].to_numpy()))
+    fresh = [tuple(k) not in known for k in h.change_points[CHANGE_KEY].to_numpy()]
+    return h.change_points[fresh]

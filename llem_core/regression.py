@@ -13,9 +13,13 @@ is reported at the run where it happened and stays there in every later history.
 Each change point carries the levels of the segments on either side (between the
 neighbouring change points), the relative change with a Student t interval over the runs
 of the two segments (on the log scale for a positive metric), and the test's p-value.
-``DEFAULT_MAX_PVALUE`` and ``DEFAULT_WINDOW`` are chosen by ``bench/changepoint_alarms.py``
-(results in bench/RESULTS.md): at most one false change per campaign-month of 4
-configurations x 6 metrics, and a 10 % step at a cycle CV of 5 % found within 3 runs.
+``DEFAULT_MAX_PVALUE`` (1e-4) and ``DEFAULT_WINDOW`` (20 runs) are chosen by simulation
+(``bench/changepoint_alarms.py``, results in bench/RESULTS.md): the p-value keeps false
+changes under one per campaign-month of 4 configurations x 6 metrics with the detection
+re-run over the whole history every day; the window is short enough that a regression
+fixed ten runs later is two change points (with Otava's 50, a window holding both edges
+tests the first against everything after it, and finds neither), at little cost in how
+soon a step is found.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ from scipy import stats as sps
 
 from llem_core.changepoints import change_points
 
-DEFAULT_WINDOW = 50
-DEFAULT_MAX_PVALUE = 0.001
+DEFAULT_WINDOW = 20
+DEFAULT_MAX_PVALUE = 1e-4
 METHOD = ("E-divisive means, Hunter split/merge (Apache Otava's algorithm), t-test on "
           "run-level values")
 CHANGE_CI = "Student t over the runs of the two segments (log scale for positive metrics)"

@@ -35,6 +35,10 @@ case-sensitively (``*`` also crosses ``/``).
   in ``vllm.env``/``server.env`` beyond the built-in list of tuning variables
   (:mod:`llem_core.serving.engine_env`); unset allows the list only. Variables that select
   GPUs or load code cannot be allowed. (Both checked by :mod:`llem_core.engine_policy`.)
+- ``LLEM_ALLOWED_NOTIFY_CONNECTIONS``: Airflow connection id globs the campaign's
+  ``alerts.notify`` may send through (``smtp_llem,slack_energy*``); unset allows any
+  (the connection, its server and its credentials are the deployment's; a campaign
+  chooses only the addressees and gets llem's fixed message).
 
 A program glob is an absolute path (``/opt/venv*/bin/python``) or a bare name looked up
 on the worker's PATH (``vllm``); an entry that is a relative path holding ``/`` is a
@@ -70,6 +74,7 @@ ENV_DOCKER_URLS = "LLEM_ALLOWED_DOCKER_URLS"
 ENV_PYTHONS = "LLEM_ALLOWED_PYTHONS"
 ENV_SERVER_COMMANDS = "LLEM_ALLOWED_SERVER_COMMANDS"
 ENV_HOST_IPC = "LLEM_ALLOW_HOST_IPC"
+ENV_NOTIFY_CONNECTIONS = "LLEM_ALLOWED_NOTIFY_CONNECTIONS"
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 _DEFAULT_DOCKER_URLS = ("unix://*",)
 
@@ -93,6 +98,10 @@ def _allowed(name: str, kind: str = "any") -> list[str] | None:
     for item in items:
         if kind == "folder" and not item.startswith("/"):
             raise Misconfigured(f"{name} entry {item!r} is not an absolute folder")
+        if kind == "folder" and any(c in item for c in "*?["):
+            # read literally, a glob would refuse every path without saying why
+            raise Misconfigured(f"{name} entry {item!r} is a glob: list folders (every "
+                                "path under one is allowed)")
         if kind == "program" and "/" in item and not item.startswith("/"):
             raise Misconfigured(f"{name} entry {item!r} is a relative path (list absolute "
                                 "paths, globs of them, or bare names found on the PATH)")
@@ -260,12 +269,29 @@ def runner_policy_errors(runner: DockerRunner | LocalRunner) -> list[FieldError]
     return errors
 
 
+def notify_errors(cfg: CampaignConfig) -> list[FieldError]:
+    """Notifier connections outside ``LLEM_ALLOWED_NOTIFY_CONNECTIONS``."""
+    if cfg.alerts is None or not cfg.alerts.notify:
+        return []
+    try:
+        allowed = _allowed(ENV_NOTIFY_CONNECTIONS)
+    except Misconfigured as exc:
+        return [FieldError("alerts.notify", _refused(exc))]
+    if allowed is None:
+        return []
+    return [FieldError(f"alerts.notify.{i}.conn_id",
+                       f"connection {n.conn_id!r} is not allowed by the deployment "
+                       f"({ENV_NOTIFY_CONNECTIONS}={','.join(allowed)})")
+            for i, n in enumerate(cfg.alerts.notify)
+            if not any(fnmatch.fnmatchcase(n.conn_id, pat) for pat in allowed)]
+
+
 def policy_errors(cfg: CampaignConfig) -> list[FieldError]:
     """Everything the deployment's trust policy refuses in a campaign (empty: allowed)."""
     from llem_core.engine_policy import engine_policy_errors  # it reads the lists here
 
     errors = (runner_policy_errors(cfg.runner) + launched_program_errors(cfg)
-              + engine_policy_errors(cfg))
+              + engine_policy_errors(cfg) + notify_errors(cfg))
     # The results folder, whatever the runner: bind-mounted into every container, written
     # by every experiment, and served by the /llem pages (the file route hands out what
     # lies under <results_dir>/<campaign>), so the same roots bound it.

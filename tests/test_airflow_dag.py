@@ -71,7 +71,7 @@ def test_dag_shape_pools_params_and_doc(folder):
     dag = dags["llem_a"]
     assert {t.task_id for t in dag.tasks} == {
         "plan", "host_start", "cycle_1.gpu_ready", "cycle_1.experiment", "cycle_2.gpu_ready",
-        "cycle_2.experiment", "host_stop", "aggregate", "verify_complete"}
+        "cycle_2.experiment", "host_stop", "aggregate", "verify_complete", "change_points"}
     down = {t.task_id: t.downstream_task_ids for t in dag.tasks}
     # isolation process (the default): the run's host is set up before cycle 1 and torn
     # down after the last cycle whatever happened
@@ -84,7 +84,7 @@ def test_dag_shape_pools_params_and_doc(folder):
     assert dag.get_task("host_start").upstream_task_ids == set()
     assert down["cycle_1.experiment"] == {"cycle_2.gpu_ready"}
     assert down["cycle_2.experiment"] == {"aggregate", "host_stop"}
-    assert down["aggregate"] == {"verify_complete"}
+    assert down["aggregate"] == {"verify_complete", "change_points"}
     dag.validate()  # what the DAG processor checks (setup/teardown trigger rules)
     assert dag.get_task("cycle_1.gpu_ready").trigger_rule == "all_success"
     start, stop = dag.get_task("host_start"), dag.get_task("host_stop")

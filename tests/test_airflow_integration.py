@@ -135,19 +135,85 @@ def stack(tmp_path_factory, tiny_model):
     (camps / "broken.yaml").write_text(
         "campaign: broken\nbase: {model: m, batch_size: 1}\ngrid: {batch_sise: [1, 2]}\n")
 
+    # a daily campaign (its window opens tomorrow: runs here are triggered by hand) whose
+    # history holds 12 earlier runs at a far lower tokens/s: the next run is a step
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+    files["daily"] = campaign(
+        "daily", tiny_model, results, runner=local, grid={"seed": [1]}, cycles=1,
+        schedule="@daily", schedule_window={"timezone": "UTC", "start": tomorrow.isoformat()},
+        alerts={"metrics": ["tokens_per_s"], "notify": [
+            {"notifier": "smtp", "conn_id": "smtp_llem", "to": ["energy@lab.example"]}]})
+    files["overrun"] = campaign(
+        "overrun", tiny_model, results, runner=local, grid={"seed": [1]}, cycles=1,
+        base={"max_output_tokens": 200, "min_output_tokens": 200},
+        alerts={"expected_duration_s": 1, "notify": [
+            {"notifier": "smtp", "conn_id": "smtp_llem", "to": ["late@lab.example"]}]})
+    for name, data in (("daily", files["daily"]), ("overrun", files["overrun"])):
+        (camps / f"{name}.yaml").write_text(yaml.safe_dump(data))
+    seed_history(camps / "daily.yaml", results, runs=12)
+    inbox, smtp = smtp_server()
+
     from llem_airflow.stack import AirflowStack
 
     s = AirflowStack(home=root / "home", campaigns=camps, port=free_port(),
                      extra_env={"LLEM_TEST_FAIL_FLAG": str(root / "fail-flag"),
                                 # the deployment allows the wrapper as an interpreter
-                                "LLEM_ALLOWED_PYTHONS": str(failpy)})
+                                "LLEM_ALLOWED_PYTHONS": str(failpy),
+                                "AIRFLOW_CONN_SMTP_LLEM": json.dumps({
+                                    "conn_type": "smtp", "host": "127.0.0.1",
+                                    "port": smtp.port, "extra": {
+                                        "disable_tls": True, "disable_ssl": True,
+                                        "from_email": "llem@lab.example"}})})
     s.start()
     s.root = root  # type: ignore[attr-defined]
+    s.inbox = inbox  # type: ignore[attr-defined]
     yield s
     s.stop()
+    smtp.stop()
     logs = root / "home"
     if os.environ.get("LLEM_KEEP_LOGS"):
         shutil.copytree(logs, Path(os.environ["LLEM_KEEP_LOGS"]), dirs_exist_ok=True)
+
+
+class Inbox:
+    """Messages an SMTP server on 127.0.0.1 received (aiosmtpd handler)."""
+
+    def __init__(self) -> None:
+        self.messages: list = []
+
+    async def handle_DATA(self, server, session, envelope):
+        from email import message_from_bytes
+
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+def smtp_server():
+    from aiosmtpd.controller import Controller
+
+    inbox = Inbox()
+    ctl = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    ctl.start()
+    return inbox, ctl
+
+
+def seed_history(path: Path, results: Path, runs: int) -> None:
+    """Earlier daily runs of the campaign's configuration at ~1/1000 of any real tokens/s."""
+    import numpy as np
+    from synthetic import synthetic_result
+
+    from llem_core.grid import load_and_expand
+    from llem_core.results import result_path, write_result
+
+    _, report = load_and_expand(path)
+    [spec] = report.specs
+    rng = np.random.default_rng(11)
+    for day in range(1, runs + 1):
+        run_id = f"scheduled__2026-11-{day:02d}T02:00:00+00:00"
+        r = synthetic_result("daily", run_id, spec.name, spec.config, spec.config_hash, 1,
+                             tokens_per_s=float(rng.normal(1.0, 0.02)),
+                             started_at=f"2026-11-{day:02d}T02:00:00")
+        write_result(r, result_path(results, "daily", run_id, spec.config_hash, 1))
 
 
 def run_and_wait(api, dag_id: str, conf: dict | None = None, timeout_s: float = 900) -> str:
@@ -584,3 +650,41 @@ def test_plugin_page_and_report_in_headless_chromium(stack):
     assert r.status_code == 200 and r.json()["cycle"] == 1
     outside = httpx.get(f"{base}/llem/file", params={"path": "/etc/passwd"})
     assert outside.status_code == 404
+
+
+def test_daily_campaign_step_is_one_change_point_one_mail_and_an_asset_event_per_run(stack):
+    """A step in the history raises one change point and one notification; the next run,
+    at the same level, raises neither; every run publishes one asset event."""
+    api = stack.client()
+    dag_id = "llem_daily"
+    first = run_and_wait(api, dag_id)
+    assert api.wait_run(dag_id, first) == "success"
+    found = api.xcom(dag_id, first, "change_points")
+    assert [(c["metric"], c["run_id"]) for c in found["new"]] == [("tokens_per_s", first)]
+    assert found["new"][0]["rel_change"] > 100 and found["new"][0]["runs_before"] == 12
+    mails = [m for m in stack.inbox.messages if m["To"] == "energy@lab.example"]
+    assert len(mails) == 1 and "1 new change point" in mails[0]["Subject"]
+    second = run_and_wait(api, dag_id)
+    assert api.wait_run(dag_id, second) == "success"
+    again = api.xcom(dag_id, second, "change_points")
+    assert again["new"] == [] and len(again["all"]) == 1  # the change stays where it was
+    assert again["all"][0]["run_id"] == first
+    assert len([m for m in stack.inbox.messages if m["To"] == "energy@lab.example"]) == 1
+    assets = api.get("/assets", uri_pattern="llem://results/daily")["assets"]
+    [asset] = [a for a in assets if a["uri"] == "llem://results/daily"]
+    events = api.get("/assets/events", asset_id=asset["id"])["asset_events"]
+    assert sorted(e["extra"]["run_id"] for e in events) == sorted([first, second])
+    assert all(e["extra"]["campaign"] == "daily" and e["extra"]["measured"] == 1
+               for e in events)
+
+
+def test_a_run_past_its_expected_duration_raises_a_deadline_alert(stack):
+    api = stack.client()
+    run_id = run_and_wait(api, "llem_overrun")
+    assert api.wait_run("llem_overrun", run_id) == "success"
+    deadline = time.time() + 120
+    late: list = []
+    while time.time() < deadline and not late:
+        late = [m for m in stack.inbox.messages if m["To"] == "late@lab.example"]
+        time.sleep(2)
+    assert late and "still running after" in late[0]["Subject"]

@@ -49,8 +49,10 @@ class LlemAggregateOperator(BaseOperator):
         plan = RunPlan.model_validate(raw)
         planned = plan.listing()["runs"]
         if plan.dry_run:
-            return {"dry_run": True, "planned": planned, "run_dir": plan.run_dir,
-                    "missing": []}
+            digest = {"dry_run": True, "planned": planned, "run_dir": plan.run_dir,
+                      "missing": []}
+            self._publish(context, plan, {**digest, "planned": len(planned)})
+            return digest
         cycles = range(1, self.cycle_limit + 1)
         ready = ti.xcom_pull(task_ids=[f"cycle_{k}.gpu_ready" for k in cycles],
                              key="readiness") or []
@@ -69,4 +71,14 @@ class LlemAggregateOperator(BaseOperator):
                                   trusted=results_dir)
             digest["files"]["report"] = str(report)
             self.report_run_dir = plan.run_dir  # read by ReportLink when the task finishes
+        self._publish(context, plan, digest)
         return digest
+
+    def _publish(self, context: Any, plan: RunPlan, digest: dict[str, Any]) -> None:
+        """The run's summary as the extra of the campaign asset's event (one per run)."""
+        from llem_airflow.alerts import asset_summary
+
+        for asset in self.outlets:
+            context["outlet_events"][asset].extra = {
+                **asset_summary(plan.campaign, plan.run_id, digest),
+                "dry_run": plan.dry_run}

@@ -3,7 +3,11 @@
 Shape (fixed at parse time; the number of experiments is not)::
 
     plan -> cycle_1[gpu_ready >> experiment (mapped)] -> cycle_2[...] -> ... -> aggregate
-         -> verify_complete
+         -> verify_complete, change_points
+
+``aggregate`` updates the campaign's Asset (``llem://results/<campaign>``) with the run's
+summary; ``change_points`` searches the campaign's history and notifies on new change
+points (``llem_airflow.alerts``).
 
 ``plan`` calls :func:`llem_core.planning.plan_run` and pushes the typed plan (key
 ``plan``) and each cycle's planned runs (key ``cycle_<k>``); cycle k's sensor validates
@@ -26,8 +30,10 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, TaskGroup, task
 
+from llem_airflow.alerts import campaign_asset, deadline_args
 from llem_airflow.docker_settings import docker_args, docker_settings
 from llem_airflow.grid_cache import GridSummary, grid_summary
+from llem_core.alerts import AlertSettings
 from llem_core.campaign_file import CampaignFileError
 from llem_core.config import (
     DAG_ID_PREFIX,
@@ -250,6 +256,7 @@ def build_dag(campaign: Campaign, summary: GridSummary | None = None) -> DAG:
         description=(cfg.description or f"LLM energy campaign {cfg.campaign}")[:150]
         + (f" [{when}]"[:200] if cfg.schedule_window else ""),
         default_args={"owner": "llem"},
+        **deadline_args(cfg.campaign, cfg.alerts),
         # register_dags puts the DAG into llem_campaigns.py's namespace; auto-registration
         # would also give every DAG to llem_campaign_errors.py (which builds them only to
         # find errors), so a DAG's file, and what its tasks re-parse, would flip between
@@ -282,12 +289,18 @@ def build_dag(campaign: Campaign, summary: GridSummary | None = None) -> DAG:
         if host is not None:
             previous >> host[1].as_teardown(setups=host[0])
         from llem_airflow.aggregate_task import LlemAggregateOperator
+        from llem_airflow.change_task import LlemChangePointOperator
 
         digest = LlemAggregateOperator(task_id="aggregate",
                                        cycle_limit=cfg.execution.cycle_limit,
-                                       group_by=cfg.group_by or None)
+                                       group_by=cfg.group_by or None,
+                                       outlets=[campaign_asset(cfg.campaign)])
         previous >> digest
         verify_complete(digest.output)
+        alerts = cfg.alerts or AlertSettings()
+        digest >> LlemChangePointOperator(
+            task_id="change_points", campaign=cfg.campaign, metrics=alerts.metrics,
+            alerts=cfg.alerts.model_dump(mode="json") if cfg.alerts else None)
     return dag
 
 
