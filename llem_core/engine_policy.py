@@ -21,6 +21,7 @@ same for ``llem validate`` and the DAG processor.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,7 +40,9 @@ def allowed_vllm_flags() -> list[str]:
     flags = _allowed(ENV_VLLM_FLAGS) or []
     for flag in flags:
         name = normalised_flag(flag)
-        if not name.startswith("-") or "=" in flag or "." in name or " " in name:
+        # a flag's name only: no value, no JSON key, no glob (read literally, it would
+        # allow nothing), not '-' or '--'
+        if "=" in flag or not re.fullmatch(r"--?[A-Za-z0-9][A-Za-z0-9_-]*", name):
             raise Misconfigured(f"{ENV_VLLM_FLAGS} entry {flag!r} is not a flag (write it "
                                 "as on a command line: --name or -n)")
         if vllm_flag_problem(name) or name in ("--config",):

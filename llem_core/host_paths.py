@@ -5,10 +5,12 @@ in the container root on the host or its secrets: ``/proc`` (``/proc/1/root`` is
 host's root, ``/proc/<pid>/environ`` other processes' secrets), ``/sys``, ``/dev``,
 ``/etc`` (``shadow``, ``sudoers``), ``/root``, ``/boot``, ``/run`` and ``/var/run``
 (daemons' sockets: Docker's, containerd's, systemd's), and the container engines' data
-(``/var/lib/docker``, ``/var/lib/containerd``, ...: other containers' files). Those are
-refused read-only too. Writable, the system's programs and libraries (``/usr``, ``/bin``,
-``/sbin``, ``/lib*``, where root's programs load code from) and the job spools
-(``/var/spool``: cron) are also root, so they may only be mounted read-only.
+(``/var/lib/docker``, ``/var/lib/containerd``, LXD, libvirt, etcd, ...: other containers'
+and machines' files, the cluster's secrets). Those are refused read-only too. Writable,
+the system's programs and libraries (``/usr``, ``/bin``, ``/sbin``, ``/lib*``, where root's
+programs load code from), the job spools (``/var/spool``: cron) and what root runs or
+trusts later (the package databases' maintainer scripts and verified lists, cloud-init's
+scripts, polkit's rules) are also root, so they may only be mounted read-only.
 
 A path is refused when it lies under one of these or above one (mounting ``/var`` mounts
 ``/var/run``), as written and as it resolves here (``/var/run`` is ``/run``, a symlink may
@@ -22,9 +24,18 @@ import posixpath
 
 NEVER_MOUNTED = ("/proc", "/sys", "/dev", "/boot", "/etc", "/root", "/run", "/var/run",
                  "/var/lib/docker", "/var/lib/containerd", "/var/lib/containers",
-                 "/var/lib/kubelet", "/var/snap/docker")
+                 "/var/lib/kubelet", "/var/snap/docker",
+                 # other container, VM and cluster engines' data: their workloads' disks
+                 # and the cluster's secrets (etcd holds every Kubernetes secret)
+                 "/var/lib/lxd", "/var/lib/incus", "/var/lib/libvirt", "/var/lib/rancher",
+                 "/var/lib/etcd", "/var/lib/k0s", "/var/lib/nerdctl", "/var/lib/buildkit",
+                 "/var/snap/lxd", "/var/snap/microk8s")
 NEVER_WRITABLE = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
-                  "/var/spool")
+                  "/var/spool",
+                  # what root runs or trusts later: package maintainer scripts and verified
+                  # package lists and archives, cloud-init's boot scripts, polkit's rules
+                  "/var/lib/dpkg", "/var/lib/rpm", "/var/lib/apt", "/var/cache/apt",
+                  "/var/lib/cloud", "/var/lib/polkit-1", "/var/lib/snapd", "/snap")
 
 
 def path_forms(path: str) -> set[str]:

@@ -9,6 +9,7 @@ renamed on one side fails loudly on the other instead of being read as ``None``.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,9 @@ def check_params(params: dict[str, Any], cycle_limit: int) -> None:
     if not isinstance(configs, list) or not all(isinstance(c, str) for c in configs):
         raise PlanError(f"params.configs: must be a list of configuration names, got "
                         f"{_shown(configs)}")
-    repeated = sorted({c for c in configs if configs.count(c) > 1})
+    # counted once each: a REST conf may list many thousands (list.count per item is
+    # quadratic: minutes of a worker's CPU)
+    repeated = sorted(c for c, n in Counter(configs).items() if n > 1)
     if repeated:
         raise PlanError(f"params.configs: {_shown(repeated)} listed more than once (each "
                         "configuration runs once per cycle)")

@@ -15,7 +15,8 @@ case-sensitively (``*`` also crosses ``/``).
 
 - ``LLEM_ALLOWED_IMAGES``: image globs (``llem-experiment:*,registry.lab/llem/*``);
   unset allows any image.
-- ``LLEM_ALLOWED_MOUNT_ROOTS``: absolute folders (not globs); unset allows any. Every
+- ``LLEM_ALLOWED_MOUNT_ROOTS``: absolute folders (an entry with a glob character is refused as
+  misconfigured); unset allows any. Every
   host path the campaign makes the worker mount (``runner.mounts[].source``,
   ``runner.model_cache``, ``results_dir``, local model folders) must lie under one;
   ``results_dir`` whatever the runner (the ``/llem`` pages serve files from it).

@@ -414,6 +414,11 @@ NEVER_RUNS: list[tuple[str, str, dict[str, str], str, str]] = [
      "not a positive integer"),
     ("mount-roots-relative", MOUNT, {"LLEM_ALLOWED_MOUNT_ROOTS": "/data, data"},
      "runner.mounts[0].source", "LLEM_ALLOWED_MOUNT_ROOTS entry 'data' is not an absolute"),
+    # read literally, a glob entry refused every path with "not under /data/*"
+    ("mount-roots-glob", MOUNT, {"LLEM_ALLOWED_MOUNT_ROOTS": "/data/*"},
+     "runner.mounts[0].source", "LLEM_ALLOWED_MOUNT_ROOTS entry '/data/*' is a glob"),
+    ("results-roots-glob", BASE + "results_dir: /data/a\n",
+     {"LLEM_ALLOWED_MOUNT_ROOTS": "/data/[ab]"}, "results_dir", "is a glob"),
     ("pythons-relative-entry", LOCAL_PY % "/opt/venv/bin/python",
      {"LLEM_ALLOWED_PYTHONS": "/opt/venv/bin/python,venv/bin/python"}, "runner.python",
      "LLEM_ALLOWED_PYTHONS entry 'venv/bin/python' is a relative path"),
@@ -570,6 +575,19 @@ def test_hostile_trigger_params_are_one_line_errors(params, reason):
     with pytest.raises(PlanError) as exc:
         plan_run(_campaign(), params, "r1")
     assert str(exc.value).startswith(reason) and "\n" not in str(exc.value), str(exc.value)
+
+
+def test_repeated_configs_are_found_in_linear_time():
+    """A REST conf may list many thousands of names: counting each name's repeats over the
+    whole list (quadratic) held the plan task's CPU for minutes."""
+    from llem_core.planning import PlanError, check_params
+
+    configs = [f"c{i}" for i in range(100_000)] + ["c7"]
+    started = time.monotonic()
+    with pytest.raises(PlanError, match=r"^params\.configs: \['c7'\] listed more than once"):
+        check_params({"cycles": 1, "ordering": "interleaved", "seed": 0, "dry_run": False,
+                      "configs": configs}, 1)
+    assert time.monotonic() - started < 5
 
 
 def test_an_override_that_breaks_a_configuration_is_one_line(deployment):

@@ -93,6 +93,33 @@ CASES: list[tuple[str, Any, str, str]] = [
      "never mounted"),
     ("model-in-sys", lambda r: {"base": _base(r, model="/sys/kernel")}, "base.model",
      "never mounted"),
+    # cases found by a red-team pass after the first fixes landed
+    # a model id that the engine's argv reads as an option ('-cc.backend' takes the next
+    # argument as a JSON setting in vLLM's parser)
+    ("model-is-an-option", lambda r: {"base": _base(r, **VLLM, model="-cc.backend")},
+     "base.model", "begins with '-'"),
+    ("model-option-grid", lambda r: {"grid": {"model": ["--trust-remote-code"]}},
+     "grid.model[0]", "begins with '-'"),
+    # other engines' and the cluster's data; what root runs later, writable
+    ("mount-etcd", lambda r: {"runner": {"type": "docker", "image": "img:1", "mounts": [
+        {"source": "/var/lib/etcd", "target": "/e"}]}}, "runner.mounts[0].source",
+     "never mounted"),
+    ("mount-libvirt-ro", lambda r: {"runner": {"type": "docker", "image": "img:1", "mounts": [
+        {"source": "/var/lib/libvirt/images", "target": "/i", "read_only": True}]}},
+     "runner.mounts[0].source", "never mounted"),
+    ("mount-dpkg-writable", lambda r: {"runner": {"type": "docker", "image": "img:1", "mounts": [
+        {"source": "/var/lib/dpkg", "target": "/d", "read_only": False}]}},
+     "runner.mounts[0].source", "only be mounted read-only"),
+    ("results-in-apt-cache", lambda r: {"results_dir": "/var/cache"}, "results_dir",
+     "only be mounted read-only"),
+    # environment that loads a library, or moves the compile caches whose code is loaded
+    ("omp-tool-library", lambda r: {"base": _base(r, **VLLM, vllm={"env": {
+        "OMP_TOOL_LIBRARIES": "/tmp/x.so"}})}, "base.vllm.env", "load or run other code"),
+    ("home-axis", lambda r: {"base": _base(r, **VLLM), "grid": {
+        "vllm.env.HOME": ["/tmp/planted"]}}, "grid.vllm.env.HOME[0]", "load or run other code"),
+    ("inductor-remote-cache", lambda r: {"base": _base(r, **VLLM, vllm={"env": {
+        "TORCHINDUCTOR_FX_GRAPH_REMOTE_CACHE": "1"}})}, "base.vllm.env",
+     "load or run other code"),
 ]
 
 
@@ -140,7 +167,7 @@ def test_allowed_settings_still_pass(folder, monkeypatch):  # noqa: F811
     assert set(dags) == {"llem_ok"} and len(errors) == 1 and "HF_HOME" in errors[0]
     monkeypatch.setenv("LLEM_ALLOWED_ENGINE_ENV", "HF_*")
     assert set(factory.build_dags(folder)[0]) == {"llem_ok", "llem_more"}
-    for bad in ("LD_PRELOAD", "1X", " , "):
+    for bad in ("LD_PRELOAD", "1X", " , ", "TMPDIR"):
         monkeypatch.setenv("LLEM_ALLOWED_ENGINE_ENV", bad)
         dags, errors = factory.build_dags(folder)
         assert set(dags) == set() and all("LLEM_ALLOWED_ENGINE_ENV" in e for e in errors)

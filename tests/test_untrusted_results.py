@@ -313,6 +313,14 @@ def test_cli_aggregate_report_and_history_list_planted_files(tree, fifos, capsys
     assert "FIFO" in out and SECRET not in out
 
 
+def test_cli_history_does_not_write_through_a_planted_link(tree, capsys):
+    root, outside = tree
+    (root / "c" / "history").symlink_to(outside)
+    assert main(["history", str(root / "c")]) == 1
+    assert "symbolic link" in capsys.readouterr().err
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+
+
 def test_results_page_summary_reads_no_link_and_no_fifo(tree, fifos):
     from llem_airflow.results_view import read_summary
 

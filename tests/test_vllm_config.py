@@ -139,7 +139,10 @@ def test_extra_args_cannot_make_the_engine_run_code(flag: str) -> None:
      "1", "-O3", "--max-num-batched-tokens=8k", "--swap-space", "1.5", "--load-format",
      "safetensors", "--cudagraph-capture-sizes", "1", "2", "4", "--max-logprobs", "-1",
      "--generation-config", "vllm", "--disable-log-stats", "-dp=1", "-O", "2"],
-    ["--attention-backend", "FLASH_ATTN", "--scheduling-policy", "priority"]])
+    ["--attention-backend", "FLASH_ATTN", "--scheduling-policy", "priority"],
+    ["--max-num-batched-tokens", "8192", "--enable-chunked-prefill", "--enable-prefix-caching",
+     "--max-seq-len-to-capture", "8192", "-pp", "2", "-dp", "2", "--disable-log-requests",
+     "--cudagraph-capture-sizes=8", "--block-size", "16"]])
 def test_allow_listed_engine_args_pass_the_trust_check(args: list[str]) -> None:
     assert _campaign_errors({"vllm": {"extra_args": args}}) == []
 
@@ -155,7 +158,9 @@ def test_allow_listed_engine_args_pass_the_trust_check(args: list[str]) -> None:
     (["--generation-config", "/tmp/gen"], "takes auto or vllm"),
     (["--attention-backend", "pkg.mod.Backend"], "takes a backend's name"),
     (["--load-format", "tensorizer"], "takes auto or"), (["-pp2"], "not among"),
-    (["--", "x"], "not among"), (["-5"], "follows no flag")])
+    (["--", "x"], "not among"), (["-5"], "follows no flag"),
+    # nargs='+' given with '=' takes that one value: argparse reads the '2' as the model
+    (["--cudagraph-capture-sizes=1", "2"], "2 (item 1) is a value that follows no flag")])
 def test_engine_args_are_read_as_vllm_reads_them(args: list[str], reason: str) -> None:
     [line] = _campaign_errors({"vllm": {"extra_args": args}})
     assert reason in line, line
@@ -166,7 +171,9 @@ def test_the_deployment_allows_more_flags(monkeypatch: pytest.MonkeyPatch) -> No
     assert _campaign_errors({"vllm": {"extra_args": args}})
     monkeypatch.setenv("LLEM_ALLOWED_VLLM_FLAGS", "--compilation_config, -cc")
     assert _campaign_errors({"vllm": {"extra_args": args}}) == []
-    for bad in ("--port", "--conf", "compilation-config", " , "):
+    # '--' (end of options), '-', a glob or a value: not a flag, refused as misconfigured
+    for bad in ("--port", "--conf", "compilation-config", " , ", "--", "-", "--*",
+                "--compilation-config=x"):
         monkeypatch.setenv("LLEM_ALLOWED_VLLM_FLAGS", bad)
         [line] = _campaign_errors({"vllm": {"extra_args": ["--block-size", "16"]}})
         assert "LLEM_ALLOWED_VLLM_FLAGS" in line and "allows nothing" in line
@@ -183,7 +190,10 @@ def test_ordinary_extra_args_still_pass() -> None:
 @pytest.mark.parametrize("name", [
     "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP",
     "PYTHONUSERBASE", "PYTHONINSPECT", "PYTHONEXECUTABLE", "PYTHONSAFEPATH", "PYTHONWARNINGS",
-    "PATH", "BASH_ENV", "DYLD_INSERT_LIBRARIES", "VLLM_LOGGING_CONFIG_PATH"])
+    "PATH", "BASH_ENV", "DYLD_INSERT_LIBRARIES", "VLLM_LOGGING_CONFIG_PATH",
+    # OpenMP's tools, inductor's caches (remote ones too), the folders default caches are in
+    "OMP_TOOL_LIBRARIES", "TORCHINDUCTOR_FX_GRAPH_REMOTE_CACHE", "TORCHINDUCTOR_CACHE_DIR",
+    "PYTORCH_KERNEL_CACHE_PATH", "HOME", "XDG_CACHE_HOME", "TMPDIR"])
 def test_environment_cannot_make_a_program_run_other_code(name: str) -> None:
     with pytest.raises(ValidationError, match=f"{name} is refused.*code execution"):
         vcfg(vllm={"env": {name: "/tmp/evil"}})

@@ -24,10 +24,12 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 # logging configuration (a dictConfig: its '()' factories call anything importable) and
 # plugins, CUDA's injection library, NCCL's plugin libraries and configuration file,
 # OpenSSL's configuration (it loads engines and providers), Triton's tool paths, torch's
-# compile and extension caches (compiled code loaded as found) and CA bundles (who the
+# compile and extension caches and the folders that hold them by default (compiled code
+# loaded as found; inductor's remote caches too), OpenMP's tools and CA bundles (who the
 # engine trusts when it downloads). llem's own fresh VLLM_CACHE_ROOT is set past this floor,
 # so a campaign's is refused by the allow-list instead.
-_CODE_ENV_PREFIXES = ("LD_", "DYLD_", "PYTHON", "CUDA_INJECTION", "OPENSSL_", "TRITON_")
+_CODE_ENV_PREFIXES = ("LD_", "DYLD_", "PYTHON", "CUDA_INJECTION", "OPENSSL_", "TRITON_",
+                      "TORCHINDUCTOR_")
 _CODE_ENV_NAMES = frozenset({
     "PATH", "BASH_ENV", "ENV", "GCONV_PATH", "CC", "CXX", "VLLM_LOGGING_CONFIG_PATH",
     "NODE_OPTIONS", "NODE_PATH",
@@ -35,8 +37,11 @@ _CODE_ENV_NAMES = frozenset({
     "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS",
     "VLLM_NCCL_SO_PATH", "VLLM_PLUGINS",
     "NCCL_NET_PLUGIN", "NCCL_TUNER_PLUGIN", "NCCL_PROFILER_PLUGIN", "NCCL_NET",
-    "NCCL_CONF_FILE", "NCCL_DEBUG_FILE", "TORCHINDUCTOR_CACHE_DIR", "TORCH_EXTENSIONS_DIR",
+    "NCCL_CONF_FILE", "NCCL_DEBUG_FILE", "TORCH_EXTENSIONS_DIR", "PYTORCH_KERNEL_CACHE_PATH",
     "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE",
+    # OpenMP's tool libraries (loaded at start); the folders the default compile caches
+    # live under (Triton's ~/.triton, inductor's $TMPDIR/torchinductor_<user>, ~/.cache)
+    "OMP_TOOL_LIBRARIES", "HOME", "XDG_CACHE_HOME", "TMPDIR",
 })
 # Variables that choose the GPUs a process sees: llem sets them from the experiment.
 GPU_SELECTION_ENV = frozenset({

@@ -237,8 +237,10 @@ def vllm_args_problem(args: list[str], also_allowed: Collection[str] = (),
             values, i = [args[i + 1]], i + 2
         else:
             return f"{where}: {flag} needs a value ({takes.hint})"
-        while takes.many and i < len(args) and takes.accepts(args[i]):
-            i += 1  # nargs='+': argparse takes every following value
+        # nargs='+': argparse takes every following value, but only the one after '=' when
+        # given so (``--f=1 2``: the 2 is then read as the model to serve)
+        while takes.many and not has_value and i < len(args) and takes.accepts(args[i]):
+            i += 1
         bad = [v for v in values if not takes.accepts(v)]
         if bad:
             return f"{where}: {flag} takes {takes.hint}, not {shown(bad[0])}"
