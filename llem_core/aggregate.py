@@ -180,6 +180,18 @@ def _comparison(df: pd.DataFrame, compare_to: str | None, opts: CIOptions
     return cmp_df, {"label": first["reference"], "rule": first["reference_rule"]}, None
 
 
+def _energy_missing(df: pd.DataFrame) -> dict[str, str]:
+    """Configuration name -> why it has no energy (the meter's own reason where given)."""
+    if df.empty:
+        return {}
+    out = {}
+    for name, g in df[df["energy_source"] == "none"].groupby("config_name"):
+        notes = g["energy_note"].dropna() if "energy_note" in g else pd.Series(dtype=object)
+        reasons = sorted({str(n) for n in notes})
+        out[str(name)] = "; ".join(reasons)[:300] or "no energy meter was readable"
+    return out
+
+
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: _plain(v) for k, v in r.items()} for r in df.to_dict("records")]
 
@@ -217,11 +229,10 @@ def aggregate_dir(run_dir: str | Path, planned: list[dict[str, Any]] | None = No
     planned = plan_runs if planned is None else planned
     notes += [f"unreadable result {p.path}: {p.reason}" for p in problems]
     missing = missing_runs(planned, results) if planned is not None else []
-    if not df.empty:
-        no_energy = sorted(set(df.loc[df["energy_source"] == "none", "config_name"]))
-        if no_energy:
-            notes.append("no energy meter for: " + ", ".join(no_energy)
-                         + " (energy fields are empty, not zero)")
+    energy_missing = _energy_missing(df)
+    if energy_missing:
+        notes.append("no energy meter for: " + ", ".join(sorted(energy_missing))
+                     + " (energy fields are empty, not zero)")
     cols, group_notes = _group_columns(df, group_by)
     notes += group_notes
     ci = summarise(df, group_by=cols, opts=opts)
@@ -249,6 +260,8 @@ def aggregate_dir(run_dir: str | Path, planned: list[dict[str, Any]] | None = No
         "reference": reference,
         "reference_error": ref_error,
         "table": compact_table(ci, cols) if not ci.empty else [],
+        "energy_missing": energy_missing,
+        "run_ids": sorted({str(r.run_id) for _, r in results if r.run_id}),
         "comparison": _records(cmp_df),
         "files": {"parquet": str(run_dir / "results.parquet") if not df.empty else None,
                   "csv": str(run_dir / "summary.csv"),

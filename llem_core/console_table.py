@@ -15,22 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from llem_core import metrics as registry
-
-# A unit shown to people differently from how it is stored: (shown unit, factor).
-DISPLAY_UNITS: dict[str, tuple[str, float]] = {"s": ("ms", 1000.0)}
-
-
-def display_unit(metric: str) -> tuple[str, float]:
-    """(unit shown, factor from the stored value) of a metric."""
-    unit = registry.units().get(metric, "")
-    return DISPLAY_UNITS.get(unit, (unit, 1.0))
-
-
-def short_label(metric: str) -> str:
-    """The registry's label without a unit in parentheses (the unit has its column)."""
-    text = registry.label(metric)
-    return text.rsplit(" (", 1)[0] if text.endswith(")") and " (" in text and \
-        registry.units().get(metric, "") in text.rsplit(" (", 1)[1] else text
+from llem_core.metrics import display_unit, short_label
 
 
 def number(v: float) -> str:

@@ -40,28 +40,29 @@ class Metric:
 
 
 METRICS: tuple[Metric, ...] = (
-    Metric("tokens_per_s", "tokens/s", "output tokens/s", "higher",
+    Metric("tokens_per_s", "tokens/s", "output throughput", "higher",
            "metrics.output_tokens_per_s", headline=True, compared=True,
            summary_key="output_tokens_per_s"),
-    Metric("j_per_token_adjusted", "J/token", "J/token above idle", "lower",
+    Metric("j_per_token_adjusted", "J/token", "energy per token above idle", "lower",
            "energy.adjusted_j_per_output_token", headline=True, compared=True,
            summary_key="adjusted_j_per_output_token", positive=False),
-    Metric("j_per_token_raw", "J/token", "J/token raw", "lower",
+    Metric("j_per_token_raw", "J/token", "energy per token, raw", "lower",
            "energy.raw_j_per_output_token", headline=True, compared=True),
-    Metric("energy_adjusted_j", "J", "energy above idle (J)", "lower", "energy.adjusted_j",
+    Metric("energy_adjusted_j", "J", "energy above idle", "lower", "energy.adjusted_j",
            headline=True, compared=True, summary_key="adjusted_j", positive=False),
-    Metric("energy_raw_j", "J", "energy (J)", "lower", "energy.raw_j", summary_key="raw_j"),
-    Metric("requests_per_s", "requests/s", "requests/s", "higher", "metrics.requests_per_s"),
-    Metric("ttft_mean_s", "s", "TTFT mean (s)", "lower", "metrics.ttft_s.mean"),
-    Metric("ttft_p50_s", "s", "TTFT p50 (s)", "lower", "metrics.ttft_s.p50", headline=True,
+    Metric("energy_raw_j", "J", "energy, raw", "lower", "energy.raw_j", summary_key="raw_j"),
+    Metric("requests_per_s", "requests/s", "request throughput", "higher",
+           "metrics.requests_per_s"),
+    Metric("ttft_mean_s", "s", "TTFT mean", "lower", "metrics.ttft_s.mean"),
+    Metric("ttft_p50_s", "s", "TTFT p50", "lower", "metrics.ttft_s.p50", headline=True,
            compared=True, summary_key="ttft_p50_s"),
-    Metric("ttft_p90_s", "s", "TTFT p90 (s)", "lower", "metrics.ttft_s.p90"),
-    Metric("itl_mean_s", "s", "ITL mean (s)", "lower", "metrics.itl_s.mean"),
-    Metric("itl_p50_s", "s", "ITL p50 (s)", "lower", "metrics.itl_s.p50", headline=True,
+    Metric("ttft_p90_s", "s", "TTFT p90", "lower", "metrics.ttft_s.p90"),
+    Metric("itl_mean_s", "s", "ITL mean", "lower", "metrics.itl_s.mean"),
+    Metric("itl_p50_s", "s", "ITL p50", "lower", "metrics.itl_s.p50", headline=True,
            compared=True, summary_key="itl_p50_s"),
-    Metric("itl_p90_s", "s", "ITL p90 (s)", "lower", "metrics.itl_s.p90"),
-    Metric("tpot_mean_s", "s", "TPOT mean (s)", "lower", "metrics.tpot_s.mean"),
-    Metric("e2e_p50_s", "s", "end-to-end p50 (s)", "lower", "metrics.e2e_s.p50"),
+    Metric("itl_p90_s", "s", "ITL p90", "lower", "metrics.itl_s.p90"),
+    Metric("tpot_mean_s", "s", "TPOT mean", "lower", "metrics.tpot_s.mean"),
+    Metric("e2e_p50_s", "s", "end-to-end p50", "lower", "metrics.e2e_s.p50"),
 )
 REGISTRY: dict[str, Metric] = {m.name: m for m in METRICS}
 
@@ -100,10 +101,33 @@ def units() -> dict[str, str]:
     return {m.name: m.unit for m in METRICS}
 
 
-def label(name: str) -> str:
-    """A human label with unit; unknown names are returned unchanged."""
+# A unit shown to people differently from how it is stored: (shown unit, factor).
+DISPLAY_UNITS: dict[str, tuple[str, float]] = {"s": ("ms", 1000.0)}
+
+
+def display_unit(name: str) -> tuple[str, float]:
+    """(unit shown, factor from the stored value) of a metric: latencies in ms."""
+    unit = units().get(name, "")
+    return DISPLAY_UNITS.get(unit, (unit, 1.0))
+
+
+def short_label(name: str) -> str:
+    """The label without its unit (where the unit is shown on its own); unknown names are
+    returned unchanged."""
     m = REGISTRY.get(name)
     return m.label if m else name
+
+
+def axis_label(name: str) -> str:
+    """Label with the unit it is shown in: "TTFT p50 (ms)"."""
+    unit, _ = display_unit(name)
+    return f"{short_label(name)} ({unit})" if unit else short_label(name)
+
+
+def label(name: str) -> str:
+    """A human label with its stored unit; unknown names are returned unchanged."""
+    m = REGISTRY.get(name)
+    return f"{m.label} ({m.unit})" if m else name
 
 
 def summary_keys() -> dict[str, str]:

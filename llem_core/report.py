@@ -19,15 +19,17 @@ import pandas as pd
 
 from llem_core import metrics as registry
 from llem_core.aggregate import missing_runs, read_plans
+from llem_core.console_table import number
 from llem_core.identity import identify
 from llem_core.report_charts import (
     bar_chart,
+    best_of,
     distribution_chart,
     drift_chart,
     scatter_chart,
 )
 from llem_core.results import ExperimentResult, load_results, to_frame, write_atomic
-from llem_core.stats import CIOptions, compare, drift, summarise
+from llem_core.stats import MIN_PUBLISHABLE, CIOptions, compare, drift, summarise
 
 # Kept for callers that import it; labels come from the metric registry.
 LABELS = {m.name: m.label for m in registry.METRICS}
@@ -55,16 +57,20 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _interval(r: dict[str, Any]) -> str:
+def _interval(r: dict[str, Any], factor: float = 1.0) -> str:
     if r["n"] == 0 or np.isnan(r["mean"]):
         return "—"
     if np.isnan(r["ci_low"]):
-        return f"{r['mean']:.4g} (no CI)"
-    return f"{r['mean']:.4g} [{r['ci_low']:.4g}, {r['ci_high']:.4g}]"
+        return f"{number(r['mean'] * factor)} (no CI)"
+    return (f"{number(r['mean'] * factor)} [{number(r['ci_low'] * factor)}, "
+            f"{number(r['ci_high'] * factor)}]")
 
 
 def wide_table(ci: pd.DataFrame, metrics: tuple[str, ...]) -> list[dict[str, Any]]:
-    """One row per configuration: n, 'mean [low, high]' per metric, methods, caveats."""
+    """One row per configuration: n, whether it is publishable, 'estimate [low, high]' per
+    metric in its display unit (latencies in ms; ★ the best publishable estimate), the
+    interval methods and caveats."""
+    best = {m: best_of(ci, m) for m in metrics}
     rows: dict[str, dict[str, Any]] = {}
     for r in ci.to_dict("records"):
         if r["metric"] not in metrics:
@@ -72,15 +78,71 @@ def wide_table(ci: pd.DataFrame, metrics: tuple[str, ...]) -> list[dict[str, Any
         row = rows.setdefault(r["config_label"], {"configuration": r["config_label"], "n": 0,
                                                   "_methods": set(), "_notes": {}})
         row["n"] = max(row["n"], int(r["n"]))
-        row[registry.label(r["metric"])] = _interval(r)
+        _, factor = registry.display_unit(r["metric"])
+        star = "★ " if best.get(r["metric"]) == r["config_label"] else ""
+        row[registry.axis_label(r["metric"])] = star + _interval(r, factor)
         if r["n"] >= 2:
             row["_methods"].add(r["ci_method"])
         if r["note"]:
             row["_notes"][r["note"]] = None
     for row in rows.values():
+        row["publishable"] = "yes" if row["n"] >= MIN_PUBLISHABLE else "NOT PUBLISHABLE"
         row["CI method"] = ", ".join(sorted(row.pop("_methods"))) or "none"
         row["caveats"] = "; ".join(row.pop("_notes")) or None
     return list(rows.values())
+
+
+DEFINITIONS = (
+    "<h2>Definitions</h2><ul>"
+    "<li><b>Estimates.</b> Metrics that cannot be negative (throughput, raw energy, "
+    "latencies): the geometric mean of the cycles with a Student t interval on the log "
+    "scale (log-t), never below zero. Energy above idle can be negative (the idle baseline "
+    "above the measured power): arithmetic mean with a Student t interval. Fewer than 3 "
+    "cycles: NOT PUBLISHABLE (at n = 2 a 95 % interval spans about ±9 standard "
+    "deviations); such rows are never the best, on a Pareto front or a finding.</li>"
+    "<li><b>Energy per token, raw</b>: the GPU energy of the measured window (the "
+    "steady-state window under a serving load) per output token, without subtracting the "
+    "idle baseline: the figure comparable with the ML.ENERGY leaderboard. "
+    "<b>Above idle</b>: the idle baseline's power times the window subtracted first.</li>"
+    "<li><b>Serving loads</b>: output throughput covers the whole load (first request sent "
+    "to last token); energy per token covers the steady-state window only (ML.ENERGY's "
+    "definition: from the K-th first token to the (n-K-1)-th completion).</li>"
+    "<li><b>Standard deviations</b> of cycles are sample standard deviations (n - 1); the "
+    "latency table of serving runs gives vLLM's population standard deviation (n).</li>"
+    "<li>★ marks the best publishable estimate of a metric; intervals that overlap mean "
+    "the data do not tell the two apart (see the comparisons).</li></ul>")
+
+
+def _serving_table(results: list[tuple[str, ExperimentResult]],
+                   labels: dict[str, str]) -> str:
+    """Per configuration, the latency figures as ``vllm bench serve`` prints them (ms,
+    population std), averaged over cycles; empty without serving results."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for path, r in results:
+        if r.serving is None:
+            continue
+        m = r.metrics
+        row: dict[str, Any] = {"request throughput (req/s)": m.requests_per_s,
+                               "output throughput (tokens/s)": m.output_tokens_per_s}
+        for name, dist in (("TTFT", m.ttft_s), ("TPOT", m.tpot_s), ("ITL", m.itl_s),
+                           ("E2E", m.e2e_s)):
+            for stat, value in (("mean", dist.mean), ("std", dist.std_population),
+                                ("p50", dist.p50), ("p99", dist.p99)):
+                row[f"{name} {stat} (ms)"] = None if value is None else value * 1e3
+        rows.setdefault(labels.get(path, r.name), []).append(row)
+    if not rows:
+        return ""
+    table = []
+    for name, cycles in rows.items():
+        out: dict[str, Any] = {"configuration": name, "cycles": len(cycles)}
+        for key in cycles[0]:
+            vals = [c[key] for c in cycles if c[key] is not None]
+            out[key] = float(np.mean(vals)) if vals else None
+        table.append(out)
+    cols = list(table[0])
+    return ("<h2>Serving latency as vllm bench serve reports it</h2><p>Per configuration, "
+            "the mean over cycles of each cycle's figure; std is the population standard "
+            "deviation over requests (vLLM's), in ms.</p>" + _table(table, cols))
 
 
 def _provenance(results: list[tuple[str, ExperimentResult]], df: pd.DataFrame) -> str:
@@ -134,18 +196,21 @@ def _charts(df: pd.DataFrame, ci: pd.DataFrame, results: list[tuple[str, Experim
             notes: list[str]) -> str:
     charts = []
     for em, other, maxi, title in (
-            ("j_per_token_adjusted", "tokens_per_s", True, "energy vs throughput"),
-            ("j_per_token_adjusted", "ttft_p90_s", False, "energy vs TTFT p90")):
+            ("j_per_token_raw", "tokens_per_s", True, "energy per token vs throughput"),
+            ("j_per_token_raw", "ttft_p90_s", False, "energy per token vs TTFT p90")):
         drawn = _drawn(title, notes, lambda em=em, other=other, maxi=maxi, title=title:
                        scatter_chart(ci, em, other, maxi, title))
         if drawn is None:
             continue
         svg, front = drawn
         if svg:
-            charts.append((title, svg, f"Pareto front: {', '.join(front)}"))
+            on_front = ", ".join(front) or "none (no configuration has 3 cycles)"
+            charts.append((title, svg, "Raw energy per token (ML.ENERGY-comparable). "
+                           f"Pareto front: {on_front}"))
         else:
             notes.append(f"chart '{title}' omitted: J/token was not measured")
-    for metric in ("tokens_per_s", "ttft_p50_s", "itl_p50_s", "j_per_token_adjusted"):
+    for metric in ("tokens_per_s", "j_per_token_raw", "j_per_token_adjusted", "ttft_p50_s",
+                   "itl_p50_s"):
         if svg := _drawn(registry.label(metric), notes, lambda m=metric: bar_chart(ci, m)):
             charts.append((registry.label(metric), svg, ""))
     for metric in ("energy_raw_j", "tokens_per_s"):
@@ -194,7 +259,7 @@ def _comparison(df: pd.DataFrame, compare_to: str | None, opts: CIOptions,
     first = cmp_df.iloc[0]
     return (f"<h2>Against the reference <code>{html.escape(str(first['reference']))}</code> "
             f"(paired by campaign, run and cycle)</h2><p>Reference: "
-            f"{html.escape(str(first['reference_rule']))}. A finding needs at least 2 paired "
+            f"{html.escape(str(first['reference_rule']))}. A finding needs at least 3 paired "
             "cycles and a difference interval that excludes 0.</p>"
             + _table(rows, ["config_label", "metric", "n_pairs", "difference [CI]",
                             "ratio of geometric means [CI]", "p_value", "ci_method",
@@ -244,12 +309,20 @@ def build_report(run_dir: str | Path, compare_to: str | None = None,
     if (df["energy_source"] == "none").all():
         notes.append("no energy meter was available: energy columns are empty and the "
                      "energy charts are omitted")
+    no_energy = df.loc[df["energy_source"] == "none"]
+    for name, g in no_energy.groupby("config_label"):
+        reasons = sorted({str(x) for x in g.get("energy_note", pd.Series(dtype=object))
+                          .dropna()}) or ["no meter was readable"]
+        notes.append(f"{name}: no energy measured ({'; '.join(reasons)[:300]})")
     ci = summarise(df, opts=opts)
-    parts.append(f"<h2>Per-configuration means with {opts.confidence:.0%} confidence "
-                 "intervals</h2><p>mean [low, high]; all metrics and the long table are in "
-                 "summary.csv.</p>")
+    parts.append(f"<h2>Per-configuration estimates with {opts.confidence:.0%} confidence "
+                 "intervals</h2><p>estimate [low, high] in the unit of the column; all "
+                 "metrics and the long table are in summary.csv.</p>")
     table = wide_table(ci, registry.headline())
     parts.append(_table(table, list(dict.fromkeys(k for row in table for k in row))))
+    parts.append(DEFINITIONS)
+    labels = dict(zip(df["result_path"], df["config_label"], strict=True))
+    parts.append(_serving_table(results, labels))
     parts.append(_charts(df, ci, results, notes))
     parts.append(_comparison(df, compare_to or plan_compare_to, opts, notes))
     parts.append(_drift(df))

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from llem_core.metrics import label
+from llem_core.metrics import REGISTRY, axis_label, display_unit, label, short_label
 from llem_core.stats import pareto_front
 
 
@@ -89,37 +89,55 @@ def _ci_frame(ci: pd.DataFrame, metric: str) -> pd.DataFrame:
     return ci[ci["metric"] == metric].set_index("config_label")
 
 
+def _publishable(f: pd.DataFrame) -> pd.Series:
+    return f["publishable"].fillna(False).astype(bool) if "publishable" in f \
+        else pd.Series(True, index=f.index)
+
+
+def best_of(ci: pd.DataFrame, metric: str) -> str | None:
+    """The publishable configuration with the best estimate of ``metric`` (None if none)."""
+    d = _ci_frame(ci, metric).dropna(subset=["mean"])
+    d = d[_publishable(d)]
+    if d.empty or metric not in REGISTRY:
+        return None
+    return str(d["mean"].idxmax() if REGISTRY[metric].better == "higher"
+               else d["mean"].idxmin())
+
+
 @drawn_as_text
 def scatter_chart(ci: pd.DataFrame, energy_metric: str, other: str, maximise_other: bool,
                   title: str) -> tuple[str | None, list[str]]:
+    """Energy against another metric with both intervals; the Pareto front of the
+    publishable configurations in red; configurations with fewer than 3 cycles hollow."""
     e, o = _ci_frame(ci, energy_metric), _ci_frame(ci, other)
     pts = pd.DataFrame({"e": e["mean"], "o": o["mean"]}).dropna()
     if pts.empty:
         return None, []
     # A headline needs at least 3 cycles: n = 2 points are drawn but never on the front.
-    def flags(f: pd.DataFrame) -> pd.Series:
-        return f["publishable"] if "publishable" in f else pd.Series(True, index=f.index)
-
-    ok = pd.concat([flags(e), flags(o)], axis=1).reindex(pts.index)
+    ok = pd.concat([_publishable(e), _publishable(o)], axis=1).reindex(pts.index)
     publishable = pts.index[ok.fillna(False).astype(bool).all(axis=1).to_numpy()]
     front = pareto_front(pts.loc[publishable], "e", "o", maximise_other)
+    (_, fe), (_, fo) = display_unit(energy_metric), display_unit(other)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name in pts.index:
-        xerr = [[pts.loc[name, "o"] - o.loc[name, "ci_low"]],
-                [o.loc[name, "ci_high"] - pts.loc[name, "o"]]]
-        yerr = [[pts.loc[name, "e"] - e.loc[name, "ci_low"]],
-                [e.loc[name, "ci_high"] - pts.loc[name, "e"]]]
-        on = name in front
-        ax.errorbar(pts.loc[name, "o"], pts.loc[name, "e"],
-                    xerr=_err(xerr), yerr=_err(yerr), fmt="o",
-                    color="#dc2626" if on else "#64748b", capsize=3)
-        ax.annotate(text(name), (pts.loc[name, "o"], pts.loc[name, "e"]), fontsize=7,
+        x, y = pts.loc[name, "o"], pts.loc[name, "e"]
+        xerr = [[x - o.loc[name, "ci_low"]], [o.loc[name, "ci_high"] - x]]
+        yerr = [[y - e.loc[name, "ci_low"]], [e.loc[name, "ci_high"] - y]]
+        on, full = name in front, name in publishable
+        color = "#dc2626" if on else "#64748b"
+        ax.errorbar(x * fo, y * fe, xerr=_err(xerr) * fo, yerr=_err(yerr) * fe, fmt="o",
+                    color=color, mfc=color if full else "white", capsize=3)
+        ax.annotate(text(name) + ("" if full else " (n < 3)"), (x * fo, y * fe), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")
     fp = pts.loc[front].sort_values("o")
-    ax.plot(fp["o"], fp["e"], "--", color="#dc2626", label="Pareto front")
-    ax.set_xlabel(label(other))
-    ax.set_ylabel(label(energy_metric))
+    ax.plot(fp["o"] * fo, fp["e"] * fe, "--", color="#dc2626",
+            label="Pareto front (configurations with >= 3 cycles)")
+    if len(publishable) < len(pts):
+        ax.plot([], [], "o", color="#64748b", mfc="white", label="fewer than 3 cycles: "
+                "not publishable")
+    ax.set_xlabel(axis_label(other))
+    ax.set_ylabel(axis_label(energy_metric))
     ax.set_title(title)
     ax.legend(fontsize=8)
     return _svg(fig), front
@@ -127,16 +145,31 @@ def scatter_chart(ci: pd.DataFrame, energy_metric: str, other: str, maximise_oth
 
 @drawn_as_text
 def bar_chart(ci: pd.DataFrame, metric: str) -> str | None:
+    """Each configuration's estimate with its interval; the best publishable one marked,
+    the ones with fewer than 3 cycles hatched."""
     d = _ci_frame(ci, metric).dropna(subset=["mean"])
     if d.empty:
         return None
+    _, f = display_unit(metric)
+    best = best_of(ci, metric)
+    full = _publishable(d).to_numpy()
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 0.5 + 0.35 * len(d)))
-    low = _err((d["mean"] - d["ci_low"]).to_numpy(float))
-    high = _err((d["ci_high"] - d["mean"]).to_numpy(float))
-    ax.barh([text(i) for i in d.index], d["mean"], xerr=[low, high], color="#3b82f6", capsize=3)
-    ax.set_xlabel(label(metric))
-    ax.set_title(f"{label(metric)}: mean with {ci['confidence'].iloc[0]:.0%} CI")
+    fig, ax = plt.subplots(figsize=(6.5, 0.7 + 0.35 * len(d)))
+    low = _err((d["mean"] - d["ci_low"]).to_numpy(float)) * f
+    high = _err((d["ci_high"] - d["mean"]).to_numpy(float)) * f
+    names = [("★ " if i == best else "") + text(i) + ("" if ok else " (n < 3)")
+             for i, ok in zip(d.index, full, strict=True)]
+    bars = ax.barh(names, d["mean"] * f, xerr=[low, high], capsize=3,
+                   color=["#16a34a" if i == best else "#3b82f6" for i in d.index])
+    for bar, ok in zip(bars, full, strict=True):
+        if not ok:
+            bar.set_hatch("//")
+            bar.set_alpha(0.45)
+    ax.invert_yaxis()
+    ax.set_xlabel(axis_label(metric))
+    estimator = str(d["estimator"].iloc[0]) if "estimator" in d else "estimate"
+    ax.set_title(f"{short_label(metric)}: {estimator} with "
+                 f"{ci['confidence'].iloc[0]:.0%} CI" + (" (★ best)" if best else ""))
     return _svg(fig)
 
 

@@ -178,7 +178,7 @@ class ExperimentResult(BaseModel):
             "output_tokens_per_s": m.output_tokens_per_s,
             "ttft_p50_s": m.ttft_s.p50,
             "itl_p50_s": m.itl_s.p50,
-            "energy_source": e.source,
+            "energy_source": e.source, "energy_note": e.note,
             "raw_j": e.raw_j,
             "adjusted_j": e.adjusted_j,
             "adjusted_j_per_output_token": e.adjusted_j_per_output_token,

@@ -610,3 +610,28 @@ def test_a_tasks_campaign_is_the_one_the_full_walk_gives_it(folder, monkeypatch,
     found, _ = iter_campaigns(folder, only="renamed")
     assert [c.path for c in found] == [b]
     assert iter_campaigns(folder, only="a")[0] == []
+
+
+def test_map_index_label_fits_airflows_column(folder):
+    """A name derived from grid values has no length limit; Airflow keeps the rendered map
+    index in a VARCHAR(250) that PostgreSQL enforces (a longer one fails the task's state
+    updates; SQLite hides it). The label is cut, the name itself is kept."""
+    from types import SimpleNamespace
+
+    from llem_core.discovery import iter_campaigns
+    from llem_core.planning import plan_run
+
+    write(folder, "long", grid={"extra.note": ["n" * 5000, "short"]},
+          execution={"cycles": 100})
+    dags, errors = factory.build_dags(folder)
+    assert errors == []
+    dag = dags["llem_long"]
+    template = dag.get_task("cycle_1.experiment").partial_kwargs["map_index_template"]
+    [campaign], _ = iter_campaigns(folder)
+    plan = plan_run(campaign.loaded.config, {"cycles": 100}, "r1")
+    assert max(len(r.name) for r in plan.runs) > 5000
+    env = dag.get_template_env()
+    labels = {env.from_string(template).render(task=SimpleNamespace(run=r.model_dump()))
+              for r in plan.runs}
+    assert max(len(label) for label in labels) <= 250
+    assert "extra.note=short · cycle 100" in labels

@@ -12,6 +12,7 @@ from llem_airflow.results_view import Campaign, read_summary
 from test_results_report import write_run
 
 from llem_core.aggregate import aggregate_dir
+from llem_core.console_table import number
 
 
 def planned_for(run: Path, extra: int = 0) -> list[dict]:
@@ -39,8 +40,15 @@ def test_counts_and_table_come_from_the_real_aggregate(tmp_path):
     page = web_pages.run_page("c", s)
     assert "planned <b>12</b> · measured <b>10</b> · failed or missing <b>2</b>" in page
     mean = rows["big"].cells["tokens_per_s"]
-    assert f"{mean.mean:.4g} [{mean.ci_low:.4g}, {mean.ci_high:.4g}]" in page
+    assert (f"{number(mean.mean)} [{number(mean.ci_low)}, {number(mean.ci_high)}]"
+            in page)
     assert "never-ran (cycle 1)" in page
+    # units on every column, latencies in ms, a best mark, charts drawn from the table
+    assert "<th>TTFT p50 (ms)</th>" in page and "<th>output throughput (tokens/s)</th>" in page
+    ttft = rows["big"].cells["ttft_p50_s"]
+    assert number(ttft.mean * 1000) in page
+    assert page.count("★") >= 1 and page.count("<svg") >= 4
+    assert "Pareto front" in page
 
 
 def test_not_aggregated_yet_counts_result_files_against_the_plan(tmp_path):

@@ -113,16 +113,19 @@ def test_report_is_self_contained_with_charts(tmp_path, capsys):
     assert main(["report", str(run), "-o", str(out)]) == 0
     page = out.read_text()
     assert page.count("<svg") >= 6
-    assert "Pareto front" in page and "energy vs throughput" in page
+    assert "Pareto front" in page and "energy per token vs throughput" in page
     # nothing is fetched when the page is viewed: no external scripts, styles or images
     import re
 
     assert not re.search(r"""(src|href)=["']https?://""", page)
     assert "<script" not in page and "<link" not in page
-    # one row per configuration, metric columns as mean [low, high]
-    means = page.split("Per-configuration means")[1].split("<h2>")[0]
+    # one row per configuration, metric columns as estimate [low, high] with their unit
+    means = page.split("Per-configuration estimates")[1].split("<h2>")[0]
     assert means.count("<td>big</td>") == 1 and means.count("<tr>") == 3
-    assert "<th>output tokens/s</th>" in means and "<td>403 [401, 405]</td>" in means
+    assert "<th>output throughput (tokens/s)</th>" in means
+    assert "<th>TTFT p50 (ms)</th>" in means and "<th>publishable</th>" in means
+    assert re.search(r"<td>(★ )?403\.0 \[401\.\d, 405\.\d\]</td>", means), means
+    assert "Definitions" in page and "comparable with the ML.ENERGY" in page
     assert "(no plan.json)" in page
 
 
@@ -131,7 +134,8 @@ def test_report_without_energy_says_so(tmp_path):
 
     page = build_report(write_run(tmp_path, energy=False))
     assert "no energy meter was available" in page
-    assert "energy vs throughput" not in page.split("<h2>Charts</h2>")[1].split("<h2>")[0]
+    charts = page.split("<h2>Charts</h2>")[1].split("<h2>")[0]
+    assert "energy per token vs throughput" not in charts
 
 
 def test_aggregate_lists_missing_runs(tmp_path):

@@ -64,7 +64,7 @@ def test_bad_windows_are_validate_errors(tmp_path, capsys, window, schedule, rea
 
 
 def test_window_becomes_a_zone_aware_dag(tmp_path, monkeypatch):
-    from airflow.sdk import CronTriggerTimetable
+    from airflow.timetables.trigger import CronTriggerTimetable
     from llem_airflow.factory import build_dags, schedule_text
 
     monkeypatch.setenv("LLEM_CACHE_DIR", str(tmp_path / "cache"))
@@ -84,7 +84,8 @@ def test_window_becomes_a_zone_aware_dag(tmp_path, monkeypatch):
     over = schedule_text(cfg, now=dt.datetime(2027, 1, 1, tzinfo=dt.UTC))
     assert "none (the window is over)" in over
     assert "Europe/Berlin" in dag.doc_md
-    assert "Europe/Berlin" in dag.params.get_param("cycles").description  # the trigger form
+    # the trigger form (Markdown help text)
+    assert "Europe/Berlin" in dag.params.get_param("cycles").schema["description_md"]
 
 
 # --- fire times are Airflow's (issue 22: croniter and the timetable disagreed at DST) -------

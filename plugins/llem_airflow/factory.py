@@ -40,11 +40,13 @@ from llem_core.config import (
     MAX_SEED,
     CampaignConfig,
     DockerRunner,
+    Execution,
     LocalRunner,
     Ordering,
 )
 from llem_core.discovery import Campaign, campaigns_dir, iter_campaigns
 from llem_core.planning import defaults
+from llem_core.schedule import NOT_CRON
 from llem_core.text_rules import shown
 
 ENUM_LIMIT = 500  # beyond this many configurations the trigger form takes free names
@@ -53,31 +55,56 @@ DEFAULT_CAMPAIGNS = Path(__file__).resolve().parents[2] / "campaigns"
 
 
 def build_params(cfg: CampaignConfig, names: list[str], when: str) -> dict[str, Param]:
+    """The trigger form. Airflow 3's form shows a Param's ``description`` as plain text and,
+    only when that is None, its schema's ``description_md`` as Markdown: every help text
+    here is Markdown. It marks a field required when the schema's ``type`` does not allow
+    null, so the fields a run may leave empty allow it (the plan task still checks every
+    value strictly: ``llem_core.planning.check_params``)."""
     ex = cfg.execution
     d = defaults(cfg)
     # the form is where a user triggering by hand sees when the campaign runs by itself
-    window = f" Scheduled {when}." if cfg.schedule_window else ""
+    scheduled = f" Scheduled {when}." if cfg.schedule else ""
+    limit = ex.cycle_limit
+    top = next(m.le for m in Execution.model_fields["max_cycles"].metadata
+               if getattr(m, "le", None) is not None)
+    if limit >= top:
+        more = f" {top} is the most a campaign file allows."
+    else:
+        now = ("it is unset, so the most is `execution.cycles`" if ex.max_cycles is None
+               else f"it is {ex.max_cycles}")
+        more = (f" To allow more, raise `execution.max_cycles` in the campaign file ({now}; "
+                f"up to {top}).")
     configs_schema: dict[str, Any] = {"type": "string"}
     if len(names) <= ENUM_LIMIT:
         configs_schema["enum"] = names
     return {
-        "cycles": Param(d["cycles"], type="integer", minimum=1, maximum=ex.cycle_limit,
-                        title="Cycles", description=f"Times every configuration runs "
-                        f"(1..{ex.cycle_limit}).{window}"),
+        "cycles": Param(
+            d["cycles"], type="integer", minimum=1, maximum=limit, title="Cycles",
+            description_md=f"Times every configuration runs, 1 to {limit}. No more than "
+            f"{limit}: the DAG has one task group per cycle, made when Airflow parses the "
+            f"campaign file, so a run cannot add cycles.{more}{scheduled}"),
         "ordering": Param(d["ordering"], type="string", enum=[o.value for o in Ordering],
-                          title="Ordering", description="interleaved, shuffled or grouped."),
+                          title="Ordering", description_md="`interleaved` (every cycle runs "
+                          "all configurations in one order), `shuffled` (a seeded order per "
+                          "cycle) or `grouped` (all cycles of one configuration, then the "
+                          "next)."),
         "seed": Param(d["seed"], type="integer", minimum=0, maximum=MAX_SEED, title="Seed",
-                      description=f"Seed of the shuffled ordering (0..{MAX_SEED})."),
-        "configs": Param(d["configs"], type="array", items=configs_schema, uniqueItems=True,
-                         examples=names[:ENUM_LIMIT], title="Configurations",
-                         description="Run only these configurations (empty: all)."),
-        "dry_run": Param(d["dry_run"], type="boolean", title="Dry run",
-                         description="Plan only: no experiment runs."),
+                      description_md=f"Seed of the shuffled ordering, 0 to {MAX_SEED}."),
+        # the multi-select sends null once emptied: null is "all", as an empty list is
+        "configs": Param(d["configs"], type=["null", "array"], items=configs_schema,
+                         uniqueItems=True, examples=names[:ENUM_LIMIT], title="Configurations",
+                         description_md="Run only these configurations. Optional: empty "
+                         "runs all of them."),
+        # a switch is never empty; null (from a REST trigger) fails the plan task
+        "dry_run": Param(d["dry_run"], type=["null", "boolean"], title="Dry run",
+                         description_md="Optional. On: plan only (the plan and `plan.json`), "
+                         "no experiment runs."),
         "max_output_tokens": Param(d["max_output_tokens"], type=["null", "integer"], minimum=1,
                                    maximum=131_072, title="Override max_output_tokens",
-                                   description="Empty: as configured."),
+                                   description_md="Optional. Empty: as configured."),
         "warmup_runs": Param(d["warmup_runs"], type=["null", "integer"], minimum=0, maximum=100,
-                             title="Override warmup_runs", description="Empty: as configured."),
+                             title="Override warmup_runs",
+                             description_md="Optional. Empty: as configured."),
     }
 
 
@@ -235,11 +262,17 @@ def _cycle_group(cfg: CampaignConfig, summary: GridSummary, k: int,
 def schedule_args(cfg: CampaignConfig) -> dict[str, Any]:
     """The DAG's schedule, start, end and catchup from the campaign's schedule window."""
     window = cfg.schedule_window
-    if window is None or cfg.schedule is None:
+    if cfg.schedule is None or cfg.schedule in NOT_CRON:  # no window allowed with these
         return {"schedule": cfg.schedule, "start_date": START_DATE, "catchup": False}
-    from airflow.sdk import CronTriggerTimetable
+    from llem_airflow.timetable import ZonedCronTimetable
 
-    return {"schedule": CronTriggerTimetable(cfg.schedule, timezone=window.timezone),
+    # The timetable Airflow makes of a cron string or preset (create_cron_data_intervals is
+    # off by default), in the window's zone or UTC: the same runs, and the DAG list shows
+    # the zone beside the expression.
+    if window is None:
+        return {"schedule": ZonedCronTimetable(cfg.schedule, timezone="UTC"),
+                "start_date": START_DATE, "catchup": False}
+    return {"schedule": ZonedCronTimetable(cfg.schedule, timezone=window.timezone),
             "start_date": window.start_at() or START_DATE, "end_date": window.end_at(),
             "catchup": window.catchup}
 

@@ -31,7 +31,12 @@ from llem_core.gpu_lock import hold_gpus
 from llem_core.planning import PlannedRun
 from llem_core.results import SPEC_ENV, ExperimentResult, read_result
 
-MAP_INDEX_TEMPLATE = "{{ task.run['name'] }} · cycle {{ task.run['cycle'] }}"
+# Airflow stores the rendered label in a VARCHAR(250) column (task_instance and its
+# history): PostgreSQL refuses a longer one, failing the task's state updates, and a name
+# derived from grid values has no length limit (SQLite does not enforce it).
+MAP_INDEX_NAME_CHARS = 200
+MAP_INDEX_TEMPLATE = (f"{{{{ task.run['name'][:{MAP_INDEX_NAME_CHARS}] }}}} · "
+                      "cycle {{ task.run['cycle'] }}")
 HOST_ENV = "LLEM_HOST_NAME"
 # What a local experiment process inherits from the worker: never its secrets
 # (metadata DB URL, Fernet key, JWT secret live in AIRFLOW__* variables).

@@ -116,7 +116,7 @@ def run(readable: Readable, run_dir: str = Query(...)) -> HTMLResponse:
     problem = _run_folder(c, d)
     if problem:
         raise HTTPException(status_code=404, detail=f"no such run: {problem}")
-    return _html(web_pages.run_page(c.name, read_summary(d, c.results_dir)))
+    return _html(web_pages.run_page(c.name, read_summary(d, c.results_dir), c.dag_id))
 
 
 @app.get("/dag-run", response_class=HTMLResponse)
@@ -131,7 +131,7 @@ def dag_run(readable: Readable, dag_id: str = Query(...),
     problem = _run_folder(c, folder)
     if problem:
         return _html(web_pages.no_run_page(c.name, run_id, problem))
-    return _html(web_pages.run_page(c.name, read_summary(folder, c.results_dir)))
+    return _html(web_pages.run_page(c.name, read_summary(folder, c.results_dir), c.dag_id))
 
 
 @app.get("/history", response_class=HTMLResponse)

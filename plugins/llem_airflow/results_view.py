@@ -24,7 +24,8 @@ from llem_core.discovery import CAMPAIGNS_ENV, iter_campaigns
 from llem_core.results import run_dir
 
 # (key in aggregate.json's table rows, column title): the registry's labels
-PAGE_METRICS = ("tokens_per_s", "j_per_token_adjusted", "ttft_p50_s", "itl_p50_s")
+PAGE_METRICS = ("tokens_per_s", "j_per_token_raw", "j_per_token_adjusted", "ttft_p50_s",
+                "itl_p50_s")
 HEADLINE: tuple[tuple[str, str], ...] = tuple((m, metric_registry.label(m)) for m in PAGE_METRICS)
 
 
@@ -54,6 +55,10 @@ class Cell:
     ci_low: float | None = None
     ci_high: float | None = None
     method: str = ""
+    n: int | None = None
+    publishable: bool = False
+    estimator: str = ""
+    note: str | None = None
 
 
 @dataclass
@@ -61,6 +66,23 @@ class Row:
     config: str
     n: int | None
     cells: dict[str, Cell]
+    publishable: bool = False
+
+
+@dataclass
+class ChangePoint:
+    """One change point the run brought (change_points.json), as text and numbers."""
+
+    config: str
+    metric: str
+    run_id: str
+    level_before: float | None
+    level_after: float | None
+    rel_change: float | None
+    rel_low: float | None
+    rel_high: float | None
+    p_value: float | None
+    causes: list[str]
 
 
 @dataclass
@@ -78,6 +100,11 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # the summary files that may be served
+    run_id: str | None = None  # the Airflow run id, as plan.json says (untrusted text)
+    confidence: float = 0.95
+    energy_missing: dict[str, str] = field(default_factory=dict)
+    change_points: list[ChangePoint] = field(default_factory=list)
+    change_points_searched: bool = False
 
 
 def campaigns(folder: str | None = None) -> list[Campaign]:
@@ -131,10 +158,35 @@ def _row(raw: Any) -> Row | None:
     for key, _ in HEADLINE:
         m = raw.get(key)
         if isinstance(m, dict):
-            method = m.get("ci_method", m.get("method"))
+            method, estimator, note = (m.get("ci_method", m.get("method")), m.get("estimator"),
+                                       m.get("note"))
             cells[key] = Cell(_number(m.get("mean")), _number(m.get("ci_low")),
-                              _number(m.get("ci_high")), method if isinstance(method, str) else "")
-    return Row(name, _count(raw.get("n")), cells)
+                              _number(m.get("ci_high")), _text(method), _count(m.get("n")),
+                              m.get("publishable") is True, _text(estimator),
+                              _text(note) or None)
+    n = _count(raw.get("n"))
+    publishable = raw.get("publishable")
+    return Row(name, n, cells, publishable is True if isinstance(publishable, bool)
+               else (n or 0) >= 3)
+
+
+def _text(v: Any, limit: int = 2000) -> str:
+    return v[:limit] if isinstance(v, str) else ""
+
+
+def _change_point(raw: Any) -> ChangePoint | None:
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str)
+                                            for k in ("config_name", "metric", "run_id")):
+        return None
+    causes = [f"{_text(c.get('field'), 80)} {_text(c.get('before'), 120)} -> "
+              f"{_text(c.get('after'), 120)} ({_text(c.get('where'), 40)})"
+              for c in raw.get("likely_causes") or [] if isinstance(c, dict)]
+    return ChangePoint(_text(raw["config_name"], 300), _text(raw["metric"], 80),
+                       _text(raw["run_id"], 300), _number(raw.get("level_before")),
+                       _number(raw.get("level_after")), _number(raw.get("rel_change")),
+                       _number(raw.get("rel_change_ci_low")),
+                       _number(raw.get("rel_change_ci_high")), _number(raw.get("p_value")),
+                       causes[:10])
 
 
 def _planned_from_plan(plan: Any) -> int | None:
@@ -171,6 +223,16 @@ def _apply_digest(s: RunSummary, digest: Any) -> None:
         if isinstance(p, dict):
             s.problems.append(f"unreadable result {p.get('path', '?')}: {p.get('reason', '?')}")
     s.notes = [str(n) for n in digest.get("notes") or [] if isinstance(n, str | int | float)]
+    confidence = _number(digest.get("confidence"))
+    s.confidence = confidence if confidence is not None and 0 < confidence < 1 else 0.95
+    run_ids = digest.get("run_ids")
+    if s.run_id is None and isinstance(run_ids, list) and len(run_ids) == 1 \
+            and isinstance(run_ids[0], str):
+        s.run_id = _text(run_ids[0], 300)
+    missing_energy = digest.get("energy_missing")
+    if isinstance(missing_energy, dict):
+        s.energy_missing = {_text(k, 300): _text(v, 300) for k, v in missing_energy.items()
+                            if isinstance(k, str)}
     table = digest.get("table")
     if not isinstance(table, list):
         s.problems.append("aggregate.json: 'table' is not a list")
@@ -212,6 +274,8 @@ def _read_folder(s: RunSummary, folder: untrusted.Folder) -> None:
         s.problems.append(problem)
     elif plan is not None:
         s.planned = _planned_from_plan(plan)
+        if isinstance(plan, dict) and isinstance(plan.get("run_id"), str):
+            s.run_id = _text(plan["run_id"], 300)
         if s.planned is None:
             s.problems.append("plan.json: no list of runs in it")
     planned_by_plan = s.planned
@@ -220,6 +284,14 @@ def _read_folder(s: RunSummary, folder: untrusted.Folder) -> None:
         s.problems.append(problem)
     elif digest is not None:
         _apply_digest(s, digest)
+    found, problem = _read_json(folder, "change_points.json", untrusted.MAX_SUMMARY_BYTES)
+    if problem:
+        s.problems.append(problem)
+    elif isinstance(found, dict):
+        s.change_points_searched = True
+        new = found.get("new")
+        cps = [_change_point(c) for c in new] if isinstance(new, list) else []
+        s.change_points = [c for c in cps if c is not None]
     if None not in (planned_by_plan, s.planned) and planned_by_plan != s.planned:
         s.problems.append(f"plan.json lists {planned_by_plan} runs, aggregate.json "
                           f"{s.planned}")
