@@ -33,7 +33,7 @@ from llem_core.regression import (
     detect_series,
 )
 from llem_core.results import ExperimentResult, LoadProblem, load_results
-from llem_core.stats import CIOptions, mean_ci
+from llem_core.stats import CIOptions, estimates
 
 HISTORY_METRICS = metric_registry.headline()
 # Provenance fields whose change between runs is marked, and where each is read from.
@@ -116,16 +116,23 @@ def _samples(results: list[ExperimentResult], metrics: tuple[str, ...]) -> pd.Da
 
 
 def _points(samples: pd.DataFrame, runs: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """One point per (configuration, run, metric): the estimate of its cycles with its
+    interval, as the aggregate computes it (geometric mean and log-t where the metric
+    cannot be negative)."""
     order = dict(zip(runs["run_id"], runs["order"], strict=True))
-    rows = []
+    keys, values, metrics = [], [], []
     for (h, run, metric), g in samples.groupby(["config_hash", "run_id", "metric"], sort=False):
-        v = g["value"].to_numpy(float)
-        [(lo, hi, method)] = mean_ci([v], CIOptions(confidence=confidence))
-        rows.append({"config_hash": h, "config_name": g["config_name"].iloc[0], "run_id": run,
+        keys.append((h, g["config_name"].iloc[0], run, metric))
+        values.append(g["value"].to_numpy(float))
+        metrics.append(metric)
+    rows = []
+    for (h, name, run, metric), v, (center, lo, hi, estimator, method) in zip(
+            keys, values, estimates(metrics, values, CIOptions(confidence=confidence)),
+            strict=True):
+        rows.append({"config_hash": h, "config_name": name, "run_id": run,
                      "order": order[run], "metric": metric, "n": int(v.size),
-                     "mean": float(v.mean()), "ci_low": lo, "ci_high": hi,
-                     "ci_method": method,
-                     "confidence": confidence,
+                     "mean": center, "estimator": estimator, "ci_low": lo, "ci_high": hi,
+                     "ci_method": method, "confidence": confidence,
                      "note": None if v.size >= 2 else "one cycle: no interval"})
     out = pd.DataFrame(rows)
     return out.sort_values(["config_name", "metric", "order"]).reset_index(drop=True) \

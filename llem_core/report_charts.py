@@ -50,7 +50,10 @@ def plain_text() -> Iterator[Any]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with _DRAWING, plt.rc_context({"text.parse_math": False, "text.usetex": False}):
+    # svg.fonttype none: text stays <text> (escaped by matplotlib), so a chart is smaller,
+    # selectable, and readable by a screen reader or a browser test
+    with _DRAWING, plt.rc_context({"text.parse_math": False, "text.usetex": False,
+                                   "svg.fonttype": "none"}):
         yield plt
 
 

@@ -144,6 +144,17 @@ def geo_mean_ci(samples: list[np.ndarray], opts: CIOptions | None = None
     return out
 
 
+def estimates(metrics: list[str], samples: list[np.ndarray], opts: CIOptions | None = None
+              ) -> list[tuple[float, float, float, str, str]]:
+    """(estimate, low, high, estimator, method) per sample, as ``summarise`` computes them
+    (log-t for metrics that cannot be negative); all samples in one vectorised pass."""
+    opts = opts or CIOptions()
+    logs = [_on_log_scale(m, s, opts) for m, s in zip(metrics, samples, strict=True)]
+    scaled = [np.log(s) if log else s for s, log in zip(samples, logs, strict=True)]
+    return [_estimate(m, s, interval, log) for m, s, interval, log
+            in zip(metrics, samples, _intervals(scaled, opts), logs, strict=True)]
+
+
 def _intervals(samples: list[np.ndarray], opts: CIOptions
                ) -> list[tuple[float, float, float, str]]:
     out: list[tuple[float, float, float, str]] = [(np.nan, np.nan, np.nan, "none")] * len(

@@ -635,3 +635,102 @@ def test_map_index_label_fits_airflows_column(folder):
               for r in plan.runs}
     assert max(len(label) for label in labels) <= 250
     assert "extra.note=short · cycle 100" in labels
+
+
+# --- what Airflow's UI shows: the trigger form and the DAG list (issue 25) ------------------
+
+def _as_the_ui_gets_it(dag: Any) -> Any:
+    """The DAG as the API server and the DAG processor see it: serialized, then rebuilt."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    return DagSerialization.from_dict(json.loads(json.dumps(DagSerialization.to_dict(dag))))
+
+
+def _required_in_form(schema: dict[str, Any]) -> bool:
+    """Airflow 3.3's trigger form marks a field required (and refuses it empty) when its
+    schema has a type that does not allow null (ui/src/components/FlexibleForm)."""
+    kind = schema.get("type")
+    return bool(kind) and not (isinstance(kind, list) and "null" in kind)
+
+
+def test_trigger_form_help_is_markdown_and_only_needed_fields_are_required(folder):
+    write(folder, "a", schedule="0 3 * * *", schedule_window={"timezone": "Europe/Berlin"})
+    dag = _as_the_ui_gets_it(factory.build_dags(folder)[0]["llem_a"])
+    form = {name: param.dump() for name, param in dag.params.items()}  # what the API sends
+    shown = {}
+    for name, spec in form.items():
+        # the form shows `description` as plain text (backticks and all) and, only when
+        # it is None, the schema's description_md as Markdown
+        assert spec["description"] is None and spec["schema"]["description_md"], name
+        shown[name] = spec["schema"]["description_md"]
+    assert {n for n, spec in form.items() if _required_in_form(spec["schema"])} == {
+        "cycles", "ordering", "seed"}
+    # why cycles stop at the file's value, and where to raise it
+    assert "one task group per cycle" in shown["cycles"]
+    assert "`execution.max_cycles`" in shown["cycles"] and "1 to 2" in shown["cycles"]
+    assert "Europe/Berlin" in shown["cycles"]  # when the campaign runs by itself
+    # what the form sends for the optional fields passes Airflow's check, and the plan
+    # task reads it: the emptied multi-select sends null, which is every configuration
+    sent = {"configs": None, "dry_run": True, "max_output_tokens": None, "warmup_runs": None}
+    assert dag.params.deep_merge(sent).validate() == {
+        **sent, "cycles": 2, "ordering": "interleaved", "seed": 0}
+    out = plan_of(folder, configs=None)
+    assert len(out["plan"]["runs"]) == 4
+
+
+def test_cycles_help_follows_max_cycles(folder):
+    write(folder, "m", execution={"cycles": 2, "max_cycles": 5})
+    write(folder, "top", execution={"cycles": 100})
+    dags = factory.build_dags(folder)[0]
+    help_m = dags["llem_m"].params.get_param("cycles").schema["description_md"]
+    assert "1 to 5" in help_m and "(it is 5; up to 100)" in help_m
+    help_top = dags["llem_top"].params.get_param("cycles").schema["description_md"]
+    assert "raise" not in help_top and "100 is the most" in help_top
+
+
+def _fire_times(timetable: Any, start: Any, n: int) -> list[Any]:
+    import pendulum
+    from airflow.timetables.base import TimeRestriction
+
+    restriction = TimeRestriction(earliest=pendulum.instance(start), latest=None, catchup=True)
+    out, last = [], None
+    for _ in range(n):
+        info = timetable.next_dagrun_info(last_automated_data_interval=last,
+                                          restriction=restriction)
+        out.append((info.run_after, info.logical_date, info.data_interval))
+        last = info.data_interval
+    return out
+
+
+def test_dag_list_shows_the_schedules_zone_and_runs_are_unchanged(folder):
+    import datetime as dt
+
+    from airflow.sdk import DAG
+
+    write(folder, "utc", schedule="30 2 * * *")
+    write(folder, "berlin", schedule="30 2 * * *",
+          schedule_window={"timezone": "Europe/Berlin"})
+    write(folder, "preset", schedule="@daily")
+    write(folder, "once", schedule="@once")
+    write(folder, "manual")
+    dags, errors = factory.build_dags(folder)
+    assert errors == []
+    ui = {name: _as_the_ui_gets_it(dag).timetable for name, dag in dags.items()}
+    # what the DAG processor stores as timetable_summary / timetable_description
+    assert ui["llem_utc"].summary == "30 2 * * * (UTC)"
+    assert ui["llem_utc"].description == "At 02:30 (UTC)"
+    assert ui["llem_berlin"].summary == "30 2 * * * (Europe/Berlin)"
+    assert ui["llem_berlin"].description.endswith("(Europe/Berlin)")
+    assert ui["llem_preset"].summary == "0 0 * * * (UTC)"
+    assert ui["llem_once"].summary == "@once" and ui["llem_manual"].summary == "None"
+    # the runs are those Airflow makes of the bare cron string (its default config), across
+    # a DST change for the zoned one
+    start = dt.datetime(2026, 3, 25, tzinfo=dt.UTC)
+    for name, cron in (("llem_utc", "30 2 * * *"), ("llem_preset", "@daily")):
+        bare = _as_the_ui_gets_it(DAG(dag_id="bare", schedule=cron,
+                                      start_date=factory.START_DATE)).timetable
+        assert _fire_times(ui[name], start, 10) == _fire_times(bare, start, 10)
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    berlin = CronTriggerTimetable("30 2 * * *", timezone="Europe/Berlin")
+    assert _fire_times(ui["llem_berlin"], start, 10) == _fire_times(berlin, start, 10)

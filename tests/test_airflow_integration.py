@@ -14,6 +14,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -615,22 +616,38 @@ def test_plugin_page_and_report_in_headless_chromium(stack):
                if run_id.replace(":", "_") in r.text or "example-cpu" in r.text]
         assert row, driver.page_source[:2000]
         driver.save_screenshot(str(out / "plugin-index.png"))
+        # the newest run is drawn: its charts are on screen, with text a reader can see
+        shown = [svg for svg in driver.find_elements(By.CSS_SELECTOR, "div.charts svg")
+                 if svg.is_displayed() and svg.size["width"] > 250]
+        assert len(shown) >= 4, driver.page_source[:3000]
+        legends = " ".join(t.text for t in driver.find_elements(By.CSS_SELECTOR, "svg text"))
+        assert "Pareto front" in legends and "TTFT p50 (ms)" in legends
         row[0].find_element(By.LINK_TEXT, "report").click()
-        assert "Per-configuration means" in driver.page_source
-        # one row per configuration: name, n, then "mean [low, high]" per metric
+        assert "Per-configuration estimates" in driver.page_source
+        # one row per configuration: name, n, then "estimate [low, high]" per metric, each
+        # column with its unit; the best publishable estimate starred
         table = next(t for t in driver.find_elements(By.TAG_NAME, "table")
-                     if "output tokens/s" in t.text)
+                     if "output throughput (tokens/s)" in t.text)
         body = table.text
+        assert "TTFT p50 (ms)" in body and "★" in body
         for name in names:
             lines = [ln for ln in body.splitlines() if ln.startswith(name + " ")]
             assert lines, body[:3000]
-            m = re.match(rf"{re.escape(name)} (\d+) (\S+) \[(\S+), (\S+)\]", lines[0])
+            m = re.match(rf"{re.escape(name)} (\d+) (?:★ )?(\S+) \[(\S+), (\S+)\]", lines[0])
             assert m, lines[0]
             n, mean, low, high = int(m[1]), float(m[2]), float(m[3]), float(m[4])
-            assert n == 2 and low <= mean <= high  # tokens/s with its interval
-        charts = driver.find_elements(By.CSS_SELECTOR, "figure.chart svg")
+            assert n == 3 and 0 < low <= mean <= high  # tokens/s with its interval
+        charts = [c for c in driver.find_elements(By.CSS_SELECTOR, "figure.chart svg")
+                  if c.is_displayed() and c.size["height"] > 100]
         assert len(charts) >= 4
         driver.save_screenshot(str(out / "plugin-report.png"))
+        # the DAG run's tab: the run's table and charts, and a way back to the DAG run
+        driver.get(f"{base}/llem/dag-run?dag_id={dag_id}&run_id={quote(run_id)}")
+        assert driver.find_elements(By.CSS_SELECTOR, "div.charts svg")
+        back = driver.find_element(By.PARTIAL_LINK_TEXT, "in Airflow")
+        assert back.get_attribute("href").endswith(
+            f"/dags/{dag_id}/runs/{quote(run_id, safe='')}")
+        driver.save_screenshot(str(out / "plugin-dag-run.png"))
         # the page inside Airflow's own UI (nav entry -> iframe)
         driver.get(f"{base}/plugin/llem")
         time.sleep(3)

@@ -88,3 +88,23 @@ def test_adjusted_energy_at_or_below_zero_has_no_relative_change():
          for k in range(20)]
     [c] = detect_series(z, positive=False)
     assert c.index == 10 and c.rel_change is None and c.level_after > c.level_before
+
+
+def test_history_page_reads_as_text_with_units_dates_and_marks(tmp_path):
+    import re
+
+    from llem_core.history_report import history_html
+
+    root = write_daily(tmp_path, [0.2] * 14 + [0.24] * 6, torch_from=15)
+    h = history(root, metrics=("j_per_token_raw", "tokens_per_s", "ttft_p50_s"))
+    page = history_html(h, "History of c", dag_id="llem_c")
+    visible = re.sub(r"<[^>]+>", " ", page)
+    assert "True" not in visible and "False" not in visible
+    for raw_id in ("j_per_token_raw", "tokens_per_s", "ttft_p50_s"):
+        assert raw_id not in visible
+    assert "energy per token, raw (J/token)" in page and "TTFT p50 (ms)" in page
+    assert "2026-11-15" in page  # run dates on the x axis
+    assert page.count("change +") >= 1  # the change point drawn where it happened
+    assert "torch 2.13.0 -&gt; 2.14.1 (at the change)" in page
+    assert 'href="/dags/llem_c/runs/scheduled__2026-11-15"' in page
+    assert "Change points (2)" in page  # raw J/token and tokens/s, not the latency

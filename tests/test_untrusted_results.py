@@ -375,7 +375,7 @@ def test_a_chart_that_cannot_be_drawn_is_a_note_and_the_rest_stands(tmp_path):
         write_result(r, result_path(tmp_path, "c", "r1", r.config_hash, cycle))
     page = build_report(run)
     assert "over cycles&#x27; could not be drawn: ValueError" in page
-    assert page.count("<svg") >= 5 and "Per-configuration means" in page
+    assert page.count("<svg") >= 5 and "Per-configuration estimates" in page
 
 
 def test_long_labels_are_shortened_in_charts(tmp_path):

@@ -150,7 +150,7 @@ def campaign_history(readable: Readable, campaign: str = Query(...)) -> HTMLResp
         h = history(c.root, trusted=c.results_dir, campaign=c.name)
         if h.runs.empty:
             return _html(web_pages.no_run_page(c.name, "-", "no result written yet"))
-        return _html(history_html(h, f"History of {c.name}"))
+        return _html(history_html(h, f"History of {c.name}", c.dag_id))
     except Exception as exc:  # the data come from files anyone could write
         return _html(web_pages.no_run_page(c.name, "-", _failure(exc)), status_code=500)
 
