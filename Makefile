@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llem-installed
 
-.PHONY: setup setup-vllm example example-vllm test test-fast lint image tiny-model bench clean
+.PHONY: setup setup-vllm setup-llamacpp example example-vllm test test-fast lint image tiny-model bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,12 +27,17 @@ example: setup tiny-model
 setup-vllm: setup
 	PYTHON=$(BIN)/python scripts/setup_vllm_env.sh
 
+## llama.cpp's own environment (llama-cpp-python's server, built for any x86-64 CPU) in
+## .venv-llamacpp, for backend: llamacpp.
+setup-llamacpp:
+	PYTHON3=$(PY) scripts/setup_llamacpp_env.sh
+
 ## The vLLM example campaign (campaigns/example-vllm-cpu.yaml) end to end, local runner.
 example-vllm: setup-vllm
 	$(BIN)/python scripts/run_example.py --campaign campaigns/example-vllm-cpu.yaml --runner local
 
 ## The tests (Docker and Airflow integration tests included).
-test: setup setup-vllm
+test: setup setup-vllm setup-llamacpp
 	$(BIN)/python -m pytest -ra
 
 test-fast: setup

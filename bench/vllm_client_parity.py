@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -26,16 +27,16 @@ sys.path.insert(0, str(REPO))
 
 from llem_core.backends.prompts import load_texts  # noqa: E402
 from llem_core.config import BuiltinPrompts, ExperimentConfig  # noqa: E402
+from llem_core.engines.settings import LoadSettings  # noqa: E402
+from llem_core.engines.vllm import ENGINE as VLLM  # noqa: E402
 from llem_core.serving.client import request_body, run_load  # noqa: E402
-from llem_core.serving.config import LoadSettings  # noqa: E402
 from llem_core.serving.process import ServerProcess, free_port  # noqa: E402
 from llem_core.serving.summary import load_metrics  # noqa: E402
-from llem_core.serving.vllm import as_server, vllm_cache_root  # noqa: E402
 
 
 def llem_round(url: str, cfg: ExperimentConfig, texts: list[str], concurrency: int,
                token_ids: bool) -> dict:
-    server = as_server(cfg).model_copy(update={"token_ids": token_ids})
+    server = dataclasses.replace(VLLM.server(cfg), token_ids=token_ids)
     bodies = [request_body(server, cfg.model, t, cfg.max_output_tokens, True, 0.0)
               for t in texts]
     load = LoadSettings(pattern="concurrency", concurrency=concurrency)
@@ -107,8 +108,8 @@ def main() -> int:
     prompts = work / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
     port = free_port()
-    cache = vllm_cache_root(cfg)
-    server = as_server(cfg, cache)
+    cache = VLLM.cache_root(cfg)
+    server = VLLM.server(cfg, cache)
     argv = [a.replace("{port}", str(port)) for a in server.command or []]
     url = f"http://127.0.0.1:{port}"
     rows: list[tuple[str, dict]] = []

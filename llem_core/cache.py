@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-CACHE_ENV = "LLEM_CACHE_DIR"
+from llem_core import env_names
+
+CACHE_ENV = env_names.CACHE_DIR
 
 
 def cache_root() -> Path:

@@ -305,7 +305,7 @@ def _check_experiment_parts(parts: _Parts) -> list[FieldError]:
 
 def _runner_errors(data: dict[str, Any], base_dir: Path | None) -> list[FieldError]:
     """Trust-policy problems of the runner alone, for a file whose other parts are invalid."""
-    from llem_core.campaign_paths import _fix_program
+    from llem_core.campaign_paths import fix_program
     from llem_core.trust import runner_policy_errors
 
     try:
@@ -313,7 +313,7 @@ def _runner_errors(data: dict[str, Any], base_dir: Path | None) -> list[FieldErr
     except ValidationError:
         return []  # already reported by the campaign's own validation
     if getattr(runner, "python", None) is not None and base_dir is not None:
-        runner = runner.model_copy(update={"python": _fix_program(runner.python, base_dir)})
+        runner = runner.model_copy(update={"python": fix_program(runner.python, base_dir)})
     return runner_policy_errors(runner)
 
 

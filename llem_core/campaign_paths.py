@@ -24,6 +24,7 @@ from llem_core.config import (
     is_local_path,
     resolve_model_path,
 )
+from llem_core.engines import engines
 from llem_core.errors import FieldError
 
 MAX_CHECKED_LINES = 1000  # the first lines of a prompts file are checked, for speed
@@ -43,7 +44,7 @@ def _fix_prompts(prompts: Any, base_dir: Path) -> Any:
     return prompts
 
 
-def _fix_program(path: Any, base_dir: Path) -> Any:
+def fix_program(path: Any, base_dir: Path) -> Any:
     """A program written as a relative path ('../.venv-vllm/bin/python') is relative to the
     campaign file; a bare name ('python3') is looked up on the PATH where it runs. Symlinks
     are kept: a venv's python is a link whose target runs without the venv."""
@@ -52,10 +53,22 @@ def _fix_program(path: Any, base_dir: Path) -> Any:
     return path
 
 
-def _fix_vllm(section: Any, base_dir: Path) -> Any:
-    if isinstance(section, dict) and "python" in section:
-        return {**section, "python": _fix_program(section["python"], base_dir)}
-    return section
+def _interpreter_fields() -> dict[str, list[str]]:
+    """The engine sections' interpreter fields (``vllm.python``, ...), by section: a
+    relative interpreter means the same wherever it is written."""
+    out: dict[str, list[str]] = {}
+    for engine in engines().values():
+        for program in engine.programs:
+            if engine.section is not None and program.allow_list == "python":
+                out.setdefault(engine.section, []).append(program.field)
+    return out
+
+
+def _fix_section(section: Any, fields: list[str], base_dir: Path) -> Any:
+    if not isinstance(section, dict):
+        return section
+    return {**section, **{f: fix_program(section[f], base_dir) for f in fields
+                          if f in section}}
 
 
 def _fix_fragment(fragment: dict[str, Any], base_dir: Path) -> dict[str, Any]:
@@ -64,14 +77,16 @@ def _fix_fragment(fragment: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         out["model"] = resolve_model_path(out["model"], base_dir)
     if "prompts" in out:
         out["prompts"] = _fix_prompts(out["prompts"], base_dir)
-    if "vllm" in out:
-        out["vllm"] = _fix_vllm(out["vllm"], base_dir)
+    for section, fields in _interpreter_fields().items():
+        if section in out:
+            out[section] = _fix_section(out[section], fields, base_dir)
     return out
 
 
 def resolve_paths(cfg: CampaignConfig, base_dir: Path | None) -> CampaignConfig:
-    """Make local model, prompt and results paths and the programs llem starts
-    (``runner.python``, ``vllm.python``) absolute, relative to the campaign file."""
+    """Make local model, prompt and results paths and the interpreters llem starts
+    (``runner.python``, ``vllm.python`` and the other engines') absolute, relative to the
+    campaign file."""
     if base_dir is None:
         return cfg
     grid = dict(cfg.grid)
@@ -83,14 +98,17 @@ def resolve_paths(cfg: CampaignConfig, base_dir: Path | None) -> CampaignConfig:
                                 for p in grid["prompts.path"]]
     if "prompts" in grid:
         grid["prompts"] = [_fix_prompts(p, base_dir) for p in grid["prompts"]]
-    if "vllm.python" in grid:
-        grid["vllm.python"] = [_fix_program(p, base_dir) for p in grid["vllm.python"]]
-    if "vllm" in grid:
-        grid["vllm"] = [_fix_vllm(v, base_dir) for v in grid["vllm"]]
+    for section, fields in _interpreter_fields().items():
+        for f in fields:
+            if f"{section}.{f}" in grid:
+                grid[f"{section}.{f}"] = [fix_program(p, base_dir)
+                                          for p in grid[f"{section}.{f}"]]
+        if section in grid:
+            grid[section] = [_fix_section(v, fields, base_dir) for v in grid[section]]
     runner = cfg.runner
     if isinstance(runner, LocalRunner) and runner.python is not None:
         # as vllm.python: relative to the campaign file, never to the worker's folder
-        runner = runner.model_copy(update={"python": _fix_program(runner.python, base_dir)})
+        runner = runner.model_copy(update={"python": fix_program(runner.python, base_dir)})
     return cfg.model_copy(update={
         "base": _fix_fragment(cfg.base, base_dir),
         "grid": grid,
@@ -109,7 +127,7 @@ def _jsonl(prompts: Any) -> tuple[str, str] | None:
     return None
 
 
-def _prompt_sources(cfg: CampaignConfig) -> Iterator[tuple[str, tuple[str, str]]]:
+def prompt_sources(cfg: CampaignConfig) -> Iterator[tuple[str, tuple[str, str]]]:
     """(field path, (file, text field)) of every JSONL prompt source the campaign can use."""
     base = _jsonl(cfg.base.get("prompts"))
     if base:
@@ -183,7 +201,7 @@ def jsonl_problems(path: str, field: str) -> list[str]:
 def prompt_file_errors(cfg: CampaignConfig) -> list[FieldError]:
     errors: list[FieldError] = []
     checked: dict[tuple[str, str], list[str]] = {}
-    for where, (path, field) in _prompt_sources(cfg):
+    for where, (path, field) in prompt_sources(cfg):
         key = (str(Path(path).expanduser()), field)
         if key not in checked:
             checked[key] = jsonl_problems(*key)
@@ -246,7 +264,7 @@ def model_warnings(cfg: CampaignConfig) -> list[str]:
     """A local model folder missing here: fine if it exists on the GPU server, said anyway."""
     return [f"{where}: local model folder {path} does not exist on this machine (it must "
             "exist on the GPU server)"
-            for where, path in local_model_paths(cfg) if not Path(path).expanduser().is_dir()]
+            for where, path in local_model_paths(cfg) if not Path(path).expanduser().exists()]
 
 
 def mount_target_errors(cfg: CampaignConfig) -> list[FieldError]:

@@ -20,8 +20,10 @@ BigQuery, Slack and PostgreSQL clients):
 
 ``tests/test_changepoints.py`` checks this against Otava's own output on the same series
 (``tests/data/otava_reference.json``, made by ``scripts/otava_reference.py`` with the
-``apache-otava`` package). The t-test is Otava's: Student's, with the standard deviation
-of each piece taken with ``ddof=0``.
+``apache-otava`` package), run with Otava's t-test (``otava_ddof=True``: it takes each
+piece's standard deviation with ``ddof=0``, which overstates the evidence of short pieces).
+llem's own default is the textbook Student t-test (``ddof=1``); the thresholds in
+:mod:`llem_core.regression` were chosen by simulation with it.
 """
 
 from __future__ import annotations
@@ -88,12 +90,15 @@ def candidate(z: np.ndarray, start: int, end: int) -> tuple[int, float] | None:
     return int(tau[i, 0]) + start, float(q[i, j])
 
 
-def ttest(z: np.ndarray, left: slice, right: slice, index: int, qhat: float) -> Split:
-    """Otava's two-sided Student t-test between two pieces (std with ddof=0)."""
+def ttest(z: np.ndarray, left: slice, right: slice, index: int, qhat: float,
+          ddof: int = 1) -> Split:
+    """Two-sided Student t-test between two pieces. ``ddof=0`` is Otava's (it passes
+    population standard deviations where scipy expects sample ones, which makes small
+    pieces look surer than they are); llem uses the textbook ``ddof=1``."""
     a, b = z[left], z[right]
     ma, mb = float(np.mean(a)), float(np.mean(b))
-    sa = float(np.std(a)) if a.size >= 2 else 0.0
-    sb = float(np.std(b)) if b.size >= 2 else 0.0
+    sa = float(np.std(a, ddof=ddof)) if a.size >= 2 else 0.0
+    sb = float(np.std(b, ddof=ddof)) if b.size >= 2 else 0.0
     p = 1.0
     if a.size + b.size > 2:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -108,15 +113,16 @@ def _pieces(indices: list[int], start: int, end: int) -> list[tuple[int, int]]:
 
 
 def _test_at(z: np.ndarray, index: int, qhat: float, cuts: list[int], start: int,
-             end: int) -> Split:
+             end: int, ddof: int) -> Split:
     """Test ``index`` between the neighbouring cuts (an existing cut or a new one)."""
     others = [c for c in cuts if c != index]
     before = max([start, *[c for c in others if c < index]])
     after = min([end, *[c for c in others if c > index]])
-    return ttest(z, slice(before, index), slice(index, after), index, qhat)
+    return ttest(z, slice(before, index), slice(index, after), index, qhat, ddof)
 
 
-def divisive(z: np.ndarray, start: int, end: int, max_pvalue: float) -> list[Split]:
+def divisive(z: np.ndarray, start: int, end: int, max_pvalue: float,
+             ddof: int = 1) -> list[Split]:
     """Matteson and James' recursion on z[start:end] with the t-test as the stop rule."""
     cuts: list[Split] = []
     while True:
@@ -125,13 +131,13 @@ def divisive(z: np.ndarray, start: int, end: int, max_pvalue: float) -> list[Spl
         if not found:
             return cuts
         index, qhat = max(found, key=lambda c: c[1])
-        cut = _test_at(z, index, qhat, [c.index for c in cuts], start, end)
+        cut = _test_at(z, index, qhat, [c.index for c in cuts], start, end, ddof)
         if cut.pvalue > max_pvalue:
             return cuts
         cuts = sorted([*cuts, cut], key=lambda c: c.index)
 
 
-def split(z: np.ndarray, window: int, max_pvalue: float) -> list[Split]:
+def split(z: np.ndarray, window: int, max_pvalue: float, ddof: int = 1) -> list[Split]:
     """Weak change points: the recursion in windows of ``window``, half a window apart."""
     if window < 2:
         raise ValueError("window must be at least 2")
@@ -140,16 +146,16 @@ def split(z: np.ndarray, window: int, max_pvalue: float) -> list[Split]:
     start = 0
     while start < z.size:
         end = min(start + window, z.size)
-        new = divisive(z, start, end, max_pvalue)
+        new = divisive(z, start, end, max_pvalue, ddof)
         for c in new:
             found.setdefault(c.index, c)
         start = max(new[-1].index if new else 0, start + step)
     indices = sorted(found)
-    return [_test_at(z, i, found[i].qhat, indices, 0, z.size) for i in indices]
+    return [_test_at(z, i, found[i].qhat, indices, 0, z.size, ddof) for i in indices]
 
 
 def merge(z: np.ndarray, weak: list[Split], max_pvalue: float,
-          min_magnitude: float = 0.0) -> list[Split]:
+          min_magnitude: float = 0.0, ddof: int = 1) -> list[Split]:
     """Remove the weakest change point until all have p <= max_pvalue (and, where
     ``min_magnitude`` > 0, a relative change above it); neighbours are re-tested."""
     cuts = list(weak)
@@ -169,18 +175,24 @@ def merge(z: np.ndarray, weak: list[Split], max_pvalue: float,
         # re-test in ``change_points``, which this order of removals depends on.
         for k in (at, at + 1):
             if k < len(cuts):
-                cuts[k] = _test_at(z, cuts[k].index, cuts[k].qhat, indices, 0, z.size)
+                cuts[k] = _test_at(z, cuts[k].index, cuts[k].qhat, indices, 0, z.size, ddof)
     return cuts
 
 
 def change_points(values: np.ndarray | list[float], window: int = 50,
-                  max_pvalue: float = 0.001, min_magnitude: float = 0.0) -> list[Split]:
-    """Otava's ``compute_change_points``: split with the relaxed p, then merge."""
+                  max_pvalue: float = 0.001, min_magnitude: float = 0.0, *,
+                  otava_ddof: bool = False) -> list[Split]:
+    """Otava's ``compute_change_points``: split with the relaxed p, then merge.
+
+    ``otava_ddof``: test with Otava's population standard deviations (``ddof=0``), which
+    reproduces its output exactly; the default is the textbook t-test (``ddof=1``).
+    """
+    ddof = 0 if otava_ddof else 1
     z = np.asarray(values, dtype=float)
     if z.ndim != 1 or not np.all(np.isfinite(z)):
         raise ValueError("change points need a one-dimensional series of finite numbers")
     first = max_pvalue * FIRST_PASS_FACTOR if max_pvalue < 0.05 else (
         max_pvalue * 2 if max_pvalue < 0.5 else max_pvalue)
-    kept = merge(z, split(z, window, first), max_pvalue, min_magnitude)
+    kept = merge(z, split(z, window, first, ddof), max_pvalue, min_magnitude, ddof)
     indices = [c.index for c in kept]
-    return [_test_at(z, c.index, c.qhat, indices, 0, z.size) for c in kept]
+    return [_test_at(z, c.index, c.qhat, indices, 0, z.size, ddof) for c in kept]

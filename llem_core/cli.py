@@ -87,34 +87,42 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def plan_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The trigger params a `llem plan` command line gives; what it leaves out takes the
+    campaign's defaults, as an empty trigger form does."""
+    given = {"cycles": args.cycles, "ordering": args.ordering, "seed": args.seed,
+             "configs": args.config, "max_output_tokens": args.max_output_tokens,
+             "warmup_runs": args.warmup_runs, "dry_run": args.dry_run or None}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
-    from llem_core import plan
-    from llem_core.planning import load_and_place
+    """The DAG's planner (:func:`llem_core.planning.plan_run`) on the same params: the
+    listing is plan.json's, and a param the plan task refuses is refused here with its
+    message."""
+    from llem_core.planning import PlanError, load_and_place, plan_run
 
     try:
         loaded, report = load_and_place(args.campaign)
     except CampaignFileError as exc:
         return _file_error(exc)
-    ex = loaded.config.execution
-    cycles = args.cycles if args.cycles is not None else ex.cycles
-    if not 1 <= cycles <= 100:
-        err.print(f"{args.campaign}: --cycles: must be between 1 and 100, got {cycles}",
-                  markup=False)
+    try:
+        plan = plan_run(loaded.config, plan_params(args), args.run_id, report)
+    except PlanError as exc:
+        err.print(f"{args.campaign}: {exc}", markup=False, highlight=False)
         return 1
-    runs = plan.build(report.specs, cycles, args.ordering or ex.ordering,
-                      args.seed if args.seed is not None else ex.seed)
-    rows = [{"position": r.position, "cycle": r.cycle, "config_name": r.spec.name,
-             "config_hash": r.spec.config_hash} for r in runs]
+    listing = plan.listing()
     if args.json:
-        _print_json(rows)
+        _print_json(listing)
         return 0
-    t = Table(title=escape(f"{loaded.config.campaign}: {len(rows)} runs, {cycles} cycles, "
-                    f"{args.ordering or ex.ordering}"))
-    for col in ("position", "cycle", "config_name", "config_hash"):
+    dry = " (dry run: nothing would be measured)" if plan.dry_run else ""
+    t = Table(title=escape(f"{plan.campaign}: {len(plan.runs)} runs, {plan.cycles} cycles, "
+                           f"{plan.ordering}, seed {plan.seed}{dry}"))
+    columns = ("position", "cycle", "name", "config_hash")
+    for col in columns:
         t.add_column(col)
-    for r in rows:
-        t.add_row(*(escape(str(r[c])) for c in ("position", "cycle", "config_name",
-                                                "config_hash")))
+    for r in listing["runs"]:
+        t.add_row(*(escape(str(r[c])) for c in columns))
     out.print(t)
     return 0
 
@@ -285,6 +293,12 @@ def cmd_make_tiny_model(args: argparse.Namespace) -> int:
     path = build_tiny_model(args.out, seed=args.seed, arch=args.arch, dtype=args.dtype,
                             device=args.device)
     out.print(f"tiny model written to {path}", markup=False)
+    if args.gguf:
+        from llem_core.tinymodel import to_gguf
+
+        gguf_dtype = "float32" if args.dtype == "float32" else "float16"
+        out.print(f"GGUF ({gguf_dtype}) written to {to_gguf(path, args.gguf, gguf_dtype)}",
+                  markup=False)
     return 0
 
 
@@ -297,12 +311,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_validate)
 
-    pl = sub.add_parser("plan", help="print the ordered runs of a campaign")
+    pl = sub.add_parser("plan", help="print the ordered runs of a campaign, as the DAG's "
+                        "plan task would plan them for these trigger params")
     pl.add_argument("campaign")
     pl.add_argument("--cycles", type=int)
-    pl.add_argument("--ordering", choices=[o.value for o in Ordering])
+    # no argparse choices: the planner's own checks give the DAG's message
+    pl.add_argument("--ordering", help=f"one of {', '.join(o.value for o in Ordering)}")
     pl.add_argument("--seed", type=int)
-    pl.add_argument("--json", action="store_true")
+    pl.add_argument("--config", action="append",
+                    help="only this configuration (repeatable; names may hold commas)")
+    pl.add_argument("--max-output-tokens", type=int)
+    pl.add_argument("--warmup-runs", type=int)
+    pl.add_argument("--dry-run", action="store_true")
+    pl.add_argument("--run-id", default="llem-plan", help="run id of the result paths shown")
+    pl.add_argument("--json", action="store_true", help="the listing plan.json would hold")
     pl.set_defaults(func=cmd_plan)
 
     r = sub.add_parser("run-experiment", help="run and measure one experiment")
@@ -351,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="architecture (vllm-tiny: head_dim 32 for vLLM's CPU attention)")
     t.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     t.add_argument("--device", default="cpu", help="where weights are initialised (cuda)")
+    t.add_argument("--gguf", metavar="FILE", help="also convert it into this GGUF file, for "
+                   "backend llamacpp (float32, else float16)")
     t.set_defaults(func=cmd_make_tiny_model)
     return p
 

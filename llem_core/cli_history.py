@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llem_core.metrics import REGISTRY, headline
+from llem_core.metrics import REGISTRY, headline, short_label
 
 # pandas and scipy (via llem_core.history) are imported by the command itself: this module
 # is imported by every `llem` invocation, `run-experiment` included, which must not pay ~1 s
@@ -84,8 +84,8 @@ def cmd_history(args: argparse.Namespace) -> int:
                           "problems": [p.model_dump() for p in h.problems], "files": files},
                          indent=2))
         return 0
-    t = Table(title=escape(f"{root}: {len(h.runs)} runs, means with {args.confidence:.0%} "
-                           "t interval"))
+    t = Table(title=escape(f"{root}: {len(h.runs)} runs, estimates with {args.confidence:.0%} "
+                           "interval (log-t where the metric cannot be negative)"))
     for col in ("configuration", "metric", *[str(o) for o in h.runs["order"]]):
         t.add_column(col)
     # A series is a config hash: a name reused for other settings gets its own rows.
@@ -96,7 +96,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         by_order = {int(r["order"]): r for r in g.to_dict("records")}
         cells = [f"{_fmt(r['mean'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] n={r['n']}"
                  if (r := by_order.get(int(o))) else "missing" for o in h.runs["order"]]
-        t.add_row(escape(str(name)), escape(str(metric)), *cells)
+        t.add_row(escape(str(name)), escape(short_label(str(metric))), *cells)
     out.print(t)
     for c in h.changes.to_dict("records"):
         out.print(f"changed between {c['run_before']} and {c['run_after']}: {c['field']} "

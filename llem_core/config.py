@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     Tag,
+    create_model,
     field_validator,
     model_serializer,
     model_validator,
@@ -26,10 +27,8 @@ from pydantic import (
 
 from llem_core.alerts import AlertSettings
 from llem_core.config_base import (
-    AVAILABLE_BACKENDS,
     MAX_GPU_INDEX,
     MAX_SEED,
-    Backend,
     BuiltinPrompts,
     Decoding,
     Device,
@@ -40,17 +39,17 @@ from llem_core.config_base import (
     Ordering,
     PromptSource,
     Strict,
-    _check_gpu_indices,
-    _tag,
+    check_gpu_indices,
+    default_tag,
 )
 from llem_core.config_rules import check_cron, non_finite, parse_size, unordered_kind
+from llem_core.engines import engines, names, sections
+from llem_core.engines.settings import LoadSettings
 from llem_core.schedule import ScheduleWindow, window_problem
-from llem_core.serving.config import LoadSettings, ServerSettings, VllmSettings
-from llem_core.serving.engine_env import gpu_env_problem
 
 # The building blocks live in config_base; this module is where they are imported from.
 __all__ = [
-    "AVAILABLE_BACKENDS", "DAG_ID_PREFIX", "MAX_GPU_INDEX", "MAX_SEED", "Backend",
+    "DAG_ID_PREFIX", "MAX_GPU_INDEX", "MAX_SEED",
     "BuiltinPrompts", "CampaignConfig", "DType", "Decoding", "Device", "DockerRunner",
     "EnergyConfig", "Execution", "ExperimentConfig", "Health", "HealthCheck", "JsonlPrompts",
     "LocalRunner",
@@ -75,8 +74,10 @@ MAX_EXPERIMENT_TIMEOUT_S = 7 * 86_400.0
 DEFAULT_EXPERIMENT_TIMEOUT_S = 6 * 3600.0
 
 
-class ExperimentConfig(Strict):
-    """One inference configuration: what is run and how it is measured."""
+class ExperimentFields(Strict):
+    """One inference configuration: what is run and how it is measured. The engines'
+    settings sections (``server:``, ``vllm:``, ...) are added from the engine registry:
+    :data:`ExperimentConfig` is this model with them."""
 
     name: str | None = Field(
         None, max_length=200, description="Readable name; derived from the grid point if unset."
@@ -85,7 +86,9 @@ class ExperimentConfig(Strict):
         ..., min_length=1,
         description="Hugging Face model id, or a local path starting with '/', './', '../' or '~'.",
     )
-    backend: Backend = Field(Backend.pytorch, description="Inference backend.")
+    backend: str = Field(
+        "pytorch", description="Inference engine: " + ", ".join(names()) + " (README "
+        "'Engines').", json_schema_extra={"enum": list(names())})
     dtype: DType = Field(DType.bfloat16, description="Weight and activation dtype.")
     device: Device = Field(
         Device.auto, description="auto: CUDA when available, else CPU (recorded in provenance)."
@@ -94,9 +97,9 @@ class ExperimentConfig(Strict):
     max_input_tokens: int = Field(
         512, ge=1, le=131_072,
         description="Longest prompt in tokens. Backend pytorch truncates prompts to it; the "
-        "serving backends (server, vllm) send prompts whole and refuse a prompt of more "
-        "words than this (a word is at least one token), and vllm.max_model_len must hold "
-        "max_input_tokens + max_output_tokens.",
+        "served engines (server, vllm, ...) send prompts whole and refuse a prompt of more "
+        "words than this (a word is at least one token), and an engine's context "
+        "(vllm.max_model_len, ...) must hold max_input_tokens + max_output_tokens.",
     )
     max_output_tokens: int = Field(
         64, ge=1, le=131_072, description="Most tokens generated per request."
@@ -125,47 +128,47 @@ class ExperimentConfig(Strict):
     extra: dict[str, Any] = Field(
         default_factory=dict, description="Free metadata, copied into the results."
     )
-    server: ServerSettings | None = Field(
-        None, description="backend server: the OpenAI-compatible server (command or url).")
     load: LoadSettings | None = Field(
-        None, description="backend server or vllm: the load pattern and the steady-state "
-        "rules.")
-    vllm: VllmSettings | None = Field(
-        None, description="backend vllm: the engine settings of the vLLM server llem starts.")
+        None, description="Served engines (server, vllm, llamacpp, ...): the load pattern "
+        "and the steady-state rules.")
 
     @model_validator(mode="before")
     @classmethod
     def _one_dtype(cls, data: Any) -> Any:
-        # vllm.dtype and dtype name one setting: the experiment's dtype is what is recorded
-        # and passed as --dtype, so vllm.dtype may only say the same or stand in for it.
-        if isinstance(data, dict) and isinstance(data.get("vllm"), dict):
-            engine = data["vllm"].get("dtype")
-            if engine is not None:
-                if "dtype" not in data:
-                    data = {**data, "dtype": engine}
-                elif data["dtype"] != engine:
-                    raise ValueError(f"vllm.dtype {engine!r} differs from dtype "
-                                     f"{data['dtype']!r}: set one of the two")
+        # An engine section's dtype (vllm.dtype) and dtype name one setting: the
+        # experiment's dtype is what is recorded and passed on, so the section's may only
+        # say the same or stand in for it.
+        if not isinstance(data, dict):
+            return data
+        for section in sections():
+            engine = data.get(section).get("dtype") if isinstance(
+                data.get(section), dict) else None
+            if engine is None:
+                continue
+            if "dtype" not in data:
+                data = {**data, "dtype": engine}
+            elif data["dtype"] != engine:
+                raise ValueError(f"{section}.dtype {engine!r} differs from dtype "
+                                 f"{data['dtype']!r}: set one of the two")
         return data
 
     @model_serializer(mode="wrap")
     def _omit_unset_serving(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # Absent server/load/vllm sections are left out of every dump, so the config_hash of
-        # configurations written before these fields existed does not change.
+        # Absent load and engine sections are left out of every dump, so the config_hash
+        # of configurations written before these fields existed does not change.
         data = handler(self)
         if isinstance(data, dict):
-            for key in ("server", "load", "vllm"):
+            for key in ("load", *sections()):
                 if data.get(key, 0) is None:
                     del data[key]
         return data
 
     @field_validator("backend")
     @classmethod
-    def _backend_available(cls, v: Backend) -> Backend:
-        if v not in AVAILABLE_BACKENDS:
-            names = ", ".join(b.value for b in AVAILABLE_BACKENDS)
-            raise ValueError(
-                f"backend {Backend(v).value!r} is not available yet (available: {names})")
+    def _backend_known(cls, v: str) -> str:
+        if v not in engines():
+            raise ValueError(f"backend {v!r} is not an engine llem knows (engines: "
+                             f"{', '.join(names())})")
         return v
 
     @field_validator("model")
@@ -183,17 +186,7 @@ class ExperimentConfig(Strict):
     @field_validator("gpus")
     @classmethod
     def _gpus_valid(cls, v: list[int]) -> list[int]:
-        return _check_gpu_indices(v)
-
-    @field_validator("server")
-    @classmethod
-    def _server_gpus_are_the_experiments(cls, v: ServerSettings | None) -> ServerSettings | None:
-        # as vllm.env: a launched server on GPUs of its own choosing is one that no meter,
-        # pool or lock covers (llem builds a vLLM engine's server section past this rule)
-        problem = next(filter(None, map(gpu_env_problem, v.env)), None) if v else None
-        if problem:
-            raise ValueError(f"env: {problem}")
-        return v
+        return check_gpu_indices(v)
 
     @field_validator("extra")
     @classmethod
@@ -207,6 +200,14 @@ class ExperimentConfig(Strict):
 
     def is_local_model(self) -> bool:
         return is_local_path(self.model)
+
+
+ExperimentConfig = create_model(
+    "ExperimentConfig", __base__=ExperimentFields, __module__=__name__,
+    __doc__=ExperimentFields.__doc__,
+    **{section: (engine.settings | None, Field(  # type: ignore[operator]
+        None, description=f"backend {engine.name}: {engine.summary}."))
+       for section, engine in sections().items()})
 
 
 def is_local_path(model: str) -> bool:
@@ -369,7 +370,7 @@ class DockerRunner(Strict):
     @field_validator("gpus")
     @classmethod
     def _gpus_valid(cls, v: list[int] | str | None) -> list[int] | str | None:
-        return _check_gpu_indices(v) if isinstance(v, list) else v
+        return check_gpu_indices(v) if isinstance(v, list) else v
 
     @property
     def shm_size_bytes(self) -> int:
@@ -392,7 +393,7 @@ class LocalRunner(Strict):
 
 RunnerConfig = Annotated[
     Annotated[DockerRunner, Tag("docker")] | Annotated[LocalRunner, Tag("local")],
-    _tag("type", "docker"),
+    default_tag("type", "docker"),
 ]
 
 

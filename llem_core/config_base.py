@@ -41,22 +41,12 @@ class Strict(TextChecked):
         return v
 
 
-def _check_gpu_indices(v: list[int]) -> list[int]:
+def check_gpu_indices(v: list[int]) -> list[int]:
     if any(g < 0 or g > MAX_GPU_INDEX for g in v):
         raise ValueError(f"GPU indices must be between 0 and {MAX_GPU_INDEX}: {v}")
     if len(set(v)) != len(v):
         raise ValueError(f"GPU indices repeat: {v}")
     return v
-
-
-class Backend(StrEnum):
-    pytorch = "pytorch"
-    vllm = "vllm"  # a vLLM server llem starts, under load (llem_core.serving.vllm)
-    tensorrt = "tensorrt"
-    server = "server"  # any OpenAI-compatible server under load (llem_core.serving)
-
-
-AVAILABLE_BACKENDS = (Backend.pytorch, Backend.server, Backend.vllm)
 
 
 class DType(StrEnum):
@@ -106,7 +96,7 @@ class JsonlPrompts(Strict):
     )
 
 
-def _tag(field: str, default: str):
+def default_tag(field: str, default: str):
     """Discriminator that treats a missing tag as the default variant."""
 
     def get(value: Any) -> str:
@@ -119,7 +109,7 @@ def _tag(field: str, default: str):
 
 PromptSource = Annotated[
     Annotated[BuiltinPrompts, Tag("builtin")] | Annotated[JsonlPrompts, Tag("jsonl")],
-    _tag("kind", "builtin"),
+    default_tag("kind", "builtin"),
 ]
 
 

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from llem_core import __version__
+from llem_core import __version__, env_names
 from llem_core.cache import cache_root
 from llem_core.campaign_file import (
     CampaignFileError,
@@ -23,7 +23,7 @@ from llem_core.campaign_file import (
     read_campaign_text,
 )
 
-CAMPAIGNS_ENV = "LLEM_CAMPAIGNS_DIR"
+CAMPAIGNS_ENV = env_names.CAMPAIGNS_DIR
 PATTERNS = ("*.yaml", "*.yml")
 
 

@@ -9,8 +9,9 @@ entry of the wrong form, fails closed):
   beyond the list, each as written on a command line (``--speculative-config``, ``-cc``;
   '_' and '-' are the same), with any value in any of vLLM's forms (``--f v``, ``--f=v``,
   ``--f.key v``). Flags llem sets and ``--config`` cannot be allowed.
-- ``LLEM_ALLOWED_ENGINE_ENV``: variables a campaign may set in ``vllm.env`` and
-  ``server.env`` beyond the list (``NAME``, or ``PREFIX_*``). Variables that select GPUs or
+- ``LLEM_ALLOWED_ENGINE_ENV``: variables a campaign may set in an engine's environment
+  (``vllm.env``, ``server.env``, ``llamacpp.env``, ...: the field each engine declares)
+  beyond the list (``NAME``, or ``PREFIX_*``). Variables that select GPUs or
   load code (``LD_*``, ``PYTHON*``, ``CUDA_INJECTION*``, NCCL's plugins, ``OPENSSL_*``,
   ``TRITON_*``, ...) cannot be allowed.
 
@@ -26,10 +27,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from llem_core.config import CampaignConfig
+from llem_core.engines import engines
 from llem_core.errors import FieldError
 from llem_core.serving.engine_env import ENV_NAME, code_env_problem, engine_env_problem
 from llem_core.serving.vllm_flags import normalised_flag, vllm_args_problem, vllm_flag_problem
-from llem_core.trust import Misconfigured, _allowed, _refused
+from llem_core.trust import Misconfigured, allowed_entries, refused
 
 ENV_VLLM_FLAGS = "LLEM_ALLOWED_VLLM_FLAGS"
 ENV_ENGINE_ENV = "LLEM_ALLOWED_ENGINE_ENV"
@@ -37,7 +39,7 @@ ENV_ENGINE_ENV = "LLEM_ALLOWED_ENGINE_ENV"
 
 def allowed_vllm_flags() -> list[str]:
     """The deployment's extra vLLM flags; :class:`Misconfigured` for a bad entry."""
-    flags = _allowed(ENV_VLLM_FLAGS) or []
+    flags = allowed_entries(ENV_VLLM_FLAGS) or []
     for flag in flags:
         name = normalised_flag(flag)
         # a flag's name only: no value, no JSON key, no glob (read literally, it would
@@ -53,7 +55,7 @@ def allowed_vllm_flags() -> list[str]:
 
 def allowed_engine_env() -> list[str]:
     """The deployment's extra engine variables; :class:`Misconfigured` for a bad entry."""
-    names = _allowed(ENV_ENGINE_ENV) or []
+    names = allowed_entries(ENV_ENGINE_ENV) or []
     for entry in names:
         stem = entry[:-1] if entry.endswith("*") else entry
         if stem and not ENV_NAME.fullmatch(stem):
@@ -103,7 +105,7 @@ def engine_policy_errors(cfg: CampaignConfig) -> list[FieldError]:
     for path, args in _settings(cfg, "vllm.extra_args"):
         if not isinstance(args, list) or not args:
             continue
-        problem = (_refused(flags) if isinstance(flags, Misconfigured) else
+        problem = (refused(flags) if isinstance(flags, Misconfigured) else
                    vllm_args_problem([str(a) for a in args], flags, ENV_VLLM_FLAGS))
         if problem:
             errors.append(FieldError(path, problem))
@@ -111,12 +113,14 @@ def engine_policy_errors(cfg: CampaignConfig) -> list[FieldError]:
         names: list[str] | Misconfigured = allowed_engine_env()
     except Misconfigured as exc:
         names = exc
-    for field in ("vllm.env", "server.env"):
+    env_fields = [f"{e.section}.{e.env_field}" for e in engines().values()
+                  if e.section is not None and e.env_field is not None]
+    for field in env_fields:
         for path, env in _settings(cfg, field):
             if not isinstance(env, dict):
                 continue
             for name in env:
-                problem = (f"{name}: {_refused(names)}" if isinstance(names, Misconfigured)
+                problem = (f"{name}: {refused(names)}" if isinstance(names, Misconfigured)
                            else engine_env_problem(str(name), names, ENV_ENGINE_ENV))
                 if problem:
                     errors.append(FieldError(path, problem))

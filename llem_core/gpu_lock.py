@@ -16,7 +16,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-LOCK_DIR_ENV = "LLEM_LOCK_DIR"
+from llem_core import env_names
+
+LOCK_DIR_ENV = env_names.LOCK_DIR
 
 
 def lock_dir() -> Path:

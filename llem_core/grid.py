@@ -25,7 +25,9 @@ from llem_core.campaign_file import (
     pydantic_errors,
     set_path,
 )
-from llem_core.config import Backend, CampaignConfig, DType, ExperimentConfig
+from llem_core.config import CampaignConfig, ExperimentConfig
+from llem_core.engines import engine_for
+from llem_core.engines.rules import engine_conflicts, timeout_conflicts
 from llem_core.grid_limits import (
     GridLimitMisconfigured,
     combination_count,
@@ -33,16 +35,7 @@ from llem_core.grid_limits import (
     max_expansion_work,
     max_grid_size,
 )
-from llem_core.serving.config import is_loopback, url_host
-from llem_core.serving.rules import serving_conflicts, timeout_conflicts
 
-# Which dtypes each backend can run; tensorrt is listed for when it lands.
-BACKEND_DTYPES: dict[str, set[str]] = {
-    Backend.pytorch: {DType.float32, DType.float16, DType.bfloat16},
-    Backend.vllm: {DType.float32, DType.float16, DType.bfloat16},  # float32 on CPUs
-    Backend.tensorrt: {DType.float16, DType.bfloat16},
-    Backend.server: {DType.float32, DType.float16, DType.bfloat16},  # the server decides
-}
 # Airflow's [core] max_map_length default: a mapped task with more entries fails.
 AIRFLOW_MAX_MAP_LENGTH = 1024
 
@@ -117,7 +110,8 @@ def conflicts(cfg: ExperimentConfig) -> list[str]:
     if cfg.min_output_tokens > cfg.max_output_tokens:
         out.append(f"min_output_tokens ({cfg.min_output_tokens}) > max_output_tokens "
                    f"({cfg.max_output_tokens})")
-    if cfg.dtype not in BACKEND_DTYPES[cfg.backend]:
+    engine = engine_for(cfg.backend)
+    if cfg.dtype not in engine.dtypes:
         out.append(f"backend {cfg.backend} cannot run dtype {cfg.dtype}")
     if cfg.prompts.kind == "builtin" and cfg.prompts.count < cfg.batch_size:
         out.append(f"batch_size ({cfg.batch_size}) exceeds the {cfg.prompts.count} prompts: "
@@ -131,28 +125,25 @@ def conflicts(cfg: ExperimentConfig) -> list[str]:
         out.append("energy.meter nvml needs at least one GPU in gpus")
     if cfg.device == "cuda" and not cfg.gpus:
         out.append("device cuda needs at least one GPU in gpus")
-    out += serving_conflicts(cfg)
+    out += engine_conflicts(cfg)
     return out
 
 
 def soft_warnings(cfg: ExperimentConfig) -> list[str]:
     """Problems that do not stop a configuration but that its user should know."""
     out = []
+    engine = engine_for(cfg.backend)
     if not cfg.decoding.sampling and (cfg.decoding.top_k or cfg.decoding.top_p):
         out.append("top_k/top_p are ignored with temperature 0 (greedy decoding)")
     if cfg.prompts.kind == "builtin":
-        # only the pytorch backend truncates; serving backends refuse such prompts
-        if cfg.backend == "pytorch" and cfg.prompts.length > cfg.max_input_tokens:
+        # only in-process engines truncate; served engines refuse such prompts
+        if not engine.served and cfg.prompts.length > cfg.max_input_tokens:
             out.append(f"prompts of {cfg.prompts.length} tokens are truncated to "
                        f"max_input_tokens={cfg.max_input_tokens}")
         if cfg.prompts.count % cfg.batch_size:
             out.append(f"{cfg.prompts.count} prompts do not divide into batches of "
                        f"{cfg.batch_size}: the last batch is partial")
-    if cfg.server is not None and cfg.server.url is not None \
-            and not is_loopback(url_host(cfg.server.url)):
-        out.append(f"server.url host {url_host(cfg.server.url)!r} is not a loopback address: "
-                   "the latency measured includes the network, and the meters measure only "
-                   "the GPUs of the machine the experiment runs on")
+    out += engine.warnings(cfg)
     fixed_by_server = cfg.load is not None and cfg.load.fixed_output
     if cfg.min_output_tokens < cfg.max_output_tokens and not fixed_by_server:
         out.append("output length varies with EOS (min_output_tokens < max_output_tokens): "

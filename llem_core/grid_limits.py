@@ -7,10 +7,11 @@ import math
 import os
 from typing import Any
 
+from llem_core import env_names
 from llem_core.errors import FieldError
 from llem_core.yaml_safe import count_values
 
-MAX_GRID_SIZE_ENV = "LLEM_MAX_GRID_SIZE"
+MAX_GRID_SIZE_ENV = env_names.MAX_GRID_SIZE
 DEFAULT_MAX_GRID_SIZE = 10_000
 # Values per combination allowed on average (a default config has about 40).
 VALUES_PER_CONFIG = 200

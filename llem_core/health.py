@@ -1,6 +1,7 @@
 """GPU readiness: is the GPU cool, nearly empty and free of other people's processes?
 
-The decision (:func:`assess`) is pure; :func:`read_gpus` reads NVML. The Airflow sensor
+The decision (:func:`assess`) is pure; :func:`read_gpus` reads the device layer
+(:mod:`llem_core.devices`), never a vendor library. The Airflow sensor
 between cycles and the runner's optional pre-experiment wait both use these.
 """
 
@@ -11,6 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from llem_core.devices import Device, DeviceError, NullDevices, gpus_open
 
 
 @dataclass
@@ -57,37 +60,34 @@ def assess(states: list[GpuState], th: Thresholds) -> Readiness:
 
 
 class NoGpu(RuntimeError):
-    """NVML is unavailable or sees no GPU: readiness checks pass at once, saying why."""
+    """No device library starts or it sees no GPU: readiness checks pass at once, saying
+    why."""
 
 
 def read_gpus(indices: list[int] | None = None) -> list[GpuState]:
-    from llem_core.nvml_init import init_nvml
-
-    pynvml = init_nvml(NoGpu)
-    try:
-        count = pynvml.nvmlDeviceGetCount()
+    """The state of GPUs ``indices`` (default: all) through the device layer."""
+    with gpus_open() as devices:
+        if isinstance(devices, NullDevices):
+            raise NoGpu(devices.reason)
+        count = devices.count()
         if count == 0:
-            raise NoGpu("NVML sees no GPU")
+            raise NoGpu(f"{devices.label} sees no GPU")
         states = []
         for i in indices if indices is not None else range(count):
             if i >= count:
                 raise NoGpu(f"GPU {i} not present ({count} GPUs)")
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-            try:
-                procs = [p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h)]
-            except pynvml.NVMLError:
-                procs = []
-            name = pynvml.nvmlDeviceGetName(h)
-            states.append(GpuState(
-                index=i, name=name.decode() if isinstance(name, bytes) else name,
-                temperature_c=float(pynvml.nvmlDeviceGetTemperature(
-                    h, pynvml.NVML_TEMPERATURE_GPU)),
-                memory_used_pct=100.0 * mem.used / mem.total if mem.total else 0.0,
-                compute_pids=procs))
+            states.append(_state(devices.device(i)))
         return states
-    finally:
-        pynvml.nvmlShutdown()
+
+
+def _state(gpu: Device) -> GpuState:
+    mem = gpu.memory()
+    try:
+        procs = gpu.compute_pids()
+    except DeviceError:  # some drivers refuse the process list: memory use still counts
+        procs = []
+    return GpuState(index=gpu.index, name=gpu.name(), temperature_c=gpu.temperature_c(),
+                    memory_used_pct=mem.used_pct, compute_pids=procs)
 
 
 def check(indices: list[int] | None, th: Thresholds,

@@ -17,7 +17,7 @@ from llem_core.console_table import number
 from llem_core.history import History
 from llem_core.metrics import axis_label, display_unit, short_label
 from llem_core.regression import METHOD
-from llem_core.report_charts import drawn_as_text
+from llem_core.report_charts import SVG_METADATA, drawn_as_text
 from llem_core.report_charts import text as label_text
 from llem_core.results import write_atomic
 
@@ -80,7 +80,7 @@ def _chart(h: History, metric: str) -> str | None:
     ax.set_title(short_label(metric))
     ax.legend(fontsize=7, loc="best")
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata=SVG_METADATA)
     plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]

@@ -23,6 +23,7 @@ from llem_core.campaign_file import (
     pydantic_errors,
 )
 from llem_core.config import MAX_SEED, CampaignConfig, ExperimentConfig, HealthCheck, Ordering
+from llem_core.engines.rules import timeout_conflicts
 from llem_core.grid import (
     ExperimentSpec,
     GridReport,
@@ -33,7 +34,6 @@ from llem_core.grid import (
 )
 from llem_core.placement import Placement, PlacementError, campaign_placement
 from llem_core.results import RunSpec, result_path, run_dir
-from llem_core.serving.rules import timeout_conflicts
 
 PLAN_SCHEMA_VERSION = 1
 # The trigger form's fields; anything else in a run's conf is refused by name.
@@ -201,7 +201,8 @@ def plan_run(campaign: CampaignConfig, params: dict[str, Any] | None, run_id: st
             spec = RunSpec(campaign=campaign.campaign, run_id=run_id, name=r.spec.name,
                            config_hash=r.spec.config_hash, cycle=r.cycle, position=r.position,
                            config=r.spec.config,
-                           health_check=HealthCheck.from_health(health) if check else None)
+                           health_check=HealthCheck.from_health(health) if check else None,
+                           isolation=campaign.execution.isolation)
             path = result_path(campaign.results_dir, campaign.campaign, run_id,
                                r.spec.config_hash, r.cycle)
             planned.append(PlannedRun(name=r.spec.name, config_hash=r.spec.config_hash,

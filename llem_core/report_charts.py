@@ -23,12 +23,16 @@ from matplotlib.ticker import MaxNLocator
 from llem_core.metrics import REGISTRY, axis_label, display_unit, label, short_label
 from llem_core.stats import pareto_front
 
+# No <metadata> block (date, creator): a chart is the same bytes for the same data, and the
+# page holds only the drawing elements.
+SVG_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
+
 
 def _svg(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata=SVG_METADATA)
     plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]

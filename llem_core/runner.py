@@ -16,9 +16,10 @@ from llem_core.backends.base import BackendError
 from llem_core.config import ExperimentConfig
 from llem_core.energy.base import Baseline
 from llem_core.energy.result import baseline_band_flag, energy_result
+from llem_core.engines import engine_for
 from llem_core.experiment import phases
 from llem_core.experiment.errors import ExperimentError
-from llem_core.experiment.provenance import now, provenance
+from llem_core.experiment.provenance import experiment_result, now, provenance
 from llem_core.host.warm import WarmCache
 from llem_core.results import ExperimentResult, Metrics, Provenance, RunSpec, write_result
 
@@ -38,7 +39,8 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
         # (or the kept engine) as another workload: nothing is kept across it
         warm.release()
         warm.release_engines()
-    if cfg.backend in ("server", "vllm"):
+    engine = engine_for(cfg.backend)
+    if engine.served:
         try:
             from llem_core.serving.experiment import run_server  # httpx only when used
         except ImportError as exc:
@@ -46,7 +48,7 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
                 f"backend {cfg.backend} needs the 'serving' extra ({exc.name or exc} is missing): "
                 "pip install 'llem-airflow[serving]' where the experiment runs") from None
         if warm is not None:
-            warm.release()  # a loaded PyTorch model is not kept beside a serving engine
+            warm.release()  # a loaded model is not kept beside a serving engine
         return run_server(spec, out_path, log, engines=warm.engines() if warm else None)
     started = now()
     health = phases.preflight(spec, log)
@@ -100,7 +102,7 @@ def run(spec: RunSpec, out_path: str | Path | None = None,
             backend.close()
 
     prov = provenance(backend.device, {**hardware, "model": work.load_info}, versions,
-                      started, timings_s)
+                      started, timings_s, spec.isolation)
     prov.model_already_loaded = kept is not None
     result = _result(spec, phases.metrics(window, warmup, peak), window, baseline, cache_age,
                      health, warnings, prov)
@@ -130,11 +132,7 @@ def _result(spec: RunSpec, metrics: Metrics, window: phases.Window, baseline: Ba
                                   spec.config.energy.baseline_band_c)
         if band:
             energy.flags.append(band)
-    return ExperimentResult(
-        campaign=spec.campaign, run_id=spec.run_id, name=spec.name,
-        config_hash=spec.config_hash, cycle=spec.cycle, position=spec.position,
-        config=spec.config, metrics=metrics, energy=energy, provenance=prov, health=health,
-        warnings=warnings + energy.flags)
+    return experiment_result(spec, metrics, energy, prov, health, warnings + energy.flags)
 
 
 def run_experiment(config: ExperimentConfig, out_path: str | Path | None = None, *,

@@ -14,9 +14,10 @@ lone surrogates (U+D800-DFFF). A field that holds free prose (a campaign's
 ``description``) may also hold TAB and LF, which YAML block scalars produce. Letters of
 every script, zero-width joiners (emoji, Persian) and ordinary punctuation stay allowed.
 
-:class:`TextChecked` is the base of both config-model families (``config_base.Strict`` and
-``serving.config._Strict``): one rule for every string of every field, dict keys, list
-items and nested free metadata (``extra``) included, so a field added later is covered.
+:class:`TextChecked` is the base of ``config_base.Strict``, the one strict base of
+every config model (the engines' sections included): one rule for every string of every
+field, dict keys, list items and nested free metadata (``extra``) included, so a field
+added later is covered.
 """
 
 from __future__ import annotations

@@ -63,9 +63,12 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
+from typing import Any
 
 from llem_core.campaign_paths import field_values, local_model_paths
 from llem_core.config import CampaignConfig, DockerRunner, LocalRunner
+from llem_core.engines import engines
+from llem_core.engines.base import Program
 from llem_core.errors import FieldError
 from llem_core.host_paths import host_root_problem
 
@@ -84,7 +87,7 @@ class Misconfigured(ValueError):
     """A deployment variable that cannot be read as documented: fails closed, said so."""
 
 
-def _allowed(name: str, kind: str = "any") -> list[str] | None:
+def allowed_entries(name: str, kind: str = "any") -> list[str] | None:
     """The entries of an allow-list variable; None when it is unset or empty (the
     variable's default). Raises :class:`Misconfigured` naming the variable and the bad
     entry when it is set but names nothing, or (``kind`` "folder" or "program") holds an
@@ -109,7 +112,7 @@ def _allowed(name: str, kind: str = "any") -> list[str] | None:
     return items
 
 
-def _refused(exc: Misconfigured) -> str:
+def refused(exc: Misconfigured) -> str:
     return f"refused: the deployment's {exc} (a misconfigured allow-list allows nothing)"
 
 
@@ -155,9 +158,9 @@ def mount_problem(source: str, writable: bool = True) -> str | None:
     if system:
         return system
     try:
-        roots = _allowed(ENV_MOUNT_ROOTS, "folder")
+        roots = allowed_entries(ENV_MOUNT_ROOTS, "folder")
     except Misconfigured as exc:
-        return f"{source!r} is {_refused(exc)}"
+        return f"{source!r} is {refused(exc)}"
     if roots is None:
         return None
     root_forms = {f for r in roots for f in _forms(r)}
@@ -169,9 +172,9 @@ def mount_problem(source: str, writable: bool = True) -> str | None:
 
 def image_problem(image: str) -> str | None:
     try:
-        patterns = _allowed(ENV_IMAGES)
+        patterns = allowed_entries(ENV_IMAGES)
     except Misconfigured as exc:
-        return f"image {image!r} is {_refused(exc)}"
+        return f"image {image!r} is {refused(exc)}"
     if patterns is None or any(fnmatch.fnmatchcase(image, p) for p in patterns):
         return None
     return f"image {image!r} is not allowed by {ENV_IMAGES} ({', '.join(patterns)})"
@@ -179,9 +182,9 @@ def image_problem(image: str) -> str | None:
 
 def docker_url_problem(url: str) -> str | None:
     try:
-        patterns = _allowed(ENV_DOCKER_URLS)
+        patterns = allowed_entries(ENV_DOCKER_URLS)
     except Misconfigured as exc:
-        return f"Docker URL {url!r} is {_refused(exc)}"
+        return f"Docker URL {url!r} is {refused(exc)}"
     allowed = patterns or list(_DEFAULT_DOCKER_URLS)
     if any(fnmatch.fnmatchcase(url, p) for p in allowed):
         return None
@@ -205,9 +208,9 @@ def program_problem(program: str, what: str, variable: str, unset: str) -> str |
             return (f"{what} {program!r} is a relative path: the folder it is "
                     "relative to is not known here; name it absolutely")
     try:
-        allowed = _allowed(variable, "program") or []
+        allowed = allowed_entries(variable, "program") or []
     except Misconfigured as exc:
-        return f"{what} {program!r} is {_refused(exc)}"
+        return f"{what} {program!r} is {refused(exc)}"
     if any(fnmatch.fnmatchcase(matched, p) for p in allowed):
         return None
     listed = ", ".join(allowed) or f"unset: {unset}"
@@ -228,20 +231,35 @@ def server_command_problem(program: str) -> str | None:
     return program_problem(program, "server program", ENV_SERVER_COMMANDS, "none")
 
 
+def _program_problem(program: Program, value: Any) -> str | None:
+    if program.first_of_list:
+        value = value[0] if isinstance(value, list) and value else None
+    if not isinstance(value, str):
+        return None  # the model refuses what is not a program's name
+    return python_problem(value) if program.allow_list == "python" \
+        else server_command_problem(value)
+
+
 def launched_program_errors(cfg: CampaignConfig) -> list[FieldError]:
-    """Programs a local-runner campaign would start on the worker besides llem itself."""
+    """Programs a local-runner campaign would start on the worker besides llem itself: the
+    fields each engine declares (``vllm.python``, ``server.command``, ...), as written, and
+    a default program of an engine the campaign uses where it names none."""
     if not isinstance(cfg.runner, LocalRunner):
         return []
     errors = []
-    for path, value in field_values(cfg, "vllm.python"):
-        problem = python_problem(value) if isinstance(value, str) or value is None else None
-        if problem:
-            errors.append(FieldError(path, problem))
-    for path, value in field_values(cfg, "server.command"):
-        if isinstance(value, list) and value and isinstance(value[0], str):
-            problem = server_command_problem(value[0])
-            if problem:
-                errors.append(FieldError(path, problem))
+    backends = list(field_values(cfg, "backend"))
+    for engine in engines().values():
+        for program in engine.programs:
+            written = list(field_values(cfg, f"{engine.section}.{program.field}"))
+            assert engine.settings is not None
+            default = engine.settings.model_fields[program.field].get_default(
+                call_default_factory=True)
+            if not written and default is not None:
+                written = [(path, default) for path, b in backends if b == engine.name]
+            for path, value in written:
+                problem = _program_problem(program, value)
+                if problem:
+                    errors.append(FieldError(path, problem))
     return errors
 
 
@@ -275,9 +293,9 @@ def notify_errors(cfg: CampaignConfig) -> list[FieldError]:
     if cfg.alerts is None or not cfg.alerts.notify:
         return []
     try:
-        allowed = _allowed(ENV_NOTIFY_CONNECTIONS)
+        allowed = allowed_entries(ENV_NOTIFY_CONNECTIONS)
     except Misconfigured as exc:
-        return [FieldError("alerts.notify", _refused(exc))]
+        return [FieldError("alerts.notify", refused(exc))]
     if allowed is None:
         return []
     return [FieldError(f"alerts.notify.{i}.conn_id",

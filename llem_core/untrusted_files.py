@@ -25,9 +25,12 @@ or folder that is simply absent raises ``FileNotFoundError`` as the OS would.
 from __future__ import annotations
 
 import errno
+import hashlib
+import itertools
 import json
 import os
 import posixpath
+import re
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -180,28 +183,18 @@ def _checked(st: os.stat_result, limit: int) -> None:
         raise Unreadable(f"larger than {limit} bytes ({st.st_size}): not read")
 
 
-def open_file(folder: Folder, rel: str | os.PathLike[str], limit: int
-              ) -> tuple[int, os.stat_result]:
-    """(descriptor, its fstat) of the regular file ``rel`` inside ``folder``; the caller
-    closes it. Never follows a link, never opens a FIFO, socket or device."""
-    parts = _parts(rel)
-    if not parts:
-        raise Unreadable("an empty file name")
-    parent = open_below(folder, "/".join(parts[:-1]))
-    name = parts[-1]
+def _open_in(dir_fd: int, name: str, limit: int) -> tuple[int, os.stat_result]:
+    """(descriptor, fstat) of the regular file ``name`` directly in the open folder."""
+    if not _text_name(name):
+        raise Unreadable("the name is not UTF-8 text: not read")
+    # lstat first: a FIFO or a device is refused before it is opened at all.
+    _checked(os.stat(name, dir_fd=dir_fd, follow_symlinks=False), limit)
     try:
-        if not _text_name(name):
-            raise Unreadable("the name is not UTF-8 text: not read")
-        # lstat first: a FIFO or a device is refused before it is opened at all.
-        _checked(os.stat(name, dir_fd=parent.fd, follow_symlinks=False), limit)
-        try:
-            fd = os.open(name, _FILE_FLAGS, dir_fd=parent.fd)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:  # swapped for a link since the lstat
-                raise Unreadable("a symbolic link, not a regular file: not read") from None
-            raise
-    finally:
-        parent.close()
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # swapped for a link since the lstat
+            raise Unreadable("a symbolic link, not a regular file: not read") from None
+        raise
     try:
         st = os.fstat(fd)
         _checked(st, limit)  # what was opened, should it have been swapped in meanwhile
@@ -211,9 +204,18 @@ def open_file(folder: Folder, rel: str | os.PathLike[str], limit: int
     return fd, st
 
 
-def read_file(folder: Folder, rel: str | os.PathLike[str], limit: int) -> bytes:
-    """The bytes of the regular file ``rel`` inside ``folder``, at most ``limit``."""
-    fd, _ = open_file(folder, rel, limit)
+def open_file(folder: Folder, rel: str | os.PathLike[str], limit: int
+              ) -> tuple[int, os.stat_result]:
+    """(descriptor, its fstat) of the regular file ``rel`` inside ``folder``; the caller
+    closes it. Never follows a link, never opens a FIFO, socket or device."""
+    parts = _parts(rel)
+    if not parts:
+        raise Unreadable("an empty file name")
+    with open_below(folder, "/".join(parts[:-1])) as parent:
+        return _open_in(parent.fd, parts[-1], limit)
+
+
+def _read_fd(fd: int, limit: int) -> bytes:
     try:
         chunks: list[bytes] = []
         got = 0
@@ -228,6 +230,40 @@ def read_file(folder: Folder, rel: str | os.PathLike[str], limit: int) -> bytes:
     if got > limit:
         raise Unreadable(f"grew past {limit} bytes while read: not read")
     return b"".join(chunks)
+
+
+def read_file(folder: Folder, rel: str | os.PathLike[str], limit: int) -> bytes:
+    """The bytes of the regular file ``rel`` inside ``folder``, at most ``limit``."""
+    fd, _ = open_file(folder, rel, limit)
+    return _read_fd(fd, limit)
+
+
+def read_files(folder: Folder, rels: list[str], limit: int
+               ) -> Iterator[tuple[str, bytes | OSError | ValueError]]:
+    """(rel, its bytes or why not) for each of ``rels`` inside ``folder``, read as
+    :func:`read_file` reads one, in order; a folder shared by consecutive files (a
+    :func:`walk` listing: sorted) is opened once for them, not once per file."""
+    parent: Folder | None = None
+    parent_rel: str | None = None
+    try:
+        for rel in rels:
+            try:
+                parts = _parts(rel)
+                if not parts:
+                    raise Unreadable("an empty file name")
+                here = "/".join(parts[:-1])
+                if parent is None or here != parent_rel:
+                    if parent is not None:
+                        parent.close()
+                        parent = None
+                    parent, parent_rel = open_below(folder, here), here
+                fd, _ = _open_in(parent.fd, parts[-1], limit)
+                yield rel, _read_fd(fd, limit)
+            except (OSError, ValueError) as exc:
+                yield rel, exc
+    finally:
+        if parent is not None:
+            parent.close()
 
 
 def iter_fd(fd: int, size: int) -> Iterator[bytes]:
@@ -245,7 +281,7 @@ def iter_fd(fd: int, size: int) -> Iterator[bytes]:
 
 
 def _check_tree(data: Any) -> None:
-    """Depth and text of parsed JSON, without recursion."""
+    """Depth and text of parsed JSON, without recursion (value by value: the slow path)."""
     stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
         value, depth = stack.pop()
@@ -259,6 +295,29 @@ def _check_tree(data: Any) -> None:
                                      "not read")
             if isinstance(v, dict | list):
                 stack.append((v, depth + 1))
+
+
+# A lone surrogate can only come from a \uD800-\uDFFF escape (strict UTF-8 decoding refuses
+# an encoded one); strings are cut out before brackets are counted for the depth.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def _check_text(text: str, data: Any) -> None:
+    """What :func:`_check_tree` checks, read from the JSON text that ``data`` was parsed
+    from: its bracket depth outside strings, and whether it escapes a surrogate at all.
+    A result file's tree holds thousands of values; its text a few dozen brackets."""
+    if _SURROGATE_ESCAPE.search(text):  # rare: a pair (an emoji) or a lone one
+        _check_tree(data)
+        return
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:  # no deeper than its brackets
+        return
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    if len(brackets) > 2 * MAX_JSON_DEPTH and max(itertools.accumulate(
+            map(_BRACKET_STEP.__getitem__, brackets))) > MAX_JSON_DEPTH:
+        raise Unreadable(f"JSON nested deeper than {MAX_JSON_DEPTH} levels: not read")
 
 
 def parse_json(raw: bytes, parse_constant: Callable[[str], Any] | None = None) -> Any:
@@ -275,7 +334,7 @@ def parse_json(raw: bytes, parse_constant: Callable[[str], Any] | None = None) -
     except RecursionError:
         raise Unreadable(f"JSON nested deeper than {MAX_JSON_DEPTH} levels: not read") from None
     if isinstance(data, dict | list):
-        _check_tree(data)
+        _check_text(text, data)
     return data
 
 
@@ -293,13 +352,14 @@ def _leads_to_folder(entry: os.DirEntry[str]) -> bool:
 
 
 def walk(folder: Folder, want: Callable[[str], bool], *, max_depth: int = MAX_DEPTH,
-         max_entries: int = MAX_ENTRIES) -> tuple[list[str], list[tuple[str, str]]]:
+         max_entries: int = MAX_ENTRIES, stats: dict[str, os.stat_result] | None = None
+         ) -> tuple[list[str], list[tuple[str, str]]]:
     """Regular files under ``folder`` whose name ``want`` accepts, as relative paths
     (sorted), and (relative path, reason) of what was not looked into or not taken.
 
     Links are never followed; one is listed when its name is wanted or it names a folder
     (a linked run folder would otherwise be silently absent). A FIFO, socket or device is
-    listed when its name is wanted.
+    listed when its name is wanted. ``stats``: filled with each listed file's ``lstat``.
     """
     files: list[str] = []
     problems: list[tuple[str, str]] = []
@@ -343,6 +403,12 @@ def walk(folder: Folder, want: Callable[[str], bool], *, max_depth: int = MAX_DE
                     elif want(e.name):
                         if e.is_file(follow_symlinks=False):
                             files.append(rel)
+                            if stats is not None:
+                                try:
+                                    stats[rel] = e.stat(follow_symlinks=False)
+                                except OSError as exc:  # removed since it was listed
+                                    files.pop()
+                                    problems.append((rel, f"cannot stat: {exc.strerror}"))
                         else:
                             mode = e.stat(follow_symlinks=False).st_mode
                             problems.append((rel, f"{kind(mode)}, not a regular file: "
@@ -353,6 +419,27 @@ def walk(folder: Folder, want: Callable[[str], bool], *, max_depth: int = MAX_DE
         for fd, _, _ in stack:
             os.close(fd)
     return sorted(files), problems
+
+
+def fingerprint(folder: Folder, want: Callable[[str], bool]) -> tuple[str, int]:
+    """(digest, newest change time in ns) of what :func:`walk` finds under ``folder``:
+    every wanted regular file's path, device, inode, size, modification and change time
+    (its ``lstat``: no link followed), and every problem listed. A file added, removed,
+    renamed, replaced (a new inode) or written (a new change time, which no writer can
+    set back) gives another digest; the newest change time says whether a write could
+    still be under way within the same tick of the clock (see ``PageCache``)."""
+    stats: dict[str, os.stat_result] = {}
+    files, problems = walk(folder, want, stats=stats)
+    h = hashlib.sha256()
+    newest = 0
+    for rel in files:
+        st = stats[rel]
+        newest = max(newest, st.st_ctime_ns, st.st_mtime_ns)
+        h.update(f"{rel}\0{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:"
+                 f"{st.st_ctime_ns}:{st.st_nlink}:{st.st_mode}\n".encode("utf-8", "replace"))
+    for rel, why in problems:
+        h.update(f"!{rel}\0{why}\n".encode("utf-8", "replace"))
+    return h.hexdigest(), newest
 
 
 def regular_files(folder: Folder, names: tuple[str, ...]) -> list[str]:

@@ -73,7 +73,9 @@ def vllm_python(given: str | None) -> str | None:
     import os
     import subprocess
 
-    python = given or os.environ.get("LLEM_VLLM_PYTHON") or sys.executable
+    from llem_core import env_names
+
+    python = given or os.environ.get(env_names.VLLM_PYTHON) or sys.executable
     probe = "import torch, vllm; assert torch.cuda.is_available(); print(vllm.__version__)"
     r = subprocess.run([python, "-c", probe], capture_output=True, text=True)
     if r.returncode != 0:
@@ -141,14 +143,16 @@ def main() -> int:
     ap.add_argument("--skip-vllm", action="store_true")
     ap.add_argument("--vllm-python", help="interpreter with a CUDA vLLM")
     args = ap.parse_args()
-    try:
-        import pynvml
+    from llem_core.devices import DeviceError, NullDevices, gpus_open
 
-        pynvml.nvmlInit()
-        if pynvml.nvmlDeviceGetCount() < 1:
-            raise RuntimeError("NVML sees no GPU")
-    except Exception as exc:
-        print(f"gpu_check: no GPU: {exc}", file=sys.stderr)
+    try:
+        with gpus_open() as devices:
+            problem = devices.reason if isinstance(devices, NullDevices) else (
+                None if devices.count() >= 1 else f"{devices.label} sees no GPU")
+    except DeviceError as exc:
+        problem = str(exc)
+    if problem:
+        print(f"gpu_check: no GPU: {problem}", file=sys.stderr)
         return 2
     from llem_core.energy.nvml import NvmlMeter
 

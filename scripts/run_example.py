@@ -20,6 +20,8 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
+from llem_core import env_names
+
 REPO = Path(__file__).resolve().parents[1]
 console = Console()
 
@@ -125,7 +127,7 @@ def main() -> int:
             return 1
         # The engine runs in its own environment on this machine: the local runner, and
         # the deployment's allow-list names that interpreter (this script is the deployment).
-        extra_env["LLEM_ALLOWED_PYTHONS"] = str(python)
+        extra_env[env_names.ALLOWED_PYTHONS] = str(python)
         if runner == "docker":
             console.print("[red]the test image carries no vLLM: use --runner local[/]")
             return 1

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from llem_core.energy.base import EnergyReading
+from llem_core.engines import engine_for
 from llem_core.results import ExperimentResult
-from llem_core.serving.vllm import server_of
 
 
 class LinearPowerMeter:
@@ -41,7 +41,7 @@ def check_load(r: ExperimentResult, meter: LinearPowerMeter, out_tokens: int,
     """What every load must satisfy, whatever its pattern."""
     s = r.serving
     assert s is not None and s.num_requests == requests
-    token_ids = server_of(r.config).token_ids
+    token_ids = engine_for(r.config.backend).server(r.config).token_ids
     for q in s.requests:
         assert q.completion_tokens == out_tokens
         if token_ids:  # the engine names every token it streams

@@ -669,6 +669,8 @@ def test_trigger_form_help_is_markdown_and_only_needed_fields_are_required(folde
     assert "one task group per cycle" in shown["cycles"]
     assert "`execution.max_cycles`" in shown["cycles"] and "1 to 2" in shown["cycles"]
     assert "Europe/Berlin" in shown["cycles"]  # when the campaign runs by itself
+    # the DAG list shows the description as plain text too
+    assert "`" not in dag.description and "0 3 * * * in Europe/Berlin" in dag.description
     # what the form sends for the optional fields passes Airflow's check, and the plan
     # task reads it: the emptied multi-select sends null, which is every configuration
     sent = {"configs": None, "dry_run": True, "max_output_tokens": None, "warmup_runs": None}

@@ -39,6 +39,7 @@ def slow_spec(model: Path) -> RunSpec:
 
 class HostProc:
     def __init__(self, tmp: Path, mode: str) -> None:
+        self.mode = mode
         self.sock = tmp / "h" / "host.sock"
         self.log = tmp / f"host-{mode}.log"
         self.proc = subprocess.Popen(
@@ -54,6 +55,8 @@ class HostProc:
     def run(self, s: RunSpec, out: Path, timeout_s: float | None = None
             ) -> tuple[int, str | None, list[str]]:
         lines: list[str] = []
+        # the plan gives every run its campaign's isolation, which the host's mode is
+        s = s if s.isolation else s.model_copy(update={"isolation": self.mode})
         rc, reason = run_on_host(self.sock, s.model_dump_json(), str(out), lines.append,
                                  timeout_s)
         return rc, reason, lines
@@ -105,6 +108,10 @@ def test_process_mode_runs_each_experiment_in_a_fresh_child(tiny_model, tmp_path
         pids.add(request(host.sock, {"op": "ping"})["pid"])
     assert len(pids) == 1  # the same host served both
     assert children_of(host.proc.pid) == []  # each child is gone once its result is written
+    # a run of another isolation is refused: its result would record what did not happen
+    out = tmp_path / "other.json"
+    rc, reason, _ = host.run(spec(tiny_model, 3).model_copy(update={"isolation": "warm"}), out)
+    assert rc == 1 and "isolation is warm" in reason and not out.exists()
 
 
 def test_warm_mode_keeps_the_model_for_equal_model_settings(tiny_model, tmp_path,
@@ -254,7 +261,7 @@ def test_what_a_warm_worker_printed_is_forwarded_without_waiting():
     before its status must not wait for more (a 50 ms select per experiment before)."""
     import json
 
-    from llem_core.host.server import _drain
+    from llem_core.host.server import drain
 
     r, w = os.pipe()
     sent: list[dict] = []
@@ -266,9 +273,9 @@ def test_what_a_warm_worker_printed_is_forwarded_without_waiting():
     try:
         os.write(w, b"b\nc")
         t0 = time.perf_counter()
-        _drain(r, Conn(), b"a")  # type: ignore[arg-type]
+        drain(r, Conn(), b"a")  # type: ignore[arg-type]
         for _ in range(19):
-            _drain(r, Conn(), b"")  # type: ignore[arg-type]
+            drain(r, Conn(), b"")  # type: ignore[arg-type]
         elapsed = time.perf_counter() - t0
     finally:
         os.close(r)

@@ -344,7 +344,14 @@ class Tags(HTMLParser):
 
 
 SAFE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "b",
-             "span", "a", "table", "thead", "tbody", "tr", "th", "td", "ul", "li"}
+             "span", "a", "table", "thead", "tbody", "tr", "th", "td", "ul", "li", "sup",
+             "details", "summary", "div", "figure", "figcaption",
+             # the drawing elements matplotlib writes (no script, foreignObject, animation
+             # or link out of the page)
+             "svg", "g", "path", "rect", "defs", "clippath", "use", "text", "tspan", "pattern"}
+# Links a page may hold: its own routes, Airflow's page of a DAG run (same origin, same
+# login), and references inside an inline SVG.
+SAFE_HREFS = ("/llem/", "/dags/", "#")
 
 
 def assert_inert(page: str) -> Tags:
@@ -353,8 +360,9 @@ def assert_inert(page: str) -> Tags:
     for tag, attrs in t.tags:
         assert tag in SAFE_TAGS, (tag, attrs)
         assert not any(a.startswith("on") for a in attrs), (tag, attrs)
-        if "href" in attrs:
-            assert attrs["href"].startswith("/llem/"), attrs
+        for key in ("href", "xlink:href"):
+            if key in attrs:
+                assert attrs[key].startswith(SAFE_HREFS), attrs
     return t
 
 
@@ -476,11 +484,11 @@ def test_result_files_are_json_or_downloads_never_html(responses):
 def test_run_page_shows_counts_and_headline_table(responses):
     body = responses["run_good"]["body"]
     assert "planned <b>4</b> · measured <b>3</b> · failed or missing <b>1</b>" in body
-    assert "batch_size=1" in body and "123.5 [120, 126.5]" in body
-    assert "0.5 [0.4, 0.6]" in body and "0.002 [0.0019, 0.0021]" in body
+    assert "batch_size=1" in body and "123.5 [120.0, 126.5]" in body
+    assert "0.5000 [0.4000, 0.6000]" in body and "2.000 [1.900, 2.100]" in body  # ITL in ms
     assert "batch_size=2 (cycle 2): exit 1" in body
     index = responses["index"]["body"]
-    assert "123.5 [120, 126.5]" in index and "Not aggregated yet" in index
+    assert "123.5 [120.0, 126.5]" in index and "Not aggregated yet" in index
 
 
 def test_bad_aggregate_files_show_the_problem_not_an_error(responses):
@@ -490,7 +498,7 @@ def test_bad_aggregate_files_show_the_problem_not_an_error(responses):
 
 
 def test_dag_run_tab_shows_that_runs_table(responses):
-    assert "123.5 [120, 126.5]" in responses["dagrun"]["body"]
+    assert "123.5 [120.0, 126.5]" in responses["dagrun"]["body"]
     assert responses["dagrun_unknown"]["status"] == 404
     plugins = json.loads(responses["plugins"]["body"])["plugins"]
     [ours] = [p for p in plugins if p["name"] == "llem_airflow"]

@@ -122,11 +122,11 @@ def test_a_process_that_does_not_exist_is_not_running():
 def test_a_host_that_exited_unreaped_is_gone_at_once(zombie):
     """host_stop waited for init to collect an exited host: ~2 s on a VM whose init reaps
     late, every run."""
-    from llem_airflow.host_tasks import _wait_gone
+    from llem_airflow.host_tasks import wait_gone
 
     pid, _ = zombie
     t0 = time.monotonic()
-    assert _wait_gone(pid, 5.0) is True
+    assert wait_gone(pid, 5.0) is True
     assert time.monotonic() - t0 < 1.0
 
 

@@ -109,7 +109,7 @@ def test_history_table_keeps_a_reused_name_as_two_series(tmp_path, capsys):
                                           started_at=f"2026-01-{day}T00:00:00"),
                          result_path(tmp_path, "a", run, chash, cycle))
     assert main(["history", str(tmp_path), "--metric", "tokens_per_s"]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if "tokens_per_s" in line]
+    rows = [line for line in capsys.readouterr().out.splitlines() if "output throughput" in line]
     assert len(rows) == 2
     assert any("x@h1aaaaaa" in r and "missing" in r for r in rows)
     assert any("x@h2bbbbbb" in r and "missing" in r for r in rows)

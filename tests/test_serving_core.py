@@ -19,10 +19,10 @@ from pydantic import ValidationError
 
 from llem_core.config import ExperimentConfig
 from llem_core.energy.base import EnergyReading
+from llem_core.engines.settings import LoadSettings, ServerSettings
 from llem_core.grid import config_hash, conflicts
 from llem_core.serving.attribution import attribute, snap, window_attribution
-from llem_core.serving.client import RequestRecord, _record_chunk, request_body
-from llem_core.serving.config import LoadSettings, ServerSettings
+from llem_core.serving.client import RequestRecord, record_chunk, request_body
 from llem_core.serving.load import arrival_offsets
 from llem_core.serving.process import ServerError, ServerProcess, free_port
 from llem_core.serving.prometheus import parse_gauges
@@ -58,9 +58,10 @@ def server_cfg(**over: object) -> ExperimentConfig:
 
 # --- config and grid rules -------------------------------------------------------------
 
-def test_server_backend_valid_and_tensorrt_still_unavailable() -> None:
+def test_server_backend_valid_and_an_unknown_engine_refused() -> None:
     assert conflicts(server_cfg()) == []
-    with pytest.raises(ValidationError, match="backend 'tensorrt' is not available yet"):
+    # the old placeholder name: TensorRT-LLM is the registered engine trtllm
+    with pytest.raises(ValidationError, match="backend 'tensorrt' is not an engine llem knows"):
         ExperimentConfig(model="/m", backend="tensorrt")
 
 
@@ -226,11 +227,11 @@ def test_unmeasured_interval_gives_no_attribution() -> None:
 
 def test_chunks_events_content_and_usage() -> None:
     r = RequestRecord(0)
-    _record_chunk(r, {"choices": [{"text": "a"}]}, 1.0, chat=False)
-    _record_chunk(r, {"choices": [{"text": ""}]}, 2.0, chat=False)
-    _record_chunk(r, {"choices": [{"delta": {"content": "b"}, "finish_reason": "length"}]},
+    record_chunk(r, {"choices": [{"text": "a"}]}, 1.0, chat=False)
+    record_chunk(r, {"choices": [{"text": ""}]}, 2.0, chat=False)
+    record_chunk(r, {"choices": [{"delta": {"content": "b"}, "finish_reason": "length"}]},
                   3.0, chat=True)
-    _record_chunk(r, {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2}},
+    record_chunk(r, {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2}},
                   4.0, chat=False)
     assert r.event_times == [1.0, 2.0, 3.0] and r.content_times == [1.0, 3.0]
     assert r.token_times == [1.0, 3.0]  # no token ids: one token per chunk with text
@@ -242,10 +243,10 @@ def test_chunks_with_token_ids_count_every_token() -> None:
     # vLLM coalesces a lagging stream: one chunk then carries several tokens, and a token
     # whose bytes are an incomplete character arrives with no text at all
     r = RequestRecord(0)
-    _record_chunk(r, {"choices": [{"text": "a", "token_ids": [5]}]}, 1.0, chat=False)
-    _record_chunk(r, {"choices": [{"text": "bc", "token_ids": [6, 7]}]}, 2.0, chat=False)
-    _record_chunk(r, {"choices": [{"text": "", "token_ids": [8]}]}, 3.0, chat=False)
-    _record_chunk(r, {"choices": [{"delta": {"content": "d", "token_ids": [9]}}]}, 4.0,
+    record_chunk(r, {"choices": [{"text": "a", "token_ids": [5]}]}, 1.0, chat=False)
+    record_chunk(r, {"choices": [{"text": "bc", "token_ids": [6, 7]}]}, 2.0, chat=False)
+    record_chunk(r, {"choices": [{"text": "", "token_ids": [8]}]}, 3.0, chat=False)
+    record_chunk(r, {"choices": [{"delta": {"content": "d", "token_ids": [9]}}]}, 4.0,
                   chat=True)
     assert r.token_times == [1.0, 2.0, 2.0, 3.0, 4.0] and r.content_times == [1.0, 2.0, 4.0]
     assert tokens_between([r], 1.5, 3.0) == 3
@@ -401,7 +402,7 @@ def test_bodies_reuse_prompts_in_order_and_warm_up_on_other_prompts() -> None:
 
 
 def test_usage_mismatch_and_unhonoured_fixed_length_are_flagged() -> None:
-    from llem_core.serving.experiment import _token_checks
+    from llem_core.serving.experiment import token_checks
     from llem_core.serving.metrics import EnergySpan, ServingMetrics, SteadyState
 
     def serving() -> ServingMetrics:
@@ -413,17 +414,17 @@ def test_usage_mismatch_and_unhonoured_fixed_length_are_flagged() -> None:
 
     ok = [rec(0, 0.0, 0.1, 1.0, tokens=4), rec(1, 0.0, 0.1, 1.0, tokens=4)]
     s, flags = serving(), []
-    _token_checks(s, ok, 4, flags)
+    token_checks(s, ok, 4, flags)
     assert flags == [] and s.fixed_output_honoured is True and s.token_mismatches == 0
     bad = [rec(0, 0.0, 0.1, 1.0, tokens=4), rec(1, 0.0, 0.1, 1.0, tokens=3)]
     bad[1].usage_completion_tokens = 4  # the engine says 4, the client received 3
     bad[0].usage_completion_tokens = 2
     s, flags = serving(), []
-    _token_checks(s, bad, 4, flags)
+    token_checks(s, bad, 4, flags)
     assert s.token_mismatches == 2 and s.fixed_output_honoured is False
     assert any("differ from the tokens received" in f for f in flags)
     assert any("not honoured" in f for f in flags)
     bad[0].usage_completion_tokens = None
     s, flags = serving(), []
-    _token_checks(s, bad, 4, flags)
+    token_checks(s, bad, 4, flags)
     assert s.usage_missing == 1 and s.fixed_output_honoured is None

@@ -10,9 +10,10 @@ from pydantic import ValidationError
 
 from llem_core.campaign_file import CampaignFileError, validate_campaign_data
 from llem_core.config import ExperimentConfig
+from llem_core.engines.base import visible_devices
+from llem_core.engines.settings import ServerSettings
+from llem_core.engines.vllm import VLLM_MODULE, as_server, vllm_argv, vllm_env
 from llem_core.grid import config_hash, conflicts, expand
-from llem_core.serving.config import ServerSettings
-from llem_core.serving.vllm import VLLM_MODULE, as_server, visible_devices, vllm_argv, vllm_env
 
 
 def vcfg(**over: object) -> ExperimentConfig:

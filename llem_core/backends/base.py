@@ -45,8 +45,10 @@ class InferenceBackend(Protocol):
 
 
 def get_backend(config: ExperimentConfig) -> InferenceBackend:
-    if config.backend == "pytorch":
-        from llem_core.backends.pytorch import PytorchBackend  # torch is imported only here
+    """The in-process backend of the experiment's engine (:mod:`llem_core.engines`)."""
+    from llem_core.engines import InProcessEngine, engine_for
 
-        return PytorchBackend(config)
-    raise BackendError(f"backend {config.backend!r} is not available yet")
+    engine = engine_for(config.backend)
+    if not isinstance(engine, InProcessEngine):
+        raise BackendError(f"backend {config.backend!r} is a served engine, not in-process")
+    return engine.backend(config)

@@ -1,4 +1,5 @@
-"""Energy meters behind one small protocol (NVML for GPUs, RAPL for CPU packages, null),
+"""Energy meters behind one small protocol (GPUs through the device layer
+:mod:`llem_core.devices`, RAPL for CPU packages, null),
 the arithmetic of a window's energy, and :class:`EnergyMonitor` for named windows."""
 
 from llem_core.energy.base import (

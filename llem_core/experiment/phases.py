@@ -18,6 +18,7 @@ from typing import Any
 from llem_core.backends.base import BackendError, BatchTiming, InferenceBackend, get_backend
 from llem_core.backends.prompts import load_texts
 from llem_core.config import ExperimentConfig, HealthCheck
+from llem_core.devices import temperatures
 from llem_core.energy import (
     EnergyMonitor,
     Measurement,
@@ -26,10 +27,11 @@ from llem_core.energy import (
     open_meter,
 )
 from llem_core.energy.base import Baseline, measure_idle
+from llem_core.engines import engine_for
 from llem_core.experiment.errors import ExperimentError
 from llem_core.experiment.import_gc import imports_paused
 from llem_core.grid import conflicts
-from llem_core.health import Thresholds, read_gpus, wait_until_ready
+from llem_core.health import Thresholds, wait_until_ready
 from llem_core.latency import RequestTimeline, compute
 from llem_core.results import Metrics, PerRequest, RunSpec
 from llem_core.warmup import WarmupReport, warm_up
@@ -44,7 +46,11 @@ def check_model_path(cfg: ExperimentConfig) -> None:
     path = Path(cfg.model).expanduser()
     if not path.exists():
         raise ExperimentError(f"model path {cfg.model} does not exist")
-    if not path.is_dir():
+    if engine_for(cfg.backend).model_is_file:
+        if not path.is_file():
+            raise ExperimentError(f"model path {cfg.model} is not a file (backend "
+                                  f"{cfg.backend} loads one model file)")
+    elif not path.is_dir():
         raise ExperimentError(f"model path {cfg.model} is not a folder (a saved model is one)")
 
 
@@ -112,7 +118,7 @@ def wait_start_temperature(cfg: ExperimentConfig, source: str, log: Log,
 def gpu_temperature(gpus: list[int]) -> float | None:
     """The hottest metered GPU now; None when unreadable (the baseline is then not banded)."""
     try:
-        return max(s.temperature_c for s in read_gpus(gpus))
+        return max(temperatures(gpus))
     except Exception:
         return None
 

@@ -11,11 +11,18 @@ from collections.abc import Callable, Mapping
 from importlib import metadata
 from typing import Any
 
-from llem_core.results import Provenance
+from llem_core.env_names import HOST_NAME, IN_CONTAINER
+from llem_core.results import (
+    EnergyResult,
+    ExperimentResult,
+    Metrics,
+    Provenance,
+    RunSpec,
+    ServingMetrics,
+)
 
-# The server's name, passed by the Airflow operators: inside Docker the hostname is the
-# container id, which says nothing about which server measured.
-HOST_ENV = "LLEM_HOST_NAME"
+# The server's name (env_names.HOST_NAME), passed by the Airflow operators: inside Docker
+# the hostname is the container id, which says nothing about which server measured.
 
 
 def now() -> str:
@@ -34,15 +41,14 @@ def host_identity(environ: Mapping[str, str] = os.environ,
     """(host, container_id): the server from $LLEM_HOST_NAME, else this hostname; the
     process's own hostname as well when it differs (in Docker: the container id)."""
     own = hostname()
-    host = environ.get(HOST_ENV, "").strip() or own
+    host = environ.get(HOST_NAME, "").strip() or own
     return host, own if own != host else None
 
 
-ISOLATION_ENV = "LLEM_ISOLATION"  # set by the runners and the experiment host
-
-
 def provenance(device: str, hardware: dict[str, Any], libraries: dict[str, str | None],
-               started_at: str, timings_s: dict[str, float]) -> Provenance:
+               started_at: str, timings_s: dict[str, float],
+               isolation: str | None = None) -> Provenance:
+    """``isolation``: the run's (``RunSpec.isolation``), None outside Airflow."""
     host, container_id = host_identity()
     return Provenance(
         llem_version=version("llem-airflow") or "unknown", host=host,
@@ -50,8 +56,19 @@ def provenance(device: str, hardware: dict[str, Any], libraries: dict[str, str |
         python=sys.version.split()[0],
         libraries={**libraries, "nvidia-ml-py": version("nvidia-ml-py")},
         device=device, hardware=hardware, started_at=started_at, finished_at=now(),
-        timings_s=timings_s,
-        isolation=os.environ.get(ISOLATION_ENV) or None,
+        timings_s=timings_s, isolation=isolation,
         # Set by the experiment image and the Docker runner (/.dockerenv is unreliable:
         # the worker itself may run in a container).
-        in_container=os.environ.get("LLEM_IN_CONTAINER") == "1")
+        in_container=os.environ.get(IN_CONTAINER) == "1")
+
+
+def experiment_result(spec: RunSpec, metrics: Metrics, energy: EnergyResult,
+                      prov: Provenance, health: dict[str, Any] | None, warnings: list[str],
+                      serving: ServingMetrics | None = None) -> ExperimentResult:
+    """The record of one experiment of either pipeline (in-process or served): the run's
+    identity from its spec, what was measured, and where."""
+    return ExperimentResult(
+        campaign=spec.campaign, run_id=spec.run_id, name=spec.name,
+        config_hash=spec.config_hash, cycle=spec.cycle, position=spec.position,
+        config=spec.config, metrics=metrics, energy=energy, provenance=prov, health=health,
+        warnings=warnings, serving=serving)

@@ -158,6 +158,15 @@ class Host:
             pass
 
     def _run(self, conn: socket.socket, spec: str, out: str, timeout_s: float | None) -> None:
+        try:
+            isolation = json.loads(spec).get("isolation")
+        except (ValueError, AttributeError):
+            isolation = None  # the child reports what is wrong with the spec
+        if isolation not in (None, self.mode):
+            # the result would record one isolation while the experiment ran under another
+            send(conn, {"done": True, "rc": 1, "error": f"the run's isolation is {isolation}, "
+                        f"but this host runs experiments as {self.mode}"})
+            return
         if self.mode == "process":
             child = _Worker.fork_one(spec, out)
         else:
@@ -250,7 +259,7 @@ class _Worker:
             if self.status_fd is not None and self.status_fd in ready:
                 status = os.read(self.status_fd, 4)
                 if len(status) == 4:
-                    _drain(self.out_fd, conn, buf)
+                    drain(self.out_fd, conn, buf)
                     return int.from_bytes(status, "big", signed=True), None
             if self.out_fd in ready:
                 chunk = os.read(self.out_fd, 65536)
@@ -325,7 +334,7 @@ def _own_group(pid: int) -> None:
         os.setpgid(pid, pid)
 
 
-def _drain(fd: int, conn: socket.socket, buf: bytes) -> None:
+def drain(fd: int, conn: socket.socket, buf: bytes) -> None:
     """Forward what the worker printed before it reported this experiment's status.
 
     The worker flushes its output (Python's and C's stdio) before it writes the status, so
@@ -410,7 +419,6 @@ def _read_exact(fd: int, n: int) -> bytes | None:
 
 
 def main(sock: str, mode: str, idle_exit_s: float) -> int:
-    os.environ["LLEM_ISOLATION"] = mode
     times = preload()
     print("host preloaded: " + ", ".join(f"{k} {v:.2f}s" for k, v in times.items()),
           flush=True)

@@ -1,7 +1,8 @@
 """What ``isolation: warm`` keeps between consecutive experiments: the loaded model.
 
 Two consecutive configurations share a model when everything that shapes the loaded
-weights and where they live is equal (backend, model, dtype, device, GPUs); batch size,
+weights and where they live is equal (the engine's warm key: backend, model, dtype, device,
+GPUs); batch size,
 decoding, token counts, prompts and seed may differ. Between experiments the allocator's
 cache is emptied and its peak statistics reset, and torch is re-seeded; a result whose
 model was reused says so (``provenance.hardware.model.already_loaded``) and records a
@@ -15,10 +16,14 @@ from typing import Any
 
 from llem_core.backends.base import InferenceBackend
 from llem_core.config import ExperimentConfig
+from llem_core.engines import InProcessEngine, engine_for
 
 
 def model_key(cfg: ExperimentConfig) -> tuple[Any, ...]:
-    return (str(cfg.backend), cfg.model, str(cfg.dtype), str(cfg.device), tuple(cfg.gpus))
+    """The engine's warm-reuse key (:meth:`llem_core.engines.InProcessEngine.warm_key`)."""
+    engine = engine_for(cfg.backend)
+    assert isinstance(engine, InProcessEngine), cfg.backend
+    return engine.warm_key(cfg)
 
 
 class WarmCache:

@@ -1,11 +1,13 @@
-"""Serving engines under load: an OpenAI-compatible server, a load, and its energy.
+"""The runtime of served engines: an OpenAI-compatible server, a load, and its energy.
 
-Modules: ``config`` (the ``server:`` and ``load:`` sections), ``process`` (launch and stop a
-server's process group), ``load`` (arrival schedules), ``client`` (the streaming client),
-``window`` (the steady-state window), ``attribution`` (energy per request),
-``metrics`` (the result section), ``prometheus`` (optional engine gauges) and
-``experiment`` (the phases of a ``backend: server`` experiment).
+Modules: ``process`` (launch and stop a server's process group), ``load`` (arrival
+schedules), ``client`` (the streaming client), ``window`` (the steady-state window),
+``attribution`` (energy per request), ``metrics`` (the result section), ``prometheus``
+(optional engine gauges), ``engines`` (engines kept between experiments, isolation warm)
+and ``experiment`` (the phases of an experiment on any served engine). What an engine is
+(its settings, argv, rules) lives in :mod:`llem_core.engines`; ``engine_env`` and
+``vllm_flags`` hold the allow-lists of what a campaign may hand an engine.
 
-This package's ``__init__`` imports nothing: :mod:`llem_core.config` imports
-:mod:`llem_core.serving.config`, and anything more here would make an import cycle.
+This package's ``__init__`` imports nothing: the engines' settings import
+``engine_env`` and ``vllm_flags`` while :mod:`llem_core.config` is being built.
 """

@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 
-from llem_core.serving.config import LoadSettings, ServerSettings
+from llem_core.engines.base import Served
+from llem_core.engines.settings import LoadSettings
 from llem_core.serving.load import arrival_offsets
 
 
@@ -45,7 +46,7 @@ class RequestRecord:
         return self.event_times[0] if self.event_times else None
 
 
-def request_body(server: ServerSettings, model: str, prompt: str, max_tokens: int,
+def request_body(server: Served, model: str, prompt: str, max_tokens: int,
                  fixed: bool, temperature: float) -> dict[str, Any]:
     """The JSON body of one streamed request (fixed length asked for as the engine takes it)."""
     body: dict[str, Any] = {"model": server.model_name or model, "max_tokens": max_tokens,
@@ -67,7 +68,7 @@ def request_body(server: ServerSettings, model: str, prompt: str, max_tokens: in
     return body
 
 
-def endpoint_path(server: ServerSettings) -> str:
+def endpoint_path(server: Served) -> str:
     return "/v1/chat/completions" if server.endpoint == "chat" else "/v1/completions"
 
 
@@ -98,14 +99,14 @@ async def stream_one(client: httpx.AsyncClient, url: str, body: dict[str, Any],
                 if "error" in data:
                     rec.error = f"stream error: {str(data['error'])[:200]}"
                     return
-                _record_chunk(rec, data, now, chat)
+                record_chunk(rec, data, now, chat)
     except (httpx.HTTPError, json.JSONDecodeError, OSError) as exc:
         rec.error = f"{type(exc).__name__}: {str(exc)[:200]}"
         return
     rec.done = time.monotonic()
 
 
-def _record_chunk(rec: RequestRecord, data: dict[str, Any], now: float, chat: bool) -> None:
+def record_chunk(rec: RequestRecord, data: dict[str, Any], now: float, chat: bool) -> None:
     choices = data.get("choices") or []
     if choices:
         rec.event_times.append(now)
@@ -125,7 +126,7 @@ def _record_chunk(rec: RequestRecord, data: dict[str, Any], now: float, chat: bo
         rec.usage_completion_tokens = usage.get("completion_tokens")
 
 
-async def run_load(base_url: str, server: ServerSettings, load: LoadSettings,
+async def run_load(base_url: str, server: Served, load: LoadSettings,
                    bodies: Sequence[dict[str, Any]]) -> tuple[list[RequestRecord], float, float]:
     """Send every body following the load pattern; the records and the load's start and end."""
     url = base_url + endpoint_path(server)

@@ -1,13 +1,11 @@
 """Serving engines kept running between consecutive experiments (``isolation: warm``).
 
-Only a vLLM engine with its prefix cache off (``--no-enable-prefix-caching`` in
-``vllm.extra_args``) is kept: with the cache on, the next experiment's prompts would hit
-what the previous one left (the same builtin prompts), and an arbitrary ``backend: server``
-engine's caches are unknown; those engines are started afresh in every mode. A kept engine
-is reused only by the next experiment whose launch is identical (argv with the model,
-engine settings, dtype, seed; environment apart from the compile-cache folder, which moves
-with the engine; GPUs), after a health check. Its idle baseline, measured before it
-started, is carried over with its age.
+Which engine may be kept, and for which launch, is the engine's to say
+(:meth:`llem_core.engines.base.ServedEngine.keep_key`: today only a vLLM engine with its
+prefix cache off; an engine whose caches would favour the next experiment is started afresh
+in every mode). A kept engine is reused only by the next experiment with the same key,
+after a health check. Its idle baseline, measured before it started, is carried over with
+its age.
 """
 
 from __future__ import annotations
@@ -17,12 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from llem_core.config import ExperimentConfig
 from llem_core.energy.base import Baseline
-from llem_core.serving.config import ServerSettings
-from llem_core.serving.process import ServerProcess, render_argv
-
-NO_PREFIX_CACHE = "--no-enable-prefix-caching"
+from llem_core.serving.process import ServerProcess
 
 
 @dataclass
@@ -35,17 +29,6 @@ class KeptEngine:
     cache_root: str | None
     idle: Baseline | None = None
     idle_at: float = field(default_factory=time.monotonic)
-
-
-def keepable(cfg: ExperimentConfig) -> bool:
-    return cfg.backend == "vllm" and cfg.vllm is not None \
-        and NO_PREFIX_CACHE in cfg.vllm.extra_args
-
-
-def engine_key(cfg: ExperimentConfig, server: ServerSettings) -> tuple[Any, ...]:
-    env = tuple(sorted((k, v) for k, v in server.env.items() if k != "VLLM_CACHE_ROOT"))
-    argv = tuple(render_argv(server.command or (), 0, cfg.model))
-    return (argv, env, server.port, cfg.model, tuple(cfg.gpus))
 
 
 class EngineCache:

@@ -1,9 +1,11 @@
-"""The phases of a ``backend: server`` experiment.
+"""The phases of an experiment on a served engine (``backend: server``, ``vllm``, ...).
 
 preflight -> open meter -> idle baseline (launched servers only) -> launch and wait healthy
 -> warm-up requests -> loaded baseline -> the load (meter marks and engine gauges sampled)
 -> stop the server's group -> steady-state window, energy, attribution -> result.
-The server is stopped whatever happens; its log is kept next to the result.
+The server is stopped whatever happens; its log is kept next to the result. What differs
+between engines (argv, environment, health and metrics paths, version, whether a running
+engine is kept) is the engine's (:mod:`llem_core.engines`).
 """
 
 from __future__ import annotations
@@ -13,25 +15,26 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from llem_core.backends.prompts import load_texts
 from llem_core.config import BuiltinPrompts, ExperimentConfig
 from llem_core.energy import EnergyMonitor, MeterUnavailable, open_meter
 from llem_core.energy.base import Baseline, EnergyMeter, measure_idle
 from llem_core.energy.result import energy_result
+from llem_core.engines import ServedEngine, engine_for
+from llem_core.engines.base import Served
+from llem_core.engines.settings import LoadSettings
 from llem_core.experiment import phases
 from llem_core.experiment.errors import ExperimentError
-from llem_core.experiment.provenance import now, provenance, version
+from llem_core.experiment.provenance import experiment_result, now, provenance, version
 from llem_core.results import EnergyResult, ExperimentResult, RunSpec, write_result
 from llem_core.serving import summary
 from llem_core.serving.attribution import MarkSampler
 from llem_core.serving.client import RequestRecord, request_body, run_load
-from llem_core.serving.config import LoadSettings, ServerSettings
-from llem_core.serving.engines import EngineCache, KeptEngine, engine_key, keepable
+from llem_core.serving.engines import EngineCache, KeptEngine
 from llem_core.serving.metrics import ServingMetrics
 from llem_core.serving.process import (
     ServerError,
@@ -42,12 +45,44 @@ from llem_core.serving.process import (
     wait_http_ok,
 )
 from llem_core.serving.prometheus import GaugeSampler
-from llem_core.serving.vllm import server_of, vllm_cache_root
 from llem_core.serving.window import steady_window, target_occupancy
 
 Log = Callable[[str], None]
-# (the cache, this launch's key, the kept engine if reused, this run's idle baseline)
-Warm = list[Any]
+
+
+@dataclass
+class Warm:
+    """Isolation warm: the cache of running engines, this launch's key in it, the engine an
+    earlier experiment left running for it (if any), and this run's idle baseline (kept with
+    a newly started engine for the experiments that reuse it)."""
+
+    cache: EngineCache
+    key: tuple[Any, ...]
+    kept: KeptEngine | None
+    idle: Baseline | None = None
+
+
+@dataclass
+class ServedRun:
+    """What the served phases hand to the result: the server reached, the baselines, the
+    load's records and samples."""
+
+    url: str = ""
+    log: str | None = None
+    startup_s: float | None = None
+    command: list[str] | None = None
+    engine_version: str | None = None
+    reused: bool = False
+    idle: Baseline | None = None
+    idle_note: str | None = None
+    idle_age: float | None = None
+    loaded: Baseline | None = None
+    loaded_note: str | None = None
+    records: list[RequestRecord] = field(default_factory=list)
+    t0: float = 0.0
+    t1: float = 0.0
+    marks: list[float] = field(default_factory=list)
+    gauges: GaugeSampler | None = None
 
 
 def _quiet(_m: str) -> None:
@@ -62,7 +97,7 @@ def log_path_for(out_path: str | Path | None) -> Path:
     return Path(tempfile.mkdtemp(prefix="llem-server-")) / "server.log"
 
 
-def bodies_for(cfg: ExperimentConfig, server: ServerSettings,
+def bodies_for(cfg: ExperimentConfig, server: Served,
                load: LoadSettings) -> tuple[list[dict], list[dict]]:
     """The measured requests' bodies (prompts reused in order when more requests than
     prompts), and the warm-up's, on other prompts so that no prefix cache favours the load."""
@@ -93,16 +128,6 @@ def bodies_for(cfg: ExperimentConfig, server: ServerSettings,
             [body(t) for t in warm[:load.warmup_requests]])
 
 
-def engine_version(url: str) -> str | None:
-    """vLLM's GET /version; None (never a guess) when it does not answer."""
-    try:
-        r = httpx.get(url + "/version", timeout=5.0)
-        value = r.json().get("version") if r.status_code == 200 else None
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
-
-
 def _check(records: list[RequestRecord], what: str) -> None:
     failed = [r for r in records if r.error]
     if failed:
@@ -110,7 +135,7 @@ def _check(records: list[RequestRecord], what: str) -> None:
                               f"(first: {failed[0].error})")
 
 
-async def _load_with_gauges(url: str, server: ServerSettings, load: LoadSettings,
+async def _load_with_gauges(url: str, server: Served, load: LoadSettings,
                             bodies: list[dict], gauges: GaugeSampler | None
                             ) -> tuple[list[RequestRecord], float, float]:
     task = asyncio.create_task(gauges.run()) if gauges else None
@@ -137,31 +162,53 @@ def loaded_baseline(meter: EnergyMeter, seconds: float) -> tuple[Baseline | None
 def run_server(spec: RunSpec, out_path: str | Path | None = None, log: Log = _quiet,
                meter: EnergyMeter | None = None,
                engines: EngineCache | None = None) -> ExperimentResult:
-    """Run one server experiment; ``meter`` replaces the configured one (tests, custom);
-    ``engines`` (isolation warm) keeps a launched engine running for the next experiment."""
+    """Run one experiment on a served engine; ``meter`` replaces the configured one (tests,
+    custom); ``engines`` (isolation warm) keeps a launched engine running for the next
+    experiment when the engine allows it."""
     cfg = spec.config
-    plain = server_of(cfg)
-    if engines is not None and not keepable(cfg):
-        engines.release()
-        engines = None  # started and stopped here, as in the other modes
-    key = engine_key(cfg, plain) if engines is not None and plain is not None \
-        and plain.command is not None else None
+    engine = engine_for(cfg.backend)
+    if not isinstance(engine, ServedEngine):
+        raise ExperimentError(f"backend {cfg.backend} is not a served engine")
+    plain = engine.server(cfg)
+    key = engine.keep_key(cfg, plain) if engines is not None and plain.command else None
+    if engines is not None and key is None:
+        engines.release()  # started and stopped here, as in the other modes
     kept = engines.take(key) if engines is not None and key is not None else None
-    cache_root = kept.cache_root if kept is not None else vllm_cache_root(cfg)
-    warm = [engines, key, kept, None] if engines is not None and key is not None else None
+    cache_root = kept.cache_root if kept is not None else engine.cache_root(cfg)
+    warm = Warm(engines, key, kept) if engines is not None and key is not None else None
     try:
-        return _run(spec, out_path, log, meter, server_of(cfg, cache_root), warm)
+        return _run(spec, engine, out_path, log, meter, engine.server(cfg, cache_root), warm)
     finally:
         if cache_root is not None and not (engines is not None and engines.holds(cache_root)):
             shutil.rmtree(cache_root, ignore_errors=True)
 
 
-def _run(spec: RunSpec, out_path: str | Path | None, log: Log, meter: EnergyMeter | None,
-         server: ServerSettings | None, warm: Warm | None) -> ExperimentResult:
+def _idle(cfg: ExperimentConfig, server: Served, monitor: EnergyMonitor,
+          hardware: dict[str, Any], log: Log, warnings: list[str], warm: Warm | None,
+          run: ServedRun) -> None:
+    """The idle baseline: carried with a kept engine, measured before one llem launches,
+    not measurable for a server already running."""
+    if warm is not None and warm.kept is not None:
+        kept = warm.kept
+        run.idle, run.idle_age = kept.idle, time.monotonic() - kept.idle_at
+        run.idle_note = (f"measured {run.idle_age:.0f} s earlier, before the kept engine "
+                         "started (isolation warm)") if kept.idle else \
+            "not measured before the kept engine started (isolation warm)"
+    elif server.command is not None:
+        run.idle, _age = phases.baseline(cfg, monitor, hardware, log, warnings)
+        run.idle_note = None if run.idle else "not measured (see warnings)"
+        if warm is not None:
+            warm.idle = run.idle  # kept with the engine for the experiments that reuse it
+    else:
+        run.idle_note = "server already running (server.url): not measurable"
+
+
+def _run(spec: RunSpec, engine: ServedEngine, out_path: str | Path | None, log: Log,
+         meter: EnergyMeter | None, server: Served, warm: Warm | None) -> ExperimentResult:
     cfg = spec.config
     load = cfg.load
-    if server is None or load is None:
-        raise ExperimentError(f"backend {cfg.backend} needs server and load sections")
+    if load is None:
+        raise ExperimentError(f"backend {cfg.backend} needs a load section")
     started = now()
     health = phases.preflight(spec, log)
     bodies, warm_bodies = bodies_for(cfg, server, load)
@@ -174,26 +221,13 @@ def _run(spec: RunSpec, out_path: str | Path | None, log: Log, meter: EnergyMete
     monitor = EnergyMonitor(meter, sync=None)
     try:
         hardware = monitor.hardware()
-        if warm is not None and warm[2] is not None:
-            kept = warm[2]
-            idle = kept.idle
-            idle_age = time.monotonic() - kept.idle_at
-            idle_note = (f"measured {time.monotonic() - kept.idle_at:.0f} s earlier, before "
-                         "the kept engine started (isolation warm)") if idle else \
-                "not measured before the kept engine started (isolation warm)"
-        elif server.command is not None:
-            idle, _age = phases.baseline(cfg, monitor, hardware, log, warnings)
-            idle_note = None if idle else "not measured (see warnings)"
-            if warm is not None:
-                warm[3] = idle  # kept with the engine for the experiments that reuse it
-        else:
-            idle, idle_note = None, "server already running (server.url): not measurable"
+        run = ServedRun()
+        _idle(cfg, server, monitor, hardware, log, warnings, warm, run)
         with terminate_as_exception():
-            run = _with_server(cfg, server, load, (bodies, warm_bodies), meter,
-                               log_path_for(out_path), log, warm)
-        run["idle"], run["idle_note"], run["server"] = idle, idle_note, server
-        run["idle_age"] = idle_age if warm is not None and warm[2] is not None else None
-        result = _result(spec, run, hardware, health, warnings, started)  # meter still open
+            _with_server(cfg, engine, server, load, (bodies, warm_bodies), meter,
+                         log_path_for(out_path), log, warm, run)
+        result = _result(spec, engine, server, run, meter, hardware, health, warnings,
+                         started)  # meter still open
     finally:
         monitor.close()
     if out_path is not None:
@@ -201,52 +235,63 @@ def _run(spec: RunSpec, out_path: str | Path | None, log: Log, meter: EnergyMete
     return result
 
 
-def _with_server(cfg: ExperimentConfig, server: ServerSettings, load: LoadSettings,
-                 all_bodies: tuple[list[dict], list[dict]], meter: EnergyMeter, log_path: Path,
-                 log: Log, warm: Warm | None = None) -> dict[str, Any]:
+def _start(cfg: ExperimentConfig, engine: ServedEngine, server: Served, log_path: Path,
+           log: Log, run: ServedRun) -> ServerProcess | None:
+    """Reach the server: start it (launched) or wait for the running one (url)."""
+    if server.command is None:
+        run.url = str(server.url)
+        wait_http_ok(run.url + server.health_path, min(server.startup_timeout_s, 30.0))
+        return None
+    port = server.port or free_port()
+    run.url = f"http://127.0.0.1:{port}"
+    argv = render_argv(server.command, port, cfg.model)
+    log(f"starting server: {argv[0]} (log {log_path})")
+    proc = ServerProcess(argv, log_path, server.env, server.stop_timeout_s)
+    run.log = str(log_path)
+    try:
+        run.startup_s = proc.wait_healthy(run.url + server.health_path,
+                                          server.startup_timeout_s)
+    except BaseException:
+        proc.stop()  # never healthy (or interrupted): the caller never gets to stop it
+        raise
+    run.command = argv
+    run.engine_version = engine.version(run.url, server)
+    return proc
+
+
+def _with_server(cfg: ExperimentConfig, engine: ServedEngine, server: Served,
+                 load: LoadSettings, all_bodies: tuple[list[dict], list[dict]],
+                 meter: EnergyMeter, log_path: Path, log: Log, warm: Warm | None,
+                 run: ServedRun) -> None:
     """Start (or reach, or reuse) the server, warm it, measure the loaded baseline and the
     load; stop it afterwards unless isolation warm keeps it."""
     bodies, warm_bodies = all_bodies
     proc: ServerProcess | None = None
-    run: dict[str, Any] = {"log": None, "startup_s": None, "command": None,
-                           "engine_version": None, "reused": False}
-    kept = warm[2] if warm is not None else None
+    kept = warm.kept if warm is not None else None
     ok = False
     try:
         if kept is not None:
-            proc, url = kept.proc, kept.url
+            proc, run.url = kept.proc, kept.url
             log(f"reusing the running server (isolation warm; log {kept.log})")
-            run.update(log=kept.log, command=kept.command,
-                       engine_version=kept.engine_version, reused=True)
-            wait_http_ok(url + server.health_path, 30.0)
-        elif server.command is not None:
-            port = server.port or free_port()
-            url = f"http://127.0.0.1:{port}"
-            argv = render_argv(server.command, port, cfg.model)
-            log(f"starting server: {argv[0]} (log {log_path})")
-            proc = ServerProcess(argv, log_path, server.env, server.stop_timeout_s)
-            run["log"] = str(log_path)
-            run["startup_s"] = proc.wait_healthy(url + server.health_path,
-                                                 server.startup_timeout_s)
-            run["command"] = argv
-            if cfg.backend == "vllm":
-                run["engine_version"] = engine_version(url)
+            run.log, run.command, run.engine_version = kept.log, kept.command, \
+                kept.engine_version
+            run.reused = True
+            wait_http_ok(run.url + server.health_path, 30.0)
         else:
-            url = str(server.url)
-            wait_http_ok(url + server.health_path, min(server.startup_timeout_s, 30.0))
-        run["url"] = url
+            proc = _start(cfg, engine, server, log_path, log, run)
         if load.warmup_requests:
-            warmed, _, _ = asyncio.run(run_load(url, server, LoadSettings(pattern="burst"),
+            warmed, _, _ = asyncio.run(run_load(run.url, server, LoadSettings(pattern="burst"),
                                                 warm_bodies))
             _check(warmed, "warm-up")
-        run["loaded"], run["loaded_note"] = loaded_baseline(meter, server.loaded_baseline_s)
-        gauges = GaugeSampler(url + server.metrics_path, server.metrics_interval_s) \
+        run.loaded, run.loaded_note = loaded_baseline(meter, server.loaded_baseline_s)
+        run.gauges = GaugeSampler(run.url + server.metrics_path, server.metrics_interval_s) \
             if server.metrics_path else None
         sampler = MarkSampler(meter, load.energy_interval_s)
         log(f"load: {load.pattern}, {len(bodies)} requests")
         sampler.start()
         try:
-            records, t0, t1 = asyncio.run(_load_with_gauges(url, server, load, bodies, gauges))
+            run.records, run.t0, run.t1 = asyncio.run(
+                _load_with_gauges(run.url, server, load, bodies, run.gauges))
         finally:
             sampler.stop()
         ok = True
@@ -254,51 +299,31 @@ def _with_server(cfg: ExperimentConfig, server: ServerSettings, load: LoadSettin
         raise ExperimentError(str(exc)) from exc
     finally:
         if proc is not None:
-            if ok and warm is not None:
-                engines, key = warm[0], warm[1]
-                engines.keep(key, kept or KeptEngine(
-                    proc, url, run["command"], run["log"], run["engine_version"],
-                    server.env.get("VLLM_CACHE_ROOT") if cfg.backend == "vllm" else None,
-                    warm[3]))
-            elif warm is not None and kept is not None:
-                warm[0].release()  # a reused engine that failed is not kept
-            else:
-                proc.stop()
-    _check(records, "measured")
-    run.update(records=records, t0=t0, t1=t1, marks=sampler.marks, gauges=gauges, meter=meter)
-    return run
+            _after(proc, ok, warm, server, run)
+    _check(run.records, "measured")
+    run.marks = sampler.marks
 
 
-def _result(spec: RunSpec, run: dict[str, Any], hardware: dict[str, Any],
-            health: dict[str, Any] | None, warnings: list[str],
-            started: str) -> ExperimentResult:
-    cfg = spec.config
-    server, load = run["server"], cfg.load
-    assert server is not None and load is not None
-    records: list[RequestRecord] = run["records"]
-    t0, t1, marks, meter = run["t0"], run["t1"], run["marks"], run["meter"]
-    idle, loaded = run["idle"], run["loaded"]
-    target, source = target_occupancy(load, server, len(records))
-    w = steady_window(records, target, source, t0, t1, load.min_window_s,
-                      load.min_fill_fraction)
-    whole, _ = summary.span(meter, marks, 0, len(marks) - 1, records, t0, idle, loaded)
-    steady, reading, att = summary.steady_state(w, meter, marks, records, t0, idle, loaded)
-    flags = list(steady.flags)
-    serving = ServingMetrics(
-        url=run["url"], launched=server.command is not None, server_log=run["log"],
-        engine="vllm" if cfg.backend == "vllm" else None, engine_reused=run["reused"],
-        engine_version=run["engine_version"], command=run["command"],
-        startup_s=run["startup_s"], pattern=load.pattern, num_requests=len(records),
-        load_s=t1 - t0, idle_baseline_w=idle.watts if idle else None,
-        idle_baseline_note=run["idle_note"],
-        loaded_baseline_w=loaded.watts if loaded else None,
-        loaded_baseline_note=run["loaded_note"], whole_load=whole, steady_state=steady,
-        fixed_output_requested=load.fixed_output and server.fixed_length != "none",
-        requests=summary.served(records, t0, att, _edges(steady, t0)))
-    _token_checks(serving, records, cfg.max_output_tokens, flags)
-    _lateness_check(records, flags)
-    gauges: GaugeSampler | None = run["gauges"]
-    if gauges is not None and gauges.unavailable is None:
+def _after(proc: ServerProcess, ok: bool, warm: Warm | None, server: Served,
+           run: ServedRun) -> None:
+    """Keep the engine for the next experiment (isolation warm, a load that succeeded), or
+    stop it; a reused engine that failed is not kept."""
+    if ok and warm is not None:
+        warm.cache.keep(warm.key, warm.kept or KeptEngine(
+            proc, run.url, run.command or [], run.log or "", run.engine_version,
+            server.cache_root, warm.idle))
+    elif warm is not None and warm.kept is not None:
+        warm.cache.release()
+    else:
+        proc.stop()
+
+
+def _gauge_summary(serving: ServingMetrics, gauges: GaugeSampler | None, w: Any) -> None:
+    if gauges is None:
+        serving.engine_gauges_note = "server.metrics_path null"
+    elif gauges.unavailable is not None:
+        serving.engine_gauges_note = gauges.unavailable
+    else:
         inside = gauges.summary(w.start, w.end)
         if any(v is not None for v in inside.values()):
             serving.engine_gauges = inside
@@ -306,29 +331,53 @@ def _result(spec: RunSpec, run: dict[str, Any], hardware: dict[str, Any],
             serving.engine_gauges_note = (
                 f"no /metrics sample fell inside the window (sampled every "
                 f"{gauges.interval_s:g} s; {len(gauges.samples)} samples over the load)")
-    else:
-        serving.engine_gauges_note = gauges.unavailable if gauges else "server.metrics_path null"
+
+
+def _result(spec: RunSpec, engine: ServedEngine, server: Served, run: ServedRun,
+            meter: EnergyMeter, hardware: dict[str, Any], health: dict[str, Any] | None,
+            warnings: list[str], started: str) -> ExperimentResult:
+    cfg = spec.config
+    load = cfg.load
+    assert load is not None
+    records, t0, t1, marks = run.records, run.t0, run.t1, run.marks
+    idle, loaded = run.idle, run.loaded
+    target, source = target_occupancy(load, server, len(records))
+    w = steady_window(records, target, source, t0, t1, load.min_window_s,
+                      load.min_fill_fraction)
+    whole, _ = summary.span(meter, marks, 0, len(marks) - 1, records, t0, idle, loaded)
+    steady, reading, att = summary.steady_state(w, meter, marks, records, t0, idle, loaded)
+    flags = list(steady.flags)
+    serving = ServingMetrics(
+        url=run.url, launched=server.command is not None, server_log=run.log,
+        engine=engine.name if engine.launched else None, engine_reused=run.reused,
+        engine_version=run.engine_version, command=run.command,
+        startup_s=run.startup_s, pattern=load.pattern, num_requests=len(records),
+        load_s=t1 - t0, idle_baseline_w=idle.watts if idle else None,
+        idle_baseline_note=run.idle_note,
+        loaded_baseline_w=loaded.watts if loaded else None,
+        loaded_baseline_note=run.loaded_note, whole_load=whole, steady_state=steady,
+        fixed_output_requested=load.fixed_output and server.fixed_length != "none",
+        requests=summary.served(records, t0, att, _edges(steady, t0)))
+    token_checks(serving, records, cfg.max_output_tokens, flags)
+    _lateness_check(records, flags)
+    _gauge_summary(serving, run.gauges, w)
     serving.flags = flags
     if reading is not None:
         energy = energy_result(reading, idle, steady.energy.tokens,
                                sum(1 for r in records if r.done is not None and w.end
                                    and w.start is not None and w.start < r.done <= w.end))
-        energy.baseline_cache_age_s = run["idle_age"]
+        energy.baseline_cache_age_s = run.idle_age
     else:
         energy = EnergyResult(source=meter.source, note=steady.energy.note or "no window")
-    timings = {"startup": run["startup_s"] or 0.0, "load": t1 - t0}
+    timings = {"startup": run.startup_s or 0.0, "load": t1 - t0}
     libs = {"httpx": version("httpx")}
-    if run["engine_version"]:
-        libs["vllm"] = run["engine_version"]
-    prov = provenance(cfg.device, {**hardware, "server": {"url": run["url"]}},
-                      libs, started, timings)
-    prov.model_already_loaded = run["reused"]
-    return ExperimentResult(
-        campaign=spec.campaign, run_id=spec.run_id, name=spec.name,
-        config_hash=spec.config_hash, cycle=spec.cycle, position=spec.position,
-        config=cfg, metrics=summary.load_metrics(records, t1 - t0, load.warmup_requests),
-        energy=energy, provenance=prov, health=health,
-        warnings=warnings + energy.flags + flags, serving=serving)
+    if run.engine_version and engine.library:
+        libs[engine.library] = run.engine_version
+    prov = provenance(cfg.device, {**hardware, "server": {"url": run.url}},
+                      libs, started, timings, spec.isolation)
+    prov.model_already_loaded = run.reused
+    return experiment_result(spec, summary.load_metrics(records, t1 - t0, load.warmup_requests),
+                             energy, prov, health, warnings + energy.flags + flags, serving)
 
 
 def _edges(steady: Any, t0: float) -> tuple[float, float] | None:
@@ -349,7 +398,7 @@ def _lateness_check(records: list[RequestRecord], flags: list[str]) -> None:
                      f"{worst[0]:.3f} s)")
 
 
-def _token_checks(serving: ServingMetrics, records: list[RequestRecord], max_tokens: int,
+def token_checks(serving: ServingMetrics, records: list[RequestRecord], max_tokens: int,
                   flags: list[str]) -> None:
     """Usage counts against the tokens received, and whether a fixed length was honoured."""
     missing = [r for r in records if r.usage_completion_tokens is None]

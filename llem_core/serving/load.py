@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llem_core.serving.config import LoadSettings
+from llem_core.engines.settings import LoadSettings
 
 
 def arrival_offsets(load: LoadSettings, count: int) -> list[float] | None:

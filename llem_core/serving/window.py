@@ -20,8 +20,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from llem_core.engines.base import Served
+from llem_core.engines.settings import LoadSettings
 from llem_core.serving.client import RequestRecord
-from llem_core.serving.config import LoadSettings, ServerSettings
 
 Segment = tuple[float, float, int]  # start, end, requests decoding
 
@@ -61,7 +62,7 @@ def time_weighted_median(segments: Sequence[Segment]) -> int:
     return 0
 
 
-def target_occupancy(load: LoadSettings, server: ServerSettings,
+def target_occupancy(load: LoadSettings, server: Served,
                      n: int) -> tuple[int | None, str]:
     """K and where it came from; None means: estimate it from the load."""
     if load.target_occupancy is not None:

@@ -15,12 +15,13 @@ from typing import Any
 from airflow.providers.docker.operators.docker import DockerOperator
 
 from llem_airflow.links import ResultJsonLink
-from llem_airflow.operators import GPU_ORDER_ENV, HOST_ENV, _ExperimentMixin, run_inputs
+from llem_airflow.operators import GPU_ORDER_ENV, HOST_ENV, ExperimentMixin, run_inputs
+from llem_core import env_names
 from llem_core.planning import PlannedRun
 from llem_core.results import SPEC_ENV
 
 
-class LlemDockerOperator(_ExperimentMixin, DockerOperator):
+class LlemDockerOperator(ExperimentMixin, DockerOperator):
     """A fresh container per experiment, no network, results folder mounted at its host path."""
 
     ui_color = "#dbeafe"
@@ -45,8 +46,8 @@ class LlemDockerOperator(_ExperimentMixin, DockerOperator):
 
         Path(self.results_dir).mkdir(parents=True, exist_ok=True)
         self.environment = {**(self.environment or {}), SPEC_ENV: run.spec.model_dump_json(),
-                            "HOME": "/tmp", "LLEM_IN_CONTAINER": "1", "PYTHONUNBUFFERED": "1",
-                            "LLEM_ISOLATION": "container",
+                            "HOME": "/tmp", env_names.IN_CONTAINER: "1",
+                            env_names.PYTHONUNBUFFERED: "1",
                             HOST_ENV: socket.gethostname(), **GPU_ORDER_ENV}
         self.command = ["llem", "run-experiment", "--out", run.result_path]
         self.mounts = list(self.mounts or []) + mount_objects(

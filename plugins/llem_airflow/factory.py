@@ -113,6 +113,11 @@ def _md(text: Any) -> str:
     return html.escape(str(text)).replace("|", "\\|").replace("\n", " ")
 
 
+def _plain(markdown: str) -> str:
+    """:func:`schedule_text` as plain text, for the DAG list's description tooltip."""
+    return html.unescape(markdown.replace("`", "").replace("\\|", "|"))
+
+
 def schedule_text(cfg: CampaignConfig, now: datetime | None = None) -> str:
     """The schedule as users read it: cron, zone, window and the next run (Markdown)."""
     if not cfg.schedule:
@@ -211,11 +216,11 @@ def _experiment_operator(cfg: CampaignConfig, summary: GridSummary, runs: Any) -
 
 def host_args(cfg: CampaignConfig, summary: GridSummary) -> dict[str, Any]:
     """What the host tasks and hosted experiments need to find, start and stop the host."""
-    from llem_core.campaign_paths import _prompt_sources, local_model_paths
+    from llem_core.campaign_paths import local_model_paths, prompt_sources
 
     runner = cfg.runner
     inputs = sorted({str(Path(p).expanduser()) for _, p in local_model_paths(cfg)}
-                    | {str(src[0]) for _, src in _prompt_sources(cfg)})
+                    | {str(src[0]) for _, src in prompt_sources(cfg)})
     return {"mode": cfg.execution.isolation,
             "runner_kind": "local" if isinstance(runner, LocalRunner) else "docker",
             "python": runner.python if isinstance(runner, LocalRunner) else None,
@@ -287,7 +292,7 @@ def build_dag(campaign: Campaign, summary: GridSummary | None = None) -> DAG:
         doc_md=doc_md(cfg, summary, campaign.path, when),
         params=build_params(cfg, summary.names, when),
         description=(cfg.description or f"LLM energy campaign {cfg.campaign}")[:150]
-        + (f" [{when}]"[:200] if cfg.schedule_window else ""),
+        + (f" [{_plain(when)}]"[:200] if cfg.schedule_window else ""),
         default_args={"owner": "llem"},
         **deadline_args(cfg.campaign, cfg.alerts),
         # register_dags puts the DAG into llem_campaigns.py's namespace; auto-registration

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llem_core import env_names
 from llem_core.host.client import alive, request
 from llem_core.host.protocol import HostError, ensure_root, host_dir, host_key, socket_path
 from llem_core.proctable import running
@@ -146,7 +147,7 @@ def stop(key: str, docker_url: str | None = None) -> list[str]:
         pid = int(pid_file.read_text().strip() or 0)
         # only our host, checked again after the wait: a pid reused by another process
         # after the host exited is spared
-        if pid > 0 and _is_host(pid, sock) and _wait_gone(pid, 10.0) is False \
+        if pid > 0 and _is_host(pid, sock) and wait_gone(pid, 10.0) is False \
                 and _is_host(pid, sock):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
@@ -170,7 +171,7 @@ def _is_host(pid: int, sock: Path) -> bool:
         return False
 
 
-def _wait_gone(pid: int, timeout_s: float) -> bool:
+def wait_gone(pid: int, timeout_s: float) -> bool:
     """Whether the host exited within ``timeout_s``; an exited host that its reaper (init,
     since the task that started it is gone) has not collected yet counts as gone."""
     deadline = time.monotonic() + timeout_s
@@ -183,6 +184,8 @@ def _wait_gone(pid: int, timeout_s: float) -> bool:
     return False
 
 
-def host_environment(base: dict[str, str], mode: str) -> dict[str, str]:
-    return {**base, "LLEM_ISOLATION": mode, "PYTHONUNBUFFERED": "1",
-            "LLEM_HOST_NAME": socket.gethostname()}
+def host_environment(base: dict[str, str]) -> dict[str, str]:
+    """The host's environment (its mode is its ``--mode``; each run's isolation rides in
+    its RunSpec)."""
+    return {**base, env_names.PYTHONUNBUFFERED: "1",
+            env_names.HOST_NAME: socket.gethostname()}

@@ -14,7 +14,8 @@ from airflow.sdk.exceptions import AirflowException
 
 from llem_airflow import host_tasks
 from llem_airflow.links import ResultJsonLink
-from llem_airflow.operators import GPU_ORDER_ENV, HOST_ENV, _ExperimentMixin, local_environment
+from llem_airflow.operators import GPU_ORDER_ENV, HOST_ENV, ExperimentMixin, local_environment
+from llem_core import env_names
 from llem_core.host.client import alive, run_on_host
 from llem_core.host.protocol import HostError, socket_path
 from llem_core.planning import PlannedRun
@@ -39,13 +40,13 @@ class _HostMixin:
 
     def start_host(self, key: str) -> dict[str, Any]:
         if self.runner_kind == "local":
-            env = host_tasks.host_environment(local_environment(""), self.mode)
-            env.pop("LLEM_SPEC_JSON", None)
+            env = host_tasks.host_environment(local_environment(""))
+            env.pop(env_names.SPEC_JSON, None)
             return host_tasks.start_local(key, self.mode, self.python, env)
         assert self.docker is not None
-        env = host_tasks.host_environment({"HOME": "/tmp", "LLEM_IN_CONTAINER": "1",
-                                           **GPU_ORDER_ENV}, self.mode)
-        env[HOST_ENV] = env.pop("LLEM_HOST_NAME")
+        env = host_tasks.host_environment({"HOME": "/tmp", env_names.IN_CONTAINER: "1",
+                                           **GPU_ORDER_ENV})
+        env[HOST_ENV] = env.pop(env_names.HOST_NAME)
         return host_tasks.start_docker(key, self.mode, self.docker, self.results_dir,
                                        self.inputs, env)
 
@@ -86,7 +87,7 @@ class LlemHostOperator(_HostMixin, BaseOperator):
         return info
 
 
-class LlemHostedOperator(_HostMixin, _ExperimentMixin, BaseOperator):
+class LlemHostedOperator(_HostMixin, ExperimentMixin, BaseOperator):
     """One experiment, run by the DAG run's host (restarted here if it is gone)."""
 
     ui_color = "#ede9fe"

@@ -27,6 +27,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 from llem_airflow.links import ResultJsonLink
+from llem_core import env_names
 from llem_core.gpu_lock import hold_gpus
 from llem_core.planning import PlannedRun
 from llem_core.results import SPEC_ENV, ExperimentResult, read_result
@@ -37,7 +38,7 @@ from llem_core.results import SPEC_ENV, ExperimentResult, read_result
 MAP_INDEX_NAME_CHARS = 200
 MAP_INDEX_TEMPLATE = (f"{{{{ task.run['name'][:{MAP_INDEX_NAME_CHARS}] }}}} · "
                       "cycle {{ task.run['cycle'] }}")
-HOST_ENV = "LLEM_HOST_NAME"
+HOST_ENV = env_names.HOST_NAME
 # What a local experiment process inherits from the worker: never its secrets
 # (metadata DB URL, Fernet key, JWT secret live in AIRFLOW__* variables).
 LOCAL_ENV_KEEP = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
@@ -45,10 +46,10 @@ LOCAL_ENV_KEEP = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "
                   "MKL_NUM_THREADS", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE",
                   "TRANSFORMERS_OFFLINE", "TRANSFORMERS_CACHE", "OPENBLAS_CORETYPE",
                   "OPENBLAS_L2_SIZE")
-LOCAL_ENV_PREFIXES = ("LC_", "LLEM_")
+LOCAL_ENV_PREFIXES = ("LC_", env_names.PREFIX)
 # `gpus` index the GPUs as NVML does (PCI order; pools, locks and the meter use it): torch
 # must count them the same way, and a worker's CUDA_VISIBLE_DEVICES must not renumber them.
-GPU_ORDER_ENV = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+GPU_ORDER_ENV = {env_names.CUDA_DEVICE_ORDER: env_names.PCI_BUS_ID}
 
 
 def _matches(result: ExperimentResult, run: PlannedRun) -> bool:
@@ -98,7 +99,7 @@ def existing_summary(run: PlannedRun) -> dict[str, Any] | None:
     return {**result.summary(str(path)), "reused": True}
 
 
-class _ExperimentMixin:
+class ExperimentMixin:
     """What both runners share: the validated run, resume, GPU locks and the config gap.
 
     After an experiment it rests for config_gap_s deferred: no worker slot is held, and
@@ -167,12 +168,13 @@ def local_environment(spec_json: str, source: dict[str, str] | None = None) -> d
     source = dict(os.environ if source is None else source)
     env = {k: v for k, v in source.items()
            if k in LOCAL_ENV_KEEP or k.startswith(LOCAL_ENV_PREFIXES)}
-    env.update({SPEC_ENV: spec_json, "PYTHONUNBUFFERED": "1", HOST_ENV: socket.gethostname(),
+    env.update({SPEC_ENV: spec_json, env_names.PYTHONUNBUFFERED: "1",
+                HOST_ENV: socket.gethostname(),
                 **GPU_ORDER_ENV})
     return env
 
 
-class LlemLocalOperator(_ExperimentMixin, BaseOperator):
+class LlemLocalOperator(ExperimentMixin, BaseOperator):
     """A fresh Python subprocess per experiment, for machines without Docker."""
 
     ui_color = "#dcfce7"
@@ -189,7 +191,7 @@ class LlemLocalOperator(_ExperimentMixin, BaseOperator):
         cmd = [self.python or sys.executable, "-m", "llem_core", "run-experiment",
                "--out", run.result_path]
         self.log.info("running %s (%s, cycle %s)", " ".join(cmd), run.name, run.cycle)
-        env = {**local_environment(run.spec.model_dump_json()), "LLEM_ISOLATION": "container"}
+        env = local_environment(run.spec.model_dump_json())  # the spec holds its isolation
         proc = subprocess.Popen(cmd, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         last = ""

@@ -34,6 +34,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 
 from llem_airflow import web_pages
 from llem_airflow.links import URL_PREFIX, ReportLink, ResultJsonLink
+from llem_airflow.page_cache import PageCache
 from llem_airflow.results_view import Campaign, campaigns, read_summary, run_folders
 from llem_airflow.web_pages import SECURITY_HEADERS
 from llem_core import untrusted_files as untrusted
@@ -43,6 +44,10 @@ app = FastAPI(title="llem: LLM energy results", docs_url=None, redoc_url=None,
               openapi_url=None, dependencies=[Depends(requires_access_dag("GET"))])
 
 DOWNLOADS = {".csv": "text/csv", ".md": "text/markdown", ".parquet": "application/octet-stream"}
+# Rendered report and history pages, by a digest of the files they are rendered from
+# (page_cache.py: what the key holds, why a page is never stale). A route that passes
+# another argument to its page puts it in the key too.
+PAGE_CACHE = PageCache()
 
 
 def _html(text: str, status_code: int = 200) -> HTMLResponse:
@@ -137,9 +142,6 @@ def dag_run(readable: Readable, dag_id: str = Query(...),
 @app.get("/history", response_class=HTMLResponse)
 def campaign_history(readable: Readable, campaign: str = Query(...)) -> HTMLResponse:
     """Every configuration of one campaign across its runs (as ``llem history``)."""
-    from llem_core.history import history
-    from llem_core.history_report import history_html
-
     c = next((c for c in readable if c.name == campaign), None)
     if c is None:
         raise HTTPException(status_code=404, detail="no such campaign")
@@ -147,12 +149,26 @@ def campaign_history(readable: Readable, campaign: str = Query(...)) -> HTMLResp
     if problem:
         return _html(web_pages.no_run_page(c.name, "-", problem))
     try:
-        h = history(c.root, trusted=c.results_dir, campaign=c.name)
-        if h.runs.empty:
-            return _html(web_pages.no_run_page(c.name, "-", "no result written yet"))
-        return _html(history_html(h, f"History of {c.name}", c.dag_id))
+        return _html(PAGE_CACHE.page(("history", c.name, c.dag_id), c.root, c.results_dir,
+                                     lambda: _history_page(c)))
+    except _NoResults:
+        return _html(web_pages.no_run_page(c.name, "-", "no result written yet"))
     except Exception as exc:  # the data come from files anyone could write
         return _html(web_pages.no_run_page(c.name, "-", _failure(exc)), status_code=500)
+
+
+class _NoResults(Exception):
+    """A campaign folder without results: that page is not kept."""
+
+
+def _history_page(c: Campaign) -> str:
+    from llem_core.history import history
+    from llem_core.history_report import history_html
+
+    h = history(c.root, trusted=c.results_dir, campaign=c.name)
+    if h.runs.empty:
+        raise _NoResults
+    return history_html(h, f"History of {c.name}", c.dag_id)
 
 
 def _failure(exc: BaseException) -> str:
@@ -171,7 +187,8 @@ def report(readable: Readable, run_dir: str = Query(...)) -> HTMLResponse:
     # Rendered from the data: a report.html in the folder could have been written by any
     # experiment (a digest of it in aggregate.json proves nothing: same folder).
     try:
-        return _html(build_report(d, trusted=c.results_dir))
+        return _html(PAGE_CACHE.page(("report", c.name, c.dag_id), d, c.results_dir,
+                                     lambda: build_report(d, trusted=c.results_dir)))
     except Exception as exc:  # the data come from files anyone could write
         return _html(web_pages.no_run_page(c.name, d.name, _failure(exc)), status_code=500)
 

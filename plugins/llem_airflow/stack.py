@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from llem_core import env_names
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -60,9 +62,9 @@ def airflow_env(home: Path, port: int, dags: Path, campaigns: Path,
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "3600",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "LLEM_CAMPAIGNS_DIR": str(campaigns),
-        "LLEM_CACHE_DIR": str(home / "llem-cache"),
-        "PYTHONUNBUFFERED": "1",
+        env_names.CAMPAIGNS_DIR: str(campaigns),
+        env_names.CACHE_DIR: str(home / "llem-cache"),
+        env_names.PYTHONUNBUFFERED: "1",
     })
     env.update(extra or {})
     return env

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from llem_airflow.results_view import HEADLINE, Campaign, Row, RunSummary
+from llem_core import env_names
 from llem_core import metrics as registry
 from llem_core.console_table import number
 
@@ -267,7 +268,7 @@ def index_page(listing: list[tuple[Campaign, list[RunSummary], int]]) -> str:
     """``listing``: per campaign, the newest runs' summaries and how many runs it has."""
     if not listing:
         return page("LLM energy", "<h1>LLM energy campaigns</h1><p>No campaigns found (is "
-                    "LLEM_CAMPAIGNS_DIR set?).</p>")
+                    f"{env_names.CAMPAIGNS_DIR} set?).</p>")
     parts = [_index_intro()]
     for c, summaries, total in listing:
         parts.append(f"<h2>{esc(c.name)} <span class='muted'>(DAG {esc(c.dag_id)})</span></h2>")
