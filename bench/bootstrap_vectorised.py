@@ -13,7 +13,7 @@ import time
 import numpy as np
 from scipy import stats
 
-from llem_core.stats import CIOptions, mean_ci
+from llem_core.analysis.stats import CIOptions, mean_ci
 
 CONFIGS, CYCLES, METRICS, LOOP_SAMPLE = 1000, 10, 8, 400
 

@@ -1,7 +1,7 @@
 """False alarms and detection delay of ``llem history``'s change points, by simulation.
 
 A daily campaign is simulated the way it runs: every day one run of ``--cycles`` cycles per
-configuration is added, and the detection (``llem_core.regression.detect_series``, the
+configuration is added, and the detection (``llem_core.analysis.regression.detect_series``, the
 same call ``llem history`` makes) runs over the whole history so far. Every change point
 reported on any day is an alarm (it would be notified once); a change point that was not
 there the day before is a new alarm.
@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from llem_core.regression import DEFAULT_MAX_PVALUE, DEFAULT_WINDOW, detect_series
+from llem_core.analysis.regression import DEFAULT_MAX_PVALUE, DEFAULT_WINDOW, detect_series
 
 
 def month(rng: np.random.Generator, runs: int, cycles: int, cv: float, day_sd: float,

@@ -4,7 +4,7 @@ For n cycles in {2, 3, 4, 5, 10, 20, 50}, on normal and lognormal (sigma 0.5) da
 DATASETS simulated configurations per n:
 
 - coverage of the 95 % interval of the mean: old = BCa bootstrap (percentile where BCa is
-  degenerate, as llem did), new = Student-t (``llem_core.stats.mean_ci``);
+  degenerate, as llem did), new = Student-t (``llem_core.analysis.stats.mean_ci``);
 - false-positive rate of the paired comparison of two configurations with no true
   difference (interval excludes 0 for the difference, 1 for the ratio): old = paired
   percentile bootstrap of the mean difference / ratio of means, new = paired t on the
@@ -12,7 +12,7 @@ DATASETS simulated configurations per n:
 
 A second table covers metrics that cannot be negative (tokens/s, raw energy, latencies),
 which llem summarises by the geometric mean with a t interval on the log scale
-(``llem_core.stats.geo_mean_ci``, method ``log-t``): its coverage of the true geometric
+(``llem_core.analysis.stats.geo_mean_ci``, method ``log-t``): its coverage of the true geometric
 mean, and how often each interval reaches below zero (Student-t on the natural scale vs
 log-t), on normal, lognormal and widely spread lognormal data.
 
@@ -31,7 +31,7 @@ import warnings
 import numpy as np
 from scipy import stats as sps
 
-from llem_core.stats import CIOptions, geo_mean_ci, mean_ci
+from llem_core.analysis.stats import CIOptions, geo_mean_ci, mean_ci
 
 NS = (2, 3, 4, 5, 10, 20, 50)
 SIGMA = 0.5

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from llem_core.backends.prompts import load_texts
-from llem_core.backends.pytorch import PytorchBackend
-from llem_core.config import ExperimentConfig
-from llem_core.tinymodel import TINY_ARCH, build_tiny_model
+from llem_core.campaign.config import ExperimentConfig
+from llem_core.runtime.backends.prompts import load_texts
+from llem_core.runtime.backends.pytorch import PytorchBackend
+from llem_core.runtime.tinymodel import TINY_ARCH, build_tiny_model
 
 REPEATS = 15
 SMALL_ARCH = {**TINY_ARCH, "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4,

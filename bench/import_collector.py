@@ -4,7 +4,7 @@ Each round starts fresh interpreters that import what a ``container`` experiment
 (torch, transformers, the Auto classes and ``modeling_llama``; the host's ``PRELOAD``) in
 three ways, in an order that rotates every round:
 
-- ``collecting``: the collector runs, as before ``llem_core.experiment.import_gc``;
+- ``collecting``: the collector runs, as before ``llem_core.runtime.experiment.import_gc``;
 - ``paused``: collector off during the import, then ``gc.freeze()`` and on again (llem);
 - ``paused+collect``: as ``paused`` but with one ``gc.collect()`` before the freeze, which
   counts the garbage cycles the import leaves (what ``paused`` freezes for good) and times

@@ -34,9 +34,9 @@ BASE = {"model": str(REPO / "models" / "tiny-llama"), "dtype": "float32", "devic
 
 
 def spec_json(name: str, over: dict, k: int) -> str:
-    from llem_core.config import ExperimentConfig
-    from llem_core.grid import config_hash
-    from llem_core.results import RunSpec
+    from llem_core.analysis.results import RunSpec
+    from llem_core.campaign.config import ExperimentConfig
+    from llem_core.campaign.grid import config_hash
 
     cfg = ExperimentConfig(**{**BASE, **over})
     return RunSpec(campaign="agreement", run_id="bench", name=name,
@@ -54,7 +54,7 @@ class Host:
             [sys.executable, "-m", "llem_core", "host", "--socket", str(self.sock),
              "--mode", mode], stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
             env=env, start_new_session=True)
-        from llem_core.host.client import alive
+        from llem_core.runtime.supervisor.client import alive
 
         deadline = time.monotonic() + 300
         while alive(self.sock) is None:
@@ -63,7 +63,7 @@ class Host:
             time.sleep(0.2)
 
     def run(self, spec: str, out: Path) -> None:
-        from llem_core.host.client import run_on_host
+        from llem_core.runtime.supervisor.client import run_on_host
 
         lines: list[str] = []
         rc, reason = run_on_host(self.sock, spec, str(out), lines.append, 600)
@@ -71,14 +71,14 @@ class Host:
             raise SystemExit(f"hosted run failed ({reason}): {lines[-5:]}")
 
     def stop(self) -> None:
-        from llem_core.host.client import request
+        from llem_core.runtime.supervisor.client import request
 
         request(self.sock, {"op": "shutdown"}, timeout_s=10)
         self.proc.wait(60)
 
 
 def run_fresh(spec: str, out: Path) -> None:
-    from llem_core.results import SPEC_ENV
+    from llem_core.analysis.results import SPEC_ENV
 
     env = {**os.environ, SPEC_ENV: spec, "LLEM_ISOLATION": "container"}
     p = subprocess.run([sys.executable, "-m", "llem_core", "run-experiment", "--out", str(out)],
@@ -101,7 +101,7 @@ def main() -> int:
     args = ap.parse_args()
     from scipy import stats
 
-    from llem_core.results import read_result
+    from llem_core.analysis.results import read_result
 
     values: dict[tuple[str, str], dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:

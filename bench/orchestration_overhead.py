@@ -95,7 +95,7 @@ def split(wall: float, exps: list[dict], windows: dict[tuple[str, int], float]) 
 
 
 def measure(api, dag_id: str, results: Path, name: str) -> dict:
-    from llem_core.results import read_result
+    from llem_core.analysis.results import read_result
 
     api.wait_for_dag(dag_id)
     run_id = f"bench_{time.time_ns()}"

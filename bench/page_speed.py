@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import numpy as np
 
-from llem_core.config import ExperimentConfig
-from llem_core.grid import config_hash
-from llem_core.results import result_path
+from llem_core.analysis.results import result_path
+from llem_core.campaign.config import ExperimentConfig
+from llem_core.campaign.grid import config_hash
 
 REQUESTS = 32
 
@@ -46,7 +46,7 @@ REQUESTS = 32
 def _base_doc() -> dict:
     from synthetic import synthetic_result
 
-    from llem_core.results import PerRequest
+    from llem_core.analysis.results import PerRequest
 
     cfg = ExperimentConfig(model="org/m", name="base")
     r = synthetic_result("bench", "r", "base", cfg, config_hash(cfg), 1, j_per_token=0.2)
@@ -115,9 +115,9 @@ def _row(name: str, cold: float, warm: float) -> None:
 
 
 def bench_core(base: Path, repeat: int) -> None:
-    from llem_core.history import history
-    from llem_core.history_report import history_html
-    from llem_core.report import build_report
+    from llem_core.analysis.history import history
+    from llem_core.analysis.history_report import history_html
+    from llem_core.analysis.report import build_report
 
     tiny = write_folder(base / "tiny", "t", 2, 2, 3)  # imports and first-use costs
     build_report(tiny / os.listdir(tiny)[0])

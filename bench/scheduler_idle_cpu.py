@@ -48,7 +48,7 @@ def tree_cpu_s(pids: list[int]) -> float:
 
 def tokens_per_s() -> float:
     from llem_core import run_experiment
-    from llem_core.config import ExperimentConfig
+    from llem_core.campaign.config import ExperimentConfig
 
     cfg = ExperimentConfig(model=str(REPO / "models" / "tiny-llama"), dtype="float32",
                            device="cpu", batch_size=4, max_input_tokens=32,
@@ -69,7 +69,7 @@ def main() -> int:
     from llem_airflow.stack import AirflowStack
 
     if not (REPO / "models" / "tiny-llama" / "config.json").exists():
-        from llem_core.tinymodel import build_tiny_model
+        from llem_core.runtime.tinymodel import build_tiny_model
 
         build_tiny_model(REPO / "models" / "tiny-llama")
     tokens_per_s()  # warm the file cache and the imports

@@ -4,7 +4,7 @@ One vLLM server (the CPU build in .venv-vllm, `make setup-vllm`) serves a ~100M-
 random-weight Llama (`models/llama-100m`, built if missing: it streams one token per event
 on a CPU, which the 2-layer test model does not). The same prompts (a JSONL file both read),
 the same fixed output length (ignore_eos), the same closed-loop concurrency and greedy
-decoding are sent alternately by llem (``llem_core.serving.client.run_load`` and the
+decoding are sent alternately by llem (``llem_core.runtime.serving.client.run_load`` and the
 metrics llem reports) and by ``vllm bench serve``, in ABBA order. Printed: TTFT and ITL
 medians and output throughput of each round, and the ratios llem / vllm of the medians
 over rounds. Goal: TTFT and ITL medians within 5 %, throughput within 2 %.
@@ -25,13 +25,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from llem_core.backends.prompts import load_texts  # noqa: E402
-from llem_core.config import BuiltinPrompts, ExperimentConfig  # noqa: E402
-from llem_core.engines.settings import LoadSettings  # noqa: E402
-from llem_core.engines.vllm import ENGINE as VLLM  # noqa: E402
-from llem_core.serving.client import request_body, run_load  # noqa: E402
-from llem_core.serving.process import ServerProcess, free_port  # noqa: E402
-from llem_core.serving.summary import load_metrics  # noqa: E402
+from llem_core.campaign.config import BuiltinPrompts, ExperimentConfig  # noqa: E402
+from llem_core.runtime.backends.prompts import load_texts  # noqa: E402
+from llem_core.runtime.engines.settings import LoadSettings  # noqa: E402
+from llem_core.runtime.engines.vllm import ENGINE as VLLM  # noqa: E402
+from llem_core.runtime.serving.client import request_body, run_load  # noqa: E402
+from llem_core.runtime.serving.process import ServerProcess, free_port  # noqa: E402
+from llem_core.runtime.serving.summary import load_metrics  # noqa: E402
 
 
 def llem_round(url: str, cfg: ExperimentConfig, texts: list[str], concurrency: int,
@@ -89,7 +89,7 @@ def main() -> int:
                     help="llem does not ask for return_token_ids (vllm bench serve never does)")
     args = ap.parse_args()
     if not (args.model / "config.json").exists():
-        from llem_core.tinymodel import build_tiny_model
+        from llem_core.runtime.tinymodel import build_tiny_model
 
         print(f"building {args.model} (llama-100m)")
         build_tiny_model(args.model, arch="llama-100m")

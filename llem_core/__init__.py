@@ -23,13 +23,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "EnergyMonitor": "llem_core.energy.monitor",
-    "Measurement": "llem_core.energy.monitor",
-    "ExperimentConfig": "llem_core.config",
-    "ExperimentResult": "llem_core.results",
-    "ExperimentError": "llem_core.experiment.errors",
-    "RunSpec": "llem_core.results",
-    "run_experiment": "llem_core.runner",
+    "EnergyMonitor": "llem_core.runtime.energy.monitor",
+    "Measurement": "llem_core.runtime.energy.monitor",
+    "ExperimentConfig": "llem_core.campaign.config",
+    "ExperimentResult": "llem_core.analysis.results",
+    "ExperimentError": "llem_core.runtime.experiment.errors",
+    "RunSpec": "llem_core.analysis.results",
+    "run_experiment": "llem_core.runtime.measure",
 }
 __all__ = ["EnergyMonitor", "ExperimentConfig", "ExperimentError", "ExperimentResult",
            "Measurement", "RunSpec", "__version__", "run_experiment"]

@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llem_core.campaign_file import CampaignFileError, pydantic_errors
-from llem_core.config import Ordering
-from llem_core.results import SPEC_ENV
+from llem_core.analysis.results import SPEC_ENV
+from llem_core.campaign.config import Ordering
+from llem_core.campaign.loading import CampaignFileError, pydantic_errors
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -34,8 +34,8 @@ def _file_error(exc: CampaignFileError) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from llem_core.discovery import name_conflict
-    from llem_core.planning import load_and_place
+    from llem_core.campaign.discovery import name_conflict
+    from llem_core.campaign.planning import load_and_place
 
     try:
         loaded, report = load_and_place(args.campaign)
@@ -97,10 +97,10 @@ def plan_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """The DAG's planner (:func:`llem_core.planning.plan_run`) on the same params: the
+    """The DAG's planner (:func:`llem_core.campaign.planning.plan_run`) on the same params: the
     listing is plan.json's, and a param the plan task refuses is refused here with its
     message."""
-    from llem_core.planning import PlanError, load_and_place, plan_run
+    from llem_core.campaign.planning import PlanError, load_and_place, plan_run
 
     try:
         loaded, report = load_and_place(args.campaign)
@@ -130,7 +130,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _read_spec(path: str | None):
     """The RunSpec of a spec file or of $LLEM_SPEC_JSON; a bare ExperimentConfig is run as
     cycle 1 of no campaign. Any problem is a ValueError with a one-line reason."""
-    from llem_core.results import RunSpec
+    from llem_core.analysis.results import RunSpec
 
     if path:
         source = path
@@ -176,7 +176,7 @@ def check_out_path(value: str) -> Path:
 
 
 def cmd_run_experiment(args: argparse.Namespace) -> int:
-    from llem_core.results import result_path
+    from llem_core.analysis.results import result_path
 
     try:
         spec = _read_spec(args.spec)
@@ -191,7 +191,7 @@ def cmd_run_experiment(args: argparse.Namespace) -> int:
     except ValueError as exc:
         err.print(f"error: {str(exc).splitlines()[0]}", markup=False, highlight=False)
         return 2
-    from llem_core.runner import ExperimentError, run
+    from llem_core.runtime.measure import ExperimentError, run
 
     try:
         result = run(spec, out_path, log=lambda m: err.print(f"[llem] {m}", markup=False))
@@ -208,15 +208,15 @@ def cmd_run_experiment(args: argparse.Namespace) -> int:
 
 
 def _ci_options(args: argparse.Namespace):
-    from llem_core.stats import CIOptions
+    from llem_core.analysis.stats import CIOptions
 
     return CIOptions(confidence=args.confidence, method=args.method,
                      n_resamples=args.resamples, seed=args.seed)
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    from llem_core.aggregate import aggregate_dir
-    from llem_core.summary_md import finding_line
+    from llem_core.analysis.aggregate import aggregate_dir
+    from llem_core.analysis.summary_md import finding_line
 
     if not Path(args.results_dir).is_dir():
         err.print(f"error: {args.results_dir}: no such folder", markup=False)
@@ -239,7 +239,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         err.print(f"error: no result files under {args.results_dir}", markup=False)
         return 1
     planned = digest["planned"]
-    from llem_core.console_table import aggregate_table
+    from llem_core.analysis.console_table import aggregate_table
 
     table, caveats = aggregate_table(digest, f"{args.results_dir}: estimates with "
                                              f"{args.confidence:.0%} confidence intervals")
@@ -267,7 +267,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from llem_core.report import write_report
+    from llem_core.analysis.report import write_report
 
     if not Path(args.results_dir).is_dir():
         err.print(f"error: {args.results_dir}: no such folder", markup=False)
@@ -282,19 +282,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_host(args: argparse.Namespace) -> int:
-    from llem_core.host.server import main as host_main
+    from llem_core.runtime.supervisor.server import main as host_main
 
     return host_main(args.socket, args.mode, args.idle_exit_s)
 
 
 def cmd_make_tiny_model(args: argparse.Namespace) -> int:
-    from llem_core.tinymodel import build_tiny_model
+    from llem_core.runtime.tinymodel import build_tiny_model
 
     path = build_tiny_model(args.out, seed=args.seed, arch=args.arch, dtype=args.dtype,
                             device=args.device)
     out.print(f"tiny model written to {path}", markup=False)
     if args.gguf:
-        from llem_core.tinymodel import to_gguf
+        from llem_core.runtime.tinymodel import to_gguf
 
         gguf_dtype = "float32" if args.dtype == "float32" else "float16"
         out.print(f"GGUF ({gguf_dtype}) written to {to_gguf(path, args.gguf, gguf_dtype)}",
@@ -367,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("make-tiny-model", help="build a tiny random-weight model locally")
     t.add_argument("out")
     t.add_argument("--seed", type=int, default=0)
-    from llem_core.tinymodel import ARCHS
+    from llem_core.runtime.tinymodel import ARCHS
 
     t.add_argument("--arch", choices=sorted(ARCHS), default="tiny",
                    help="architecture (vllm-tiny: head_dim 32 for vLLM's CPU attention)")
@@ -391,10 +391,10 @@ def entry() -> None:
     experiment needs. So does `host` once its workers are reaped and its socket removed
     (the run's teardown waits for it to be gone). Both processes exist only for their
     experiments, so they may pause the collector and freeze what their imports build
-    (:mod:`llem_core.experiment.import_gc`); ``main()`` called from Python does not."""
+    (:mod:`llem_core.runtime.experiment.import_gc`); ``main()`` called from Python does not."""
     own = len(sys.argv) > 1 and sys.argv[1] in ("run-experiment", "host")
     if own:
-        from llem_core.experiment.import_gc import own_process
+        from llem_core.runtime.experiment.import_gc import own_process
 
         own_process()
     rc = main()

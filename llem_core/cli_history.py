@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llem_core.metrics import REGISTRY, headline, short_label
+from llem_core.analysis.metrics import REGISTRY, headline, short_label
 
-# pandas and scipy (via llem_core.history) are imported by the command itself: this module
+# pandas and scipy (via llem_core.analysis.history) are imported by the command itself: this module
 # is imported by every `llem` invocation, `run-experiment` included, which must not pay ~1 s
 # for them.
 HISTORY_METRICS = headline()
@@ -50,8 +50,8 @@ def change_line(c: dict[str, Any]) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from llem_core.history import history
-    from llem_core.history_report import write_history
+    from llem_core.analysis.history import history
+    from llem_core.analysis.history_report import write_history
 
     root = Path(args.campaign_dir)
     if not root.is_dir():

@@ -18,7 +18,7 @@ HOST_ROOT = "LLEM_HOST_ROOT"  # state folder of the experiment-host processes
 MAX_GRID_SIZE = "LLEM_MAX_GRID_SIZE"  # upper bound of a campaign's expanded grid
 VLLM_PYTHON = "LLEM_VLLM_PYTHON"  # interpreter of the vLLM environment (scripts/gpu_check.py)
 
-# --- Trust allow-lists (llem_core.trust, llem_core.engine_policy) ------------------------
+# --- Trust allow-lists (llem_core.campaign.trust, llem_core.campaign.engine_policy) ----
 ALLOWED_IMAGES = "LLEM_ALLOWED_IMAGES"  # image globs a campaign may run
 ALLOWED_MOUNT_ROOTS = "LLEM_ALLOWED_MOUNT_ROOTS"  # folders a campaign may mount
 ALLOWED_DOCKER_URLS = "LLEM_ALLOWED_DOCKER_URLS"  # Docker daemon URL globs

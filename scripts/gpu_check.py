@@ -2,7 +2,7 @@
 
 1. A random-weight Llama-style model of ~1B parameters, built locally, runs a 2-config
    x 3-cycle interleaved plan (batch 1 vs 8, bf16, fixed output length) through
-   `llem_core.runner` with the NVML meter and a 10 s minimum window.
+   `llem_core.runtime.measure` with the NVML meter and a 10 s minimum window.
 2. Unless --skip-8b: a random-weight model of the Llama-3.1-8B architecture (bf16, fixed
    output length) at batch 8 and 64; its J/output token is printed next to ML.ENERGY's
    published figures for that architecture on one H100 with vLLM (0.455 and 0.119
@@ -37,7 +37,7 @@ def build(out: Path, arch: dict, vocab: int) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from llem_core.tinymodel import build_tokenizer
+    from llem_core.runtime.tinymodel import build_tokenizer
 
     tok = build_tokenizer(512)
     cfg = LlamaConfig(vocab_size=vocab, bos_token_id=tok.bos_token_id,
@@ -53,10 +53,10 @@ def build(out: Path, arch: dict, vocab: int) -> Path:
 
 
 def run(model: Path, batch: int, cycle: int, out_tokens: int, prompts: int, baseline_s: float):
-    from llem_core.config import ExperimentConfig
-    from llem_core.grid import config_hash
-    from llem_core.results import RunSpec
-    from llem_core.runner import run as run_one
+    from llem_core.analysis.results import RunSpec
+    from llem_core.campaign.config import ExperimentConfig
+    from llem_core.campaign.grid import config_hash
+    from llem_core.runtime.measure import run as run_one
 
     cfg = ExperimentConfig(
         model=str(model), dtype="bfloat16", device="cuda", gpus=[0], batch_size=batch,
@@ -74,7 +74,6 @@ def vllm_python(given: str | None) -> str | None:
     import subprocess
 
     from llem_core import env_names
-
     python = given or os.environ.get(env_names.VLLM_PYTHON) or sys.executable
     probe = "import torch, vllm; assert torch.cuda.is_available(); print(vllm.__version__)"
     r = subprocess.run([python, "-c", probe], capture_output=True, text=True)
@@ -87,10 +86,10 @@ def vllm_python(given: str | None) -> str | None:
 
 
 def run_vllm(model: Path, python: str, seqs: int, out_tokens: int):
-    from llem_core.config import ExperimentConfig
-    from llem_core.grid import config_hash
-    from llem_core.results import RunSpec
-    from llem_core.runner import run as run_one
+    from llem_core.analysis.results import RunSpec
+    from llem_core.campaign.config import ExperimentConfig
+    from llem_core.campaign.grid import config_hash
+    from llem_core.runtime.measure import run as run_one
 
     cfg = ExperimentConfig(
         model=str(model), backend="vllm", dtype="bfloat16", device="cuda", gpus=[0],
@@ -143,7 +142,7 @@ def main() -> int:
     ap.add_argument("--skip-vllm", action="store_true")
     ap.add_argument("--vllm-python", help="interpreter with a CUDA vLLM")
     args = ap.parse_args()
-    from llem_core.devices import DeviceError, NullDevices, gpus_open
+    from llem_core.runtime.devices import DeviceError, NullDevices, gpus_open
 
     try:
         with gpus_open() as devices:
@@ -154,7 +153,7 @@ def main() -> int:
     if problem:
         print(f"gpu_check: no GPU: {problem}", file=sys.stderr)
         return 2
-    from llem_core.energy.nvml import NvmlMeter
+    from llem_core.runtime.energy.nvml import NvmlMeter
 
     meter = NvmlMeter([0], 0.1)
     hw = meter.hardware()

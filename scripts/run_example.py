@@ -66,7 +66,7 @@ def ensure_model(src: Path) -> None:
     path = (src.parent / model).resolve()
     if (path / "config.json").exists():
         return
-    from llem_core.tinymodel import ARCHS, build_tiny_model
+    from llem_core.runtime.tinymodel import ARCHS, build_tiny_model
 
     arch = path.name if path.name in ARCHS else "tiny"
     console.print(f"building the {arch} model at {path}")
@@ -92,7 +92,7 @@ def prepare_campaign(src: Path, work: Path, runner: str, image: str) -> Path:
 
 
 def print_table(digest: dict) -> None:
-    from llem_core.console_table import aggregate_table
+    from llem_core.analysis.console_table import aggregate_table
 
     table, caveats = aggregate_table(digest, "per-configuration estimates with 95% CI "
                                              "(n = cycles)")

@@ -21,7 +21,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     prebuilt = os.environ.get("LLEM_TINY_MODEL")
     if prebuilt and Path(prebuilt, "config.json").exists():
         return Path(prebuilt)
-    from llem_core.tinymodel import build_tiny_model
+    from llem_core.runtime.tinymodel import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
 
@@ -62,7 +62,7 @@ def vllm_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     prebuilt = os.environ.get("LLEM_VLLM_TINY_MODEL")
     if prebuilt and Path(prebuilt, "config.json").exists():
         return Path(prebuilt)
-    from llem_core.tinymodel import build_tiny_model
+    from llem_core.runtime.tinymodel import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "vllm-tiny", arch="vllm-tiny")
 
@@ -70,7 +70,7 @@ def vllm_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _pytest_heap_never_frozen():
     """llem freezes the collector's view of a heap only in processes it owns
-    (llem_core.experiment.import_gc): a test that calls llem in-process must not freeze
+    (llem_core.runtime.experiment.import_gc): a test that calls llem in-process must not freeze
     pytest's, which would also hide garbage from every later test."""
     yield
     if gc.get_freeze_count():

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from llem_core.energy.base import EnergyReading
-from llem_core.engines import engine_for
-from llem_core.results import ExperimentResult
+from llem_core.analysis.results import ExperimentResult
+from llem_core.runtime.energy.base import EnergyReading
+from llem_core.runtime.engines import engine_for
 
 
 class LinearPowerMeter:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from llem_core.config import ExperimentConfig
-from llem_core.latency import Distribution
-from llem_core.results import EnergyResult, ExperimentResult, Metrics, Provenance
+from llem_core.analysis.results import EnergyResult, ExperimentResult, Metrics, Provenance
+from llem_core.campaign.config import ExperimentConfig
+from llem_core.runtime.latency import Distribution
 
 
 def synthetic_result(campaign: str, run_id: str, name: str, config: ExperimentConfig,

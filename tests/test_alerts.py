@@ -14,9 +14,9 @@ from aiosmtpd.controller import Controller
 from llem_airflow import factory
 from llem_airflow.alerts import ASSET_URI, asset_summary, send
 
-from llem_core.alerts import AlertSettings
-from llem_core.campaign_file import CampaignFileError, load_campaign
-from llem_core.trust import policy_errors
+from llem_core.campaign.alerts import AlertSettings
+from llem_core.campaign.loading import CampaignFileError, load_campaign
+from llem_core.campaign.trust import policy_errors
 
 SMTP = {"notifier": "smtp", "conn_id": "smtp_llem", "to": ["energy@lab.example"]}
 

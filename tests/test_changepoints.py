@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llem_core.changepoints import candidate, change_points
+from llem_core.analysis.changepoints import candidate, change_points
 
 REFERENCE = Path(__file__).parent / "data" / "otava_reference.json"
 

@@ -7,10 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from llem_core.campaign_file import validate_campaign_data
-from llem_core.config import CampaignConfig, DockerRunner, Execution, ExperimentConfig
-from llem_core.config_rules import parse_size
-from llem_core.results import safe_part
+from llem_core.analysis.results import safe_part
+from llem_core.campaign.config import CampaignConfig, DockerRunner, Execution, ExperimentConfig
+from llem_core.campaign.config_rules import parse_size
+from llem_core.campaign.loading import validate_campaign_data
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -94,7 +94,7 @@ def test_booleans_are_not_numbers(model, field, value):
 
 
 def test_booleans_still_booleans_and_any():
-    from llem_core.config import Health
+    from llem_core.campaign.config import Health
 
     assert Health(allow_foreign_processes=True).allow_foreign_processes is True
     cfg = ExperimentConfig(model="m", extra={"flag": True, "n": [True, 1]})
@@ -105,7 +105,7 @@ def test_booleans_still_booleans_and_any():
 def test_timeout_cap_fits_a_timedelta():
     from datetime import timedelta
 
-    from llem_core.config import MAX_EXPERIMENT_TIMEOUT_S
+    from llem_core.campaign.config import MAX_EXPERIMENT_TIMEOUT_S
 
     assert timedelta(seconds=Execution(experiment_timeout_s=MAX_EXPERIMENT_TIMEOUT_S)
                      .experiment_timeout_s) == timedelta(days=7)

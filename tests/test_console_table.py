@@ -7,7 +7,7 @@ import io
 
 from rich.console import Console
 
-from llem_core.console_table import aggregate_table, number
+from llem_core.analysis.console_table import aggregate_table, number
 
 
 def cell(mean: float, lo: float | None, hi: float | None, note: str | None = None) -> dict:

@@ -1,5 +1,5 @@
 """The device layer: readiness, the phases and the GPU meter read GPUs only through it, so
-a new device library is one class registered with ``llem_core.devices.register``."""
+a new device library is one class registered with ``llem_core.runtime.devices.register``."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from llem_core import devices
-from llem_core.devices import DeviceError, DeviceUnavailable, Memory
-from llem_core.energy.gpu import GpuMeter
-from llem_core.experiment.phases import gpu_temperature
-from llem_core.health import NoGpu, Thresholds, check, read_gpus
+from llem_core.runtime import devices
+from llem_core.runtime.devices import DeviceError, DeviceUnavailable, Memory
+from llem_core.runtime.energy.gpu import GpuMeter
+from llem_core.runtime.experiment.phases import gpu_temperature
+from llem_core.runtime.health import NoGpu, Thresholds, check, read_gpus
 from tests.test_monitor import nvml  # noqa: F401  (fixture)
 
 

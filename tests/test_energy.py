@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from llem_core.config import EnergyConfig
-from llem_core.energy.base import Baseline, EnergyReading
-from llem_core.energy.rapl import RaplMeter, package_domains
-from llem_core.energy.result import baseline_band_flag, energy_result
-from llem_core.energy.select import open_meter
-from llem_core.energy.trace import (
+from llem_core.campaign.config import EnergyConfig
+from llem_core.runtime.energy.base import Baseline, EnergyReading
+from llem_core.runtime.energy.rapl import RaplMeter, package_domains
+from llem_core.runtime.energy.result import baseline_band_flag, energy_result
+from llem_core.runtime.energy.select import open_meter
+from llem_core.runtime.energy.trace import (
     baseline_adjusted,
     counter_delta,
     detect_update_period,
@@ -158,7 +158,7 @@ def test_rapl_failed_read_is_skipped_not_zero(tmp_path):
 
 
 def test_auto_meter_falls_back_to_none_with_reason(monkeypatch):
-    import llem_core.energy.rapl as rapl
+    import llem_core.runtime.energy.rapl as rapl
 
     monkeypatch.setattr(rapl, "POWERCAP", rapl.Path("/nonexistent"))
     m = open_meter(EnergyConfig(meter="auto"), [0], on_gpu=False)

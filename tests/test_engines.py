@@ -13,14 +13,14 @@ import pytest
 from pydantic import ValidationError
 from serving_checks import LinearPowerMeter
 
-from llem_core import engines as registry
-from llem_core.campaign_file import CampaignFileError, validate_campaign_data
-from llem_core.config import ExperimentConfig
-from llem_core.engines import LaunchedEngine, engine_for, engines
-from llem_core.engines.settings import LaunchedSettings, LoadSettings, ServerSettings
-from llem_core.grid import conflicts
-from llem_core.results import RunSpec
-from llem_core.serving.experiment import run_server
+from llem_core.analysis.results import RunSpec
+from llem_core.campaign.config import ExperimentConfig
+from llem_core.campaign.grid import conflicts
+from llem_core.campaign.loading import CampaignFileError, validate_campaign_data
+from llem_core.runtime import engines as registry
+from llem_core.runtime.engines import LaunchedEngine, engine_for, engines
+from llem_core.runtime.engines.settings import LaunchedSettings, LoadSettings, ServerSettings
+from llem_core.runtime.serving.experiment import run_server
 
 FAKE = Path(__file__).with_name("fake_openai_server.py")
 INFRA = {"__init__", "base", "settings", "urls", "rules"}

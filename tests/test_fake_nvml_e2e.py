@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from llem_core.results import ExperimentResult, read_result
+from llem_core.analysis.results import ExperimentResult, read_result
 
 pytestmark = pytest.mark.slow
 FAKE_DIR = Path(__file__).parent / "fake_nvml"

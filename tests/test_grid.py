@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from llem_core.campaign_file import validate_campaign_data
-from llem_core.config import ExperimentConfig
-from llem_core.grid import AIRFLOW_MAX_MAP_LENGTH, config_hash, expand
+from llem_core.campaign.config import ExperimentConfig
+from llem_core.campaign.grid import AIRFLOW_MAX_MAP_LENGTH, config_hash, expand
+from llem_core.campaign.loading import validate_campaign_data
 
 
 def campaign(**kw):

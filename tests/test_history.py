@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from synthetic import synthetic_result
 
+from llem_core.analysis.history import WELCH, history
+from llem_core.analysis.results import result_path, write_result
+from llem_core.campaign.config import ExperimentConfig
+from llem_core.campaign.grid import config_hash
 from llem_core.cli import main
-from llem_core.config import ExperimentConfig
-from llem_core.grid import config_hash
-from llem_core.history import WELCH, history
-from llem_core.results import result_path, write_result
 
 CFG = {"small": ExperimentConfig(model="org/m", batch_size=1, name="small"),
        "big": ExperimentConfig(model="org/m", batch_size=8, name="big")}
@@ -76,7 +76,7 @@ def test_points_changes_and_flags(runs):
 def test_noise_alone_is_flagged_at_about_the_nominal_rate():
     import pandas as pd
 
-    from llem_core.history import _flags
+    from llem_core.analysis.history import _flags
 
     runs = pd.DataFrame({"run_id": ["a", "b"], "order": [1, 2]})
     flagged = 0

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from synthetic import synthetic_result
 
+from llem_core.analysis.history import history
+from llem_core.analysis.regression import detect_series
+from llem_core.campaign.config import ExperimentConfig
+from llem_core.campaign.grid import config_hash
 from llem_core.cli import main
-from llem_core.config import ExperimentConfig
-from llem_core.grid import config_hash
-from llem_core.history import history
-from llem_core.regression import detect_series
 
 CFG = ExperimentConfig(model="org/m", batch_size=1, name="small")
 HASH = config_hash(CFG)
@@ -22,7 +22,7 @@ HASH = config_hash(CFG)
 def write_daily(root, levels: list[float], torch_from: int | None = None, seed: int = 0,
                 cv: float = 0.03, day_sd: float = 0.015):
     """One run a day of 5 cycles; the run's level moves day to day by day_sd."""
-    from llem_core.results import result_path, write_result
+    from llem_core.analysis.results import result_path, write_result
 
     rng = np.random.default_rng(seed)
     for day, level in enumerate(levels, start=1):
@@ -93,7 +93,7 @@ def test_adjusted_energy_at_or_below_zero_has_no_relative_change():
 def test_history_page_reads_as_text_with_units_dates_and_marks(tmp_path):
     import re
 
-    from llem_core.history_report import history_html
+    from llem_core.analysis.history_report import history_html
 
     root = write_daily(tmp_path, [0.2] * 14 + [0.24] * 6, torch_from=15)
     h = history(root, metrics=("j_per_token_raw", "tokens_per_s", "ttft_p50_s"))

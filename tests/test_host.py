@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from llem_core.config import ExperimentConfig
-from llem_core.grid import config_hash
-from llem_core.host.client import alive, request, run_on_host
-from llem_core.host.protocol import HostError
-from llem_core.results import RunSpec, read_result
+from llem_core.analysis.results import RunSpec, read_result
+from llem_core.campaign.config import ExperimentConfig
+from llem_core.campaign.grid import config_hash
+from llem_core.runtime.supervisor.client import alive, request, run_on_host
+from llem_core.runtime.supervisor.protocol import HostError
 
 pytestmark = pytest.mark.slow
 
@@ -198,7 +198,7 @@ def test_a_host_killed_mid_run_fails_the_experiment_and_leaves_nothing(tiny_mode
 def test_a_task_that_goes_away_kills_its_experiment(tiny_model, tmp_path, host_factory):
     import socket as so
 
-    from llem_core.host.protocol import send
+    from llem_core.runtime.supervisor.protocol import send
 
     host = host_factory("process")
     conn = so.socket(so.AF_UNIX, so.SOCK_STREAM)
@@ -261,7 +261,7 @@ def test_what_a_warm_worker_printed_is_forwarded_without_waiting():
     before its status must not wait for more (a 50 ms select per experiment before)."""
     import json
 
-    from llem_core.host.server import drain
+    from llem_core.runtime.supervisor.server import drain
 
     r, w = os.pipe()
     sent: list[dict] = []

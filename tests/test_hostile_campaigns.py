@@ -206,8 +206,8 @@ def test_grid_limit_is_configurable(write_campaign, capsys, monkeypatch):
 
 
 def test_expand_refuses_a_huge_grid_before_building_it(monkeypatch):
-    from llem_core.config import CampaignConfig
-    from llem_core.grid import GridTooLargeError, NoValidConfigError, expand
+    from llem_core.campaign.config import CampaignConfig
+    from llem_core.campaign.grid import GridTooLargeError, NoValidConfigError, expand
 
     cfg = CampaignConfig(campaign="x", base={"model": "m"},
                          grid={"seed": list(range(1000)), "batch_size": list(range(1, 1001))})
@@ -278,7 +278,7 @@ def test_good_jsonl_prompts_pass(write_campaign, capsys, tmp_path):
 
 def test_prompt_file_check_is_bounded(write_campaign, capsys, tmp_path, monkeypatch):
     """Only the first lines are read: a bad line past them is the run's problem, not validate's."""
-    import llem_core.campaign_paths as cp
+    import llem_core.campaign.paths as cp
 
     monkeypatch.setattr(cp, "MAX_CHECKED_LINES", 10)
     (tmp_path / "p.jsonl").write_text('{"text": "a"}\n' * 10 + "garbage\n")
@@ -298,7 +298,7 @@ def test_already_parsed_yaml_is_bounded_too(text, reason):
     """A caller that parsed with yaml.safe_load (aliases become shared objects) is protected."""
     import yaml
 
-    from llem_core.campaign_file import CampaignFileError, validate_campaign_data
+    from llem_core.campaign.loading import CampaignFileError, validate_campaign_data
 
     started = time.monotonic()
     with pytest.raises(CampaignFileError, match=reason):
@@ -316,8 +316,7 @@ def test_already_parsed_yaml_is_bounded_too(text, reason):
 ])
 def test_both_loaders_enforce_the_limits(loader, text, where, reason):
     """libyaml parses when installed; the pure-Python loader is the fallback."""
-    from llem_core import yaml_safe
-
+    from llem_core.campaign import yaml_safe
     with pytest.raises(yaml_safe.YamlProblems) as exc:
         yaml_safe.load_bounded(text, getattr(yaml_safe, loader))
     assert any(p.where.startswith(where) and reason in p.reason for p in exc.value.problems), \
@@ -335,7 +334,7 @@ def test_errors_are_capped(tmp_path, capsys):
 
 # --- issue 22, section 4: accepted, but could never run as written ---------------------------
 # Each case is refused by `llem validate` and by the DAG build alike (they share
-# llem_core.planning.load_and_place), with the same line.
+# llem_core.campaign.planning.load_and_place), with the same line.
 
 SERVER = ("campaign: x\nrunner: {type: local}\nbase: {model: org/m, backend: server, "
           "energy: {meter: none}, load: {pattern: burst}, server: {url: %s}}\n")
@@ -504,8 +503,8 @@ def test_a_remote_server_is_a_warning_in_validate_and_on_the_dag_page(tmp_path, 
 
 
 def test_pytorch_truncation_warning_is_the_only_truncation_warning(deployment):
-    from llem_core.config import ExperimentConfig
-    from llem_core.grid import conflicts, soft_warnings
+    from llem_core.campaign.config import ExperimentConfig
+    from llem_core.campaign.grid import conflicts, soft_warnings
 
     torch = ExperimentConfig(model="m", prompts={"length": 600})
     assert any("truncated to max_input_tokens=512" in w for w in soft_warnings(torch))
@@ -516,9 +515,9 @@ def test_pytorch_truncation_warning_is_the_only_truncation_warning(deployment):
 
 
 def test_a_served_jsonl_prompt_longer_than_max_input_tokens_stops_before_the_engine(tmp_path):
-    from llem_core.config import ExperimentConfig
-    from llem_core.experiment.errors import ExperimentError
-    from llem_core.serving.experiment import bodies_for
+    from llem_core.campaign.config import ExperimentConfig
+    from llem_core.runtime.experiment.errors import ExperimentError
+    from llem_core.runtime.serving.experiment import bodies_for
 
     p = tmp_path / "p.jsonl"
     p.write_text('{"text": "short"}\n{"text": "' + " ".join(["w"] * 40) + '"}\n')
@@ -536,7 +535,7 @@ def test_a_served_jsonl_prompt_longer_than_max_input_tokens_stops_before_the_eng
 # --- hostile trigger params: validated in the plan task (REST skips the form) ----------------
 
 def _campaign():
-    from llem_core.config import CampaignConfig
+    from llem_core.campaign.config import CampaignConfig
 
     return CampaignConfig(campaign="p", base={"model": "org/m", "energy": {"meter": "none"}},
                           grid={"max_output_tokens": [4, 8]}, execution={"cycles": 2})
@@ -570,7 +569,7 @@ def _campaign():
     ({"cycle": 1}, "params: unknown trigger param(s) ['cycle']"),
 ])
 def test_hostile_trigger_params_are_one_line_errors(params, reason):
-    from llem_core.planning import PlanError, plan_run
+    from llem_core.campaign.planning import PlanError, plan_run
 
     with pytest.raises(PlanError) as exc:
         plan_run(_campaign(), params, "r1")
@@ -580,7 +579,7 @@ def test_hostile_trigger_params_are_one_line_errors(params, reason):
 def test_repeated_configs_are_found_in_linear_time():
     """A REST conf may list many thousands of names: counting each name's repeats over the
     whole list (quadratic) held the plan task's CPU for minutes."""
-    from llem_core.planning import PlanError, check_params
+    from llem_core.campaign.planning import PlanError, check_params
 
     configs = [f"c{i}" for i in range(100_000)] + ["c7"]
     started = time.monotonic()
@@ -591,8 +590,8 @@ def test_repeated_configs_are_found_in_linear_time():
 
 
 def test_an_override_that_breaks_a_configuration_is_one_line(deployment):
-    from llem_core.config import CampaignConfig
-    from llem_core.planning import PlanError, plan_run
+    from llem_core.campaign.config import CampaignConfig
+    from llem_core.campaign.planning import PlanError, plan_run
 
     cfg = CampaignConfig(campaign="p", base={"model": "org/m", "min_output_tokens": 8,
                                              "energy": {"meter": "none"}})

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from llem_airflow import factory
 
-from llem_core.campaign_file import CampaignFileError, validate_campaign_data
+from llem_core.campaign.loading import CampaignFileError, validate_campaign_data
+from llem_core.campaign.text_rules import REFUSED
 from llem_core.cli import main
-from llem_core.text_rules import REFUSED
 from tests.test_airflow_dag import _cache, folder, write  # noqa: F401  (fixtures)
 
 VLLM = {"backend": "vllm", "device": "cpu", "dtype": "float32", "load": {"pattern": "burst"}}
@@ -197,8 +197,8 @@ def test_the_model_layer_refuses_what_does_not_come_from_yaml():
 
 
 def test_trigger_params_cannot_smuggle_text(folder):  # noqa: F811
-    from llem_core.discovery import iter_campaigns
-    from llem_core.planning import PlanError, plan_run
+    from llem_core.campaign.discovery import iter_campaigns
+    from llem_core.campaign.planning import PlanError, plan_run
 
     write(folder, "good")
     [campaign], _ = iter_campaigns(folder)

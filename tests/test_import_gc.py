@@ -24,7 +24,7 @@ def run_py(code: str) -> dict:
 def test_pause_freezes_once_then_leaves_later_garbage_collectable():
     out = run_py("""
         import gc, json, weakref
-        from llem_core.experiment.import_gc import already_done, imports_paused, own_process
+        from llem_core.runtime.experiment.import_gc import already_done, imports_paused, own_process
 
         class Node: pass
         own_process()
@@ -52,7 +52,7 @@ def test_pause_freezes_once_then_leaves_later_garbage_collectable():
 def test_collector_comes_back_after_an_error_and_stays_off_if_it_was_off():
     out = run_py("""
         import gc, json
-        from llem_core.experiment import import_gc
+        from llem_core.runtime.experiment import import_gc
 
         import_gc.own_process()
         try:
@@ -74,7 +74,7 @@ def test_a_process_llem_does_not_own_is_never_paused_or_frozen():
     """A Python user's run_experiment in a notebook: their heap is not frozen."""
     out = run_py("""
         import gc, json
-        from llem_core.experiment.import_gc import already_done, imports_paused
+        from llem_core.runtime.experiment.import_gc import already_done, imports_paused
 
         with imports_paused():
             inside = gc.isenabled()
@@ -89,7 +89,7 @@ def test_a_process_llem_does_not_own_is_never_paused_or_frozen():
 RUN_EXPERIMENT = """
     import gc, json, sys
     from llem_core import cli
-    from llem_core.experiment import phases
+    from llem_core.runtime.experiment import phases
 
     seen = {{}}
     collections = []

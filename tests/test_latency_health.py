@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llem_core.health import GpuState, NoGpu, Thresholds, assess, check, wait_until_ready
-from llem_core.latency import Distribution, RequestTimeline, compute
+from llem_core.runtime.health import GpuState, NoGpu, Thresholds, assess, check, wait_until_ready
+from llem_core.runtime.latency import Distribution, RequestTimeline, compute
 
 
 def test_latency_definitions_on_known_timeline():

@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llem_core.analysis.results import ExperimentResult, RunSpec
+from llem_core.campaign.config import ExperimentConfig
 from llem_core.cli import main as llem
-from llem_core.config import ExperimentConfig
-from llem_core.experiment.errors import ExperimentError
-from llem_core.results import ExperimentResult, RunSpec
-from llem_core.runner import run
+from llem_core.runtime.experiment.errors import ExperimentError
+from llem_core.runtime.measure import run
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from llem_core.energy import EnergyMonitor, Measurement
-from llem_core.energy.monitor import default_sync
-from llem_core.energy.null import NullMeter
+from llem_core.runtime.energy import EnergyMonitor, Measurement
+from llem_core.runtime.energy.monitor import default_sync
+from llem_core.runtime.energy.null import NullMeter
 
 FAKE = Path(__file__).parent / "fake_nvml" / "pynvml.py"
 
@@ -41,7 +41,7 @@ def nvml(monkeypatch):
 
 
 def monitor(sync=None) -> EnergyMonitor:
-    from llem_core.energy.nvml import NvmlMeter
+    from llem_core.runtime.energy.nvml import NvmlMeter
 
     return EnergyMonitor(NvmlMeter([0], poll_interval_s=0.02), sync=sync or (lambda: None))
 
@@ -197,7 +197,8 @@ def test_default_sync_uses_cuda_only_when_initialised(monkeypatch):
 
 
 def test_default_sync_never_imports_torch():
-    code = ("import sys; from llem_core.energy.monitor import default_sync; default_sync(); "
+    code = ("import sys; from llem_core.runtime.energy.monitor import default_sync; "
+            "default_sync(); "
             "assert 'torch' not in sys.modules")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr

@@ -19,9 +19,9 @@ import pytest
 from llem_airflow.page_cache import PageCache
 from test_results_report import make_result, write_run
 
-from llem_core import untrusted_files as untrusted
-from llem_core.report import build_report
-from llem_core.results import ExperimentResult, load_results, result_path, write_result
+from llem_core.analysis import untrusted_files as untrusted
+from llem_core.analysis.report import build_report
+from llem_core.analysis.results import ExperimentResult, load_results, result_path, write_result
 
 
 class Renders:

@@ -11,11 +11,11 @@ from llem_airflow import web_pages
 from llem_airflow.results_view import Campaign, read_summary
 from synthetic import synthetic_result
 
-from llem_core.aggregate import aggregate_dir
+from llem_core.analysis.aggregate import aggregate_dir
+from llem_core.analysis.results import result_path, write_result
+from llem_core.campaign.config import ExperimentConfig
+from llem_core.campaign.grid import config_hash
 from llem_core.cli import main
-from llem_core.config import ExperimentConfig
-from llem_core.grid import config_hash
-from llem_core.results import result_path, write_result
 
 RUN = "manual__2026-12-01T10:00:00+00:00"
 
@@ -62,7 +62,7 @@ def test_every_surface_says_not_publishable(tmp_path, capsys):
     assert "| **no** |" in (run / "summary.md").read_text()
     assert main(["aggregate", str(run)]) == 0
     assert "NOT PUBLISHABLE" in capsys.readouterr().out
-    from llem_core.report import build_report
+    from llem_core.analysis.report import build_report
 
     page = build_report(run)
     row = re.search(r"<tr><td>two</td>.*?</tr>", page).group(0)

@@ -7,9 +7,9 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llem_core.config import ExperimentConfig
-from llem_core.grid import ExperimentSpec, config_hash
-from llem_core.plan import build, stages
+from llem_core.campaign.config import ExperimentConfig
+from llem_core.campaign.grid import ExperimentSpec, config_hash
+from llem_core.campaign.ordering import build, stages
 
 
 def specs(n: int) -> list[ExperimentSpec]:

@@ -12,8 +12,8 @@ import yaml
 from airflow.sdk.exceptions import AirflowFailException
 from llem_airflow import factory
 
+from llem_core.campaign.discovery import iter_campaigns
 from llem_core.cli import main
-from llem_core.discovery import iter_campaigns
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from test_results_report import make_result
 
-from llem_core.results import result_path, run_dir, write_result
+from llem_core.analysis.results import result_path, run_dir, write_result
 
 # starts Airflow's api-server app twice in fresh interpreters (tens of seconds)
 pytestmark = pytest.mark.slow

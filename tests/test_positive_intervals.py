@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from llem_core import metrics as registry
-from llem_core.stats import MIN_PUBLISHABLE, compare, geo_mean_ci, summarise
+from llem_core.analysis import metrics as registry
+from llem_core.analysis.stats import MIN_PUBLISHABLE, compare, geo_mean_ci, summarise
 
 
 def frame(values: dict[str, list[float]], metric: str) -> pd.DataFrame:
@@ -82,7 +82,7 @@ def test_two_paired_cycles_are_never_a_finding():
 
 
 def test_latency_distribution_states_both_standard_deviations():
-    from llem_core.latency import Distribution
+    from llem_core.runtime.latency import Distribution
 
     d = Distribution.of([0.1, 0.2, 0.4])
     assert d.std == pytest.approx(np.std([0.1, 0.2, 0.4], ddof=1))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from llem_core.proctable import group_running, running
+from llem_core.runtime.proctable import group_running, running
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 
@@ -90,7 +90,7 @@ def test_a_group_of_only_zombies_is_not_running():
     out = run_py("""
         import ctypes, json, os, subprocess, sys, time
         ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
-        from llem_core.proctable import group_running
+        from llem_core.runtime.proctable import group_running
         # the child blocks on the stdin it shares with us until we close it
         leader = subprocess.Popen([sys.executable, "-c",
             "import os, sys\\npid = os.fork()\\nif pid == 0:\\n    os.read(0, 1)\\n"
@@ -138,7 +138,7 @@ def test_a_server_whose_worker_outlives_its_leader_stops_without_waiting_for_a_r
         import ctypes, json, sys, time
         ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphans come to us, unreaped
         from pathlib import Path
-        from llem_core.serving.process import ServerProcess
+        from llem_core.runtime.serving.process import ServerProcess
         leader = ("import os, signal, sys, time\\n"
                   "if os.fork() == 0:\\n"
                   "    signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.3), os._exit(0)))\\n"

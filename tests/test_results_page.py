@@ -11,8 +11,8 @@ from llem_airflow import web_pages
 from llem_airflow.results_view import Campaign, read_summary
 from test_results_report import write_run
 
-from llem_core.aggregate import aggregate_dir
-from llem_core.console_table import number
+from llem_core.analysis.aggregate import aggregate_dir
+from llem_core.analysis.console_table import number
 
 
 def planned_for(run: Path, extra: int = 0) -> list[dict]:

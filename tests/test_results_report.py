@@ -7,11 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from llem_core.cli import main
-from llem_core.config import ExperimentConfig
-from llem_core.grid import config_hash
-from llem_core.latency import Distribution
-from llem_core.results import (
+from llem_core.analysis.results import (
     EnergyResult,
     ExperimentResult,
     Metrics,
@@ -21,6 +17,10 @@ from llem_core.results import (
     to_frame,
     write_result,
 )
+from llem_core.campaign.config import ExperimentConfig
+from llem_core.campaign.grid import config_hash
+from llem_core.cli import main
+from llem_core.runtime.latency import Distribution
 
 
 def make_result(name: str, batch: int, cycle: int, tps: float, joules: float | None,
@@ -130,7 +130,7 @@ def test_report_is_self_contained_with_charts(tmp_path, capsys):
 
 
 def test_report_without_energy_says_so(tmp_path):
-    from llem_core.report import build_report
+    from llem_core.analysis.report import build_report
 
     page = build_report(write_run(tmp_path, energy=False))
     assert "no energy meter was available" in page
@@ -139,7 +139,7 @@ def test_report_without_energy_says_so(tmp_path):
 
 
 def test_aggregate_lists_missing_runs(tmp_path):
-    from llem_core.aggregate import aggregate_dir
+    from llem_core.analysis.aggregate import aggregate_dir
 
     run = write_run(tmp_path)
     planned = [{"name": "small", "config_hash": "ffffffffffff", "cycle": 1}]
@@ -164,7 +164,7 @@ def test_wrong_shape_json_is_a_problem_not_a_crash(tmp_path, capsys):
     assert len(reasons) == 4 and data["results"] == 10
     assert any("JSON array" in r for r in reasons) and any("JSON string" in r for r in reasons)
     assert any("no schema_version" in r for r in reasons)
-    from llem_core.report import build_report
+    from llem_core.analysis.report import build_report
 
     assert "JSON array" in build_report(run)
 
@@ -233,7 +233,7 @@ def test_plan_json_lists_missing_runs_and_sets_the_reference(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "missing" in text and "big (cycle 6" in text
     assert "planned 6" in text and "reference: big (compare_to)" in text
-    from llem_core.report import build_report
+    from llem_core.analysis.report import build_report
 
     page = build_report(run)
     assert "Failed or missing runs" in page and "6 planned · 10 measured · 1 failed" in page
@@ -262,7 +262,7 @@ def test_bad_reference_is_an_error(tmp_path, capsys):
 
 
 def test_report_escapes_names_and_sources_and_reads_provenance(tmp_path):
-    from llem_core.report import build_report
+    from llem_core.analysis.report import build_report
 
     for cycle in range(1, 4):
         r = make_result("<script>x</script>", 1, cycle, 100.0 + cycle, 500.0,
@@ -275,8 +275,8 @@ def test_report_escapes_names_and_sources_and_reads_provenance(tmp_path):
 
 
 def test_drift_chart_has_integer_cycle_ticks(tmp_path):
-    from llem_core.identity import identify
-    from llem_core.report_charts import drift_figure
+    from llem_core.analysis.identity import identify
+    from llem_core.analysis.report_charts import drift_figure
 
     df = identify(to_frame(load_results(write_run(tmp_path))[0]))
     fig = drift_figure(df, "tokens_per_s")
@@ -285,8 +285,8 @@ def test_drift_chart_has_integer_cycle_ticks(tmp_path):
 
 
 def test_metric_registry_is_the_one_vocabulary():
-    from llem_core import metrics
-    from llem_core.results import METRIC_COLUMNS
+    from llem_core.analysis import metrics
+    from llem_core.analysis.results import METRIC_COLUMNS
 
     assert metrics.units() == METRIC_COLUMNS
     r = make_result("small", 1, 1, 123.0, 500.0)
@@ -299,8 +299,8 @@ def test_metric_registry_is_the_one_vocabulary():
 
 
 def test_compare_to_parameter_and_plan_file_tolerance(tmp_path):
-    from llem_core.aggregate import aggregate_dir
-    from llem_core.report import build_report, write_report
+    from llem_core.analysis.aggregate import aggregate_dir
+    from llem_core.analysis.report import build_report, write_report
 
     run = write_run(tmp_path)
     (run / "plan.json").write_text("[1, 2]")  # wrong shape: a note, never a crash
@@ -317,7 +317,7 @@ def test_compare_to_parameter_and_plan_file_tolerance(tmp_path):
 
 
 def test_plan_of_one_run_is_not_satisfied_by_another_run(tmp_path):
-    from llem_core.aggregate import aggregate_dir
+    from llem_core.analysis.aggregate import aggregate_dir
 
     for run_id, cycles in (("r1", (1,)), ("r2", (1, 2))):
         for cycle in cycles:

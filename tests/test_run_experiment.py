@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from llem_core.config import ExperimentConfig
-from llem_core.grid import config_hash
-from llem_core.results import RunSpec, read_result
+from llem_core.analysis.results import RunSpec, read_result
+from llem_core.campaign.config import ExperimentConfig
+from llem_core.campaign.grid import config_hash
 
 pytestmark = pytest.mark.slow
 
@@ -143,8 +143,8 @@ def test_model_code_imported_before_the_timed_load(tiny_model):
     import phase does it first so that timings_s.load is the load alone."""
     code = (
         "import sys\n"
-        "from llem_core.backends.pytorch import PytorchBackend\n"
-        "from llem_core.config import ExperimentConfig\n"
+        "from llem_core.runtime.backends.pytorch import PytorchBackend\n"
+        "from llem_core.campaign.config import ExperimentConfig\n"
         f"b = PytorchBackend(ExperimentConfig(model={str(tiny_model)!r}, device='cpu'))\n"
         "mod = 'transformers.models.llama.modeling_llama'\n"
         "assert mod not in sys.modules\n"

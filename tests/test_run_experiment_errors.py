@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from llem_core.config import ExperimentConfig, Health, HealthCheck
-from llem_core.experiment import phases
-from llem_core.experiment.errors import ExperimentError
-from llem_core.experiment.provenance import host_identity
-from llem_core.results import RunSpec
+from llem_core.analysis.results import RunSpec
+from llem_core.campaign.config import ExperimentConfig, Health, HealthCheck
+from llem_core.runtime.experiment import phases
+from llem_core.runtime.experiment.errors import ExperimentError
+from llem_core.runtime.experiment.provenance import host_identity
 
 VALID = {"model": "/nonexistent-model", "device": "cpu", "energy": {"meter": "none"}}
 
@@ -176,7 +176,7 @@ def test_public_api_names():
 
     for name in llem_core.__all__:
         assert getattr(llem_core, name) is not None
-    assert llem_core.run_experiment.__module__ == "llem_core.runner"
-    from llem_core.runner import ExperimentError as from_runner
+    assert llem_core.run_experiment.__module__ == "llem_core.runtime.measure"
+    from llem_core.runtime.measure import ExperimentError as from_runner
 
     assert from_runner is llem_core.ExperimentError

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
+from llem_core.campaign.config import CampaignConfig
+from llem_core.campaign.schedule import ScheduleWindow, fire_times
 from llem_core.cli import main
-from llem_core.config import CampaignConfig
-from llem_core.schedule import ScheduleWindow, fire_times
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

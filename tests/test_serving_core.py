@@ -1,4 +1,5 @@
-"""Unit tests of llem_core.serving: config rules, arrival schedules, the steady-state window,
+"""Unit tests of llem_core.runtime.serving: config rules, arrival schedules, the steady-state
+window,
 energy attribution (exact identity, and a simulated meter with a known power trace), the
 Prometheus parser and the process group handling (with real processes)."""
 
@@ -17,17 +18,17 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from llem_core.config import ExperimentConfig
-from llem_core.energy.base import EnergyReading
-from llem_core.engines.settings import LoadSettings, ServerSettings
-from llem_core.grid import config_hash, conflicts
-from llem_core.serving.attribution import attribute, snap, window_attribution
-from llem_core.serving.client import RequestRecord, record_chunk, request_body
-from llem_core.serving.load import arrival_offsets
-from llem_core.serving.process import ServerError, ServerProcess, free_port
-from llem_core.serving.prometheus import parse_gauges
-from llem_core.serving.summary import tokens_between
-from llem_core.serving.window import steady_window, target_occupancy
+from llem_core.campaign.config import ExperimentConfig
+from llem_core.campaign.grid import config_hash, conflicts
+from llem_core.runtime.energy.base import EnergyReading
+from llem_core.runtime.engines.settings import LoadSettings, ServerSettings
+from llem_core.runtime.serving.attribution import attribute, snap, window_attribution
+from llem_core.runtime.serving.client import RequestRecord, record_chunk, request_body
+from llem_core.runtime.serving.load import arrival_offsets
+from llem_core.runtime.serving.process import ServerError, ServerProcess, free_port
+from llem_core.runtime.serving.prometheus import parse_gauges
+from llem_core.runtime.serving.summary import tokens_between
+from llem_core.runtime.serving.window import steady_window, target_occupancy
 
 
 class LinearPowerMeter:
@@ -333,7 +334,7 @@ def test_command_not_found_is_one_line(tmp_path: Path) -> None:
 
 
 def test_fixed_output_silences_the_eos_warning() -> None:
-    from llem_core.grid import soft_warnings
+    from llem_core.campaign.grid import soft_warnings
 
     eos = "output length varies with EOS"
     assert not any(eos in w for w in soft_warnings(server_cfg()))
@@ -344,7 +345,7 @@ def test_fixed_output_silences_the_eos_warning() -> None:
 PARENT = """
 import sys, time
 from pathlib import Path
-from llem_core.serving.process import ServerProcess, terminate_as_exception
+from llem_core.runtime.serving.process import ServerProcess, terminate_as_exception
 log = Path(sys.argv[1])
 try:
     with terminate_as_exception(), ServerProcess([sys.executable, '-c', sys.argv[2]], log,
@@ -391,7 +392,7 @@ def test_sigkill_to_llem_terminates_the_server_leader(tmp_path: Path) -> None:
 
 
 def test_bodies_reuse_prompts_in_order_and_warm_up_on_other_prompts() -> None:
-    from llem_core.serving.experiment import bodies_for
+    from llem_core.runtime.serving.experiment import bodies_for
 
     cfg = server_cfg(prompts={"count": 3, "length": 8},
                      load={"pattern": "burst", "num_requests": 7, "warmup_requests": 2})
@@ -402,8 +403,8 @@ def test_bodies_reuse_prompts_in_order_and_warm_up_on_other_prompts() -> None:
 
 
 def test_usage_mismatch_and_unhonoured_fixed_length_are_flagged() -> None:
-    from llem_core.serving.experiment import token_checks
-    from llem_core.serving.metrics import EnergySpan, ServingMetrics, SteadyState
+    from llem_core.runtime.serving.experiment import token_checks
+    from llem_core.runtime.serving.metrics import EnergySpan, ServingMetrics, SteadyState
 
     def serving() -> ServingMetrics:
         return ServingMetrics(url="u", launched=False, pattern="burst", num_requests=2,

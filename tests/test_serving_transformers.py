@@ -13,12 +13,12 @@ import httpx
 import pytest
 from serving_checks import LinearPowerMeter, check_load
 
-from llem_core.config import ExperimentConfig
-from llem_core.experiment.errors import ExperimentError
-from llem_core.results import ExperimentResult, RunSpec, row_of
-from llem_core.runner import run
-from llem_core.serving.experiment import run_server
-from llem_core.serving.process import ServerProcess, free_port
+from llem_core.analysis.results import ExperimentResult, RunSpec, row_of
+from llem_core.campaign.config import ExperimentConfig
+from llem_core.runtime.experiment.errors import ExperimentError
+from llem_core.runtime.measure import run
+from llem_core.runtime.serving.experiment import run_server
+from llem_core.runtime.serving.process import ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
 try:
@@ -88,7 +88,7 @@ def test_rate_against_a_running_server(tiny_model: Path, served: str) -> None:
     s = r.serving
     assert not s.launched and s.idle_baseline_w is None and "server.url" in s.idle_baseline_note
     assert s.steady_state.target_source == "estimated"
-    from llem_core.serving.load import arrival_offsets
+    from llem_core.runtime.serving.load import arrival_offsets
     offsets = arrival_offsets(cfg.load, 8)
     assert [q.scheduled_s for q in s.requests] == pytest.approx(offsets, abs=1e-9)
     late = [q.submitted_s - q.scheduled_s for q in s.requests]
@@ -149,7 +149,7 @@ def test_a_rejected_request_fails_the_experiment_in_one_line(tiny_model: Path,
 def test_warm_never_keeps_an_engine_whose_caches_are_unknown(tiny_model: Path,
                                                              tmp_path: Path) -> None:
     # backend server: its prefix/KV caches would carry the previous experiment's prompts
-    from llem_core.host.warm import WarmCache
+    from llem_core.runtime.supervisor.warm import WarmCache
 
     warm = WarmCache()
     cfg = config(tiny_model, {"command": SERVE, "max_num_seqs": 4}, {"pattern": "burst"})

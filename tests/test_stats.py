@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from llem_core.stats import CIOptions, compare, drift, mean_ci, pareto_front, summarise
+from llem_core.analysis.stats import CIOptions, compare, drift, mean_ci, pareto_front, summarise
 
 
 def frame(values: dict[str, list[float]], metric: str = "tokens_per_s",

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from llem_core.campaign_file import CampaignFileError, load_campaign, validate_campaign_data
+from llem_core.campaign.config import CampaignConfig
+from llem_core.campaign.loading import CampaignFileError, load_campaign, validate_campaign_data
+from llem_core.campaign.trust import mount_problem, policy_errors, server_command_problem
 from llem_core.cli import main
-from llem_core.config import CampaignConfig
-from llem_core.trust import mount_problem, policy_errors, server_command_problem
 
 
 def cfg(**kw) -> CampaignConfig:

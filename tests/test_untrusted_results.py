@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 from test_results_report import make_result, write_run
 
-from llem_core import untrusted_files as untrusted
-from llem_core.aggregate import aggregate_dir, read_plans
+from llem_core.analysis import untrusted_files as untrusted
+from llem_core.analysis.aggregate import aggregate_dir, read_plans
+from llem_core.analysis.history import history
+from llem_core.analysis.history_report import history_html
+from llem_core.analysis.report import build_report, write_report
+from llem_core.analysis.results import load_results, read_result, result_path, write_result
 from llem_core.cli import main
-from llem_core.history import history
-from llem_core.history_report import history_html
-from llem_core.report import build_report, write_report
-from llem_core.results import load_results, read_result, result_path, write_result
 
 SECRET = "TOP-SECRET-7f3a"
 MATH_NAME = "$\\frac{a}{$ mathtext"

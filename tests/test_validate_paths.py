@@ -7,11 +7,11 @@ import os
 import pytest
 import yaml
 
-from llem_core.backends.base import BackendError
+from llem_core.campaign.config import ExperimentConfig
 from llem_core.cli import main
-from llem_core.config import ExperimentConfig
-from llem_core.experiment import phases
-from llem_core.experiment.errors import ExperimentError
+from llem_core.runtime.backends.base import BackendError
+from llem_core.runtime.experiment import phases
+from llem_core.runtime.experiment.errors import ExperimentError
 
 
 def test_a_results_dir_that_is_a_file_is_refused(tmp_path, capsys):
@@ -45,13 +45,13 @@ def test_the_backend_numbers_gpus_as_nvml_does(monkeypatch):
 def test_backend_server_without_its_extra_is_a_one_line_error(monkeypatch):
     import builtins
 
-    from llem_core.results import RunSpec
-    from llem_core.runner import run
+    from llem_core.analysis.results import RunSpec
+    from llem_core.runtime.measure import run
 
     real_import = builtins.__import__
 
     def no_httpx(name, *args, **kwargs):
-        if name == "httpx" or name.startswith("llem_core.serving.experiment"):
+        if name == "httpx" or name.startswith("llem_core.runtime.serving.experiment"):
             raise ImportError("No module named 'httpx'", name="httpx")
         return real_import(name, *args, **kwargs)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llem_core.results import ExperimentResult
-from llem_core.serving.process import free_port
+from llem_core.analysis.results import ExperimentResult
+from llem_core.runtime.serving.process import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from llem_core.campaign_file import CampaignFileError, validate_campaign_data
-from llem_core.config import ExperimentConfig
-from llem_core.engines.base import visible_devices
-from llem_core.engines.settings import ServerSettings
-from llem_core.engines.vllm import VLLM_MODULE, as_server, vllm_argv, vllm_env
-from llem_core.grid import config_hash, conflicts, expand
+from llem_core.campaign.config import ExperimentConfig
+from llem_core.campaign.grid import config_hash, conflicts, expand
+from llem_core.campaign.loading import CampaignFileError, validate_campaign_data
+from llem_core.runtime.engines.base import visible_devices
+from llem_core.runtime.engines.settings import ServerSettings
+from llem_core.runtime.engines.vllm import VLLM_MODULE, as_server, vllm_argv, vllm_env
 
 
 def vcfg(**over: object) -> ExperimentConfig:

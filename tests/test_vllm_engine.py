@@ -13,10 +13,10 @@ import httpx
 import pytest
 from serving_checks import LinearPowerMeter, check_load
 
-from llem_core.config import ExperimentConfig
-from llem_core.experiment.errors import ExperimentError
-from llem_core.results import ExperimentResult, RunSpec
-from llem_core.serving.experiment import run_server
+from llem_core.analysis.results import ExperimentResult, RunSpec
+from llem_core.campaign.config import ExperimentConfig
+from llem_core.runtime.experiment.errors import ExperimentError
+from llem_core.runtime.serving.experiment import run_server
 
 pytestmark = pytest.mark.slow
 OUT = 24
@@ -101,8 +101,8 @@ def test_an_engine_that_cannot_start_fails_in_one_line(vllm_python: Path,
 
 def test_warm_keeps_a_vllm_engine_without_prefix_cache(vllm_model: Path, vllm_python: Path,
                                                        tmp_path: Path) -> None:
-    from llem_core.host.warm import WarmCache
-    from llem_core.runner import run
+    from llem_core.runtime.measure import run
+    from llem_core.runtime.supervisor.warm import WarmCache
 
     warm = WarmCache()
     no_cache = {"extra_args": ["--no-enable-prefix-caching"], "loaded_baseline_s": 0.0}

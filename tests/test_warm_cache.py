@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from llem_core.backends import pytorch
-from llem_core.backends.base import BackendError
-from llem_core.config import ExperimentConfig, HealthCheck
-from llem_core.experiment.errors import ExperimentError
-from llem_core.grid import config_hash
-from llem_core.host.warm import WarmCache
-from llem_core.results import RunSpec
-from llem_core.runner import run
+from llem_core.analysis.results import RunSpec
+from llem_core.campaign.config import ExperimentConfig, HealthCheck
+from llem_core.campaign.grid import config_hash
+from llem_core.runtime.backends import pytorch
+from llem_core.runtime.backends.base import BackendError
+from llem_core.runtime.experiment.errors import ExperimentError
+from llem_core.runtime.measure import run
+from llem_core.runtime.supervisor.warm import WarmCache
 
 
 def spec(model: Path, **over: object) -> RunSpec:

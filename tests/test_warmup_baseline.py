@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from llem_core.energy import baseline_cache
-from llem_core.energy.base import Baseline
-from llem_core.warmup import coefficient_of_variation, warm_up
+from llem_core.runtime.energy import baseline_cache
+from llem_core.runtime.energy.base import Baseline
+from llem_core.runtime.warmup import coefficient_of_variation, warm_up
 
 
 def durations(seq):
@@ -47,7 +47,7 @@ def test_baseline_cache_age_and_band(tmp_path, monkeypatch):
 
 
 def test_baseline_reused_from_cache_with_age(tmp_path, monkeypatch):
-    from llem_core.config import EnergyConfig
+    from llem_core.campaign.config import EnergyConfig
 
     monkeypatch.setenv("LLEM_CACHE_DIR", str(tmp_path))
     calls = []

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from llem_airflow.factory import DEFAULT_CAMPAIGNS
 from llem_airflow.pools import ensure_pools, pools_of
-from llem_core.discovery import CAMPAIGNS_ENV, campaigns_dir
+from llem_core.campaign.discovery import CAMPAIGNS_ENV, campaigns_dir
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

@@ -9,7 +9,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 from llem_airflow.links import ReportLink
-from llem_core.planning import RunPlan
+from llem_core.campaign.planning import RunPlan
 
 
 def readiness_notes(ready: list[Any]) -> list[str]:
@@ -39,8 +39,8 @@ class LlemAggregateOperator(BaseOperator):
         self.report_run_dir: str | None = None
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from llem_core.aggregate import aggregate_dir
-        from llem_core.report import write_report
+        from llem_core.analysis.aggregate import aggregate_dir
+        from llem_core.analysis.report import write_report
 
         ti = context["ti"]
         raw = ti.xcom_pull(task_ids=self.plan_task_id, key="plan")

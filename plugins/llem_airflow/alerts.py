@@ -5,7 +5,7 @@
   (publish, compare, alert) can be scheduled on ``llem://results/<campaign>``.
 - A new change point (``change_task``) and a run that overruns the campaign's
   ``alerts.expected_duration_s`` (an Airflow deadline alert) are sent through the
-  campaign's notifiers (``llem_core.alerts``). The notifier is Airflow's own class; llem
+  campaign's notifiers (``llem_core.campaign.alerts``). The notifier is Airflow's own class; llem
   writes the message and sets only the addressees and the connection, never through a
   template: campaign values are data (the notifier's template fields are emptied, and
   ``notify`` is called, not the notifier's templating ``__call__``).
@@ -23,7 +23,7 @@ from typing import Any
 
 from airflow.sdk import Asset
 
-from llem_core.alerts import AlertSettings, NotifierSettings
+from llem_core.campaign.alerts import AlertSettings, NotifierSettings
 
 ASSET_URI = "llem://results/{campaign}"
 DEADLINE_CALLBACK = "llem_airflow.alerts.deadline_missed"

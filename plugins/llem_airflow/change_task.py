@@ -1,7 +1,8 @@
 """The change-point task: after the aggregate, look for changes over the campaign's history.
 
 Every (configuration, metric) series of the campaign's alert metrics is searched over
-all runs (``llem_core.history`` / ``llem_core.regression``). The change points this run
+all runs (``llem_core.analysis.history`` / ``llem_core.analysis.regression``). The change
+points this run
 brought (absent from the history without it) are written to the run folder as
 ``change_points.json`` (the DAG run's tab and ``/llem/history`` show them), returned as
 XCom, and sent through the campaign's notifiers. A run that brings none notifies no one.
@@ -16,7 +17,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from llem_core.planning import RunPlan
+from llem_core.campaign.planning import RunPlan
 
 CHANGE_FILE = "change_points.json"
 
@@ -40,9 +41,9 @@ class LlemChangePointOperator(BaseOperator):
         self.plan_task_id = plan_task_id
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from llem_core.history import history, new_change_points
-        from llem_core.regression import METHOD
-        from llem_core.results import write_atomic
+        from llem_core.analysis.history import history, new_change_points
+        from llem_core.analysis.regression import METHOD
+        from llem_core.analysis.results import write_atomic
 
         raw = context["ti"].xcom_pull(task_ids=self.plan_task_id, key="plan")
         if raw is None:

@@ -17,8 +17,8 @@ from airflow.providers.docker.operators.docker import DockerOperator
 from llem_airflow.links import ResultJsonLink
 from llem_airflow.operators import GPU_ORDER_ENV, HOST_ENV, ExperimentMixin, run_inputs
 from llem_core import env_names
-from llem_core.planning import PlannedRun
-from llem_core.results import SPEC_ENV
+from llem_core.analysis.results import SPEC_ENV
+from llem_core.campaign.planning import PlannedRun
 
 
 class LlemDockerOperator(ExperimentMixin, DockerOperator):

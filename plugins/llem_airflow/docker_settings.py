@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from llem_core.config import DockerRunner
+from llem_core.campaign.config import DockerRunner
 
 
 def docker_settings(runner: DockerRunner) -> dict[str, Any]:

@@ -9,7 +9,7 @@ Shape (fixed at parse time; the number of experiments is not)::
 summary; ``change_points`` searches the campaign's history and notifies on new change
 points (``llem_airflow.alerts``).
 
-``plan`` calls :func:`llem_core.planning.plan_run` and pushes the typed plan (key
+``plan`` calls :func:`llem_core.campaign.planning.plan_run` and pushes the typed plan (key
 ``plan``) and each cycle's planned runs (key ``cycle_<k>``); cycle k's sensor validates
 and returns them and the experiment task is mapped over that list, so a cycle beyond
 the run's ``cycles`` param maps over nothing and is skipped, never failed. Parsing reads
@@ -33,9 +33,8 @@ from airflow.sdk import DAG, Param, TaskGroup, task
 from llem_airflow.alerts import campaign_asset, deadline_args
 from llem_airflow.docker_settings import docker_args, docker_settings
 from llem_airflow.grid_cache import GridSummary, grid_summary
-from llem_core.alerts import AlertSettings
-from llem_core.campaign_file import CampaignFileError
-from llem_core.config import (
+from llem_core.campaign.alerts import AlertSettings
+from llem_core.campaign.config import (
     DAG_ID_PREFIX,
     MAX_SEED,
     CampaignConfig,
@@ -44,10 +43,11 @@ from llem_core.config import (
     LocalRunner,
     Ordering,
 )
-from llem_core.discovery import Campaign, campaigns_dir, iter_campaigns
-from llem_core.planning import defaults
-from llem_core.schedule import NOT_CRON
-from llem_core.text_rules import shown
+from llem_core.campaign.discovery import Campaign, campaigns_dir, iter_campaigns
+from llem_core.campaign.loading import CampaignFileError
+from llem_core.campaign.planning import defaults
+from llem_core.campaign.schedule import NOT_CRON
+from llem_core.campaign.text_rules import shown
 
 ENUM_LIMIT = 500  # beyond this many configurations the trigger form takes free names
 START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
@@ -59,7 +59,7 @@ def build_params(cfg: CampaignConfig, names: list[str], when: str) -> dict[str, 
     only when that is None, its schema's ``description_md`` as Markdown: every help text
     here is Markdown. It marks a field required when the schema's ``type`` does not allow
     null, so the fields a run may leave empty allow it (the plan task still checks every
-    value strictly: ``llem_core.planning.check_params``)."""
+    value strictly: ``llem_core.campaign.planning.check_params``)."""
     ex = cfg.execution
     d = defaults(cfg)
     # the form is where a user triggering by hand sees when the campaign runs by itself
@@ -125,7 +125,7 @@ def schedule_text(cfg: CampaignConfig, now: datetime | None = None) -> str:
     w = cfg.schedule_window
     if w is None:
         return f"`{_md(cfg.schedule)}` (UTC)"
-    from llem_core.schedule import fire_times
+    from llem_core.campaign.schedule import fire_times
 
     nxt = fire_times(cfg.schedule, w, after=now or datetime.now(UTC))
     start, end = w.start_at(), w.end_at()
@@ -162,8 +162,8 @@ def doc_md(cfg: CampaignConfig, summary: GridSummary, source: Path, when: str) -
 
 def plan_task(cfg: CampaignConfig, context: dict[str, Any]) -> dict[str, Any]:
     """The plan task's body: plan the run, write plan.json, return the XCom outputs."""
-    from llem_core.planning import PlanError, plan_run
-    from llem_core.results import write_atomic
+    from llem_core.analysis.results import write_atomic
+    from llem_core.campaign.planning import PlanError, plan_run
 
     params = dict(context["params"])
     conf = getattr(context.get("dag_run"), "conf", None) or {}
@@ -216,7 +216,7 @@ def _experiment_operator(cfg: CampaignConfig, summary: GridSummary, runs: Any) -
 
 def host_args(cfg: CampaignConfig, summary: GridSummary) -> dict[str, Any]:
     """What the host tasks and hosted experiments need to find, start and stop the host."""
-    from llem_core.campaign_paths import local_model_paths, prompt_sources
+    from llem_core.campaign.paths import local_model_paths, prompt_sources
 
     runner = cfg.runner
     inputs = sorted({str(Path(p).expanduser()) for _, p in local_model_paths(cfg)}

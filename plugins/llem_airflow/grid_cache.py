@@ -16,12 +16,12 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from llem_core import __version__
+from llem_core.analysis.results import write_atomic
 from llem_core.cache import cache_root
-from llem_core.campaign_file import CampaignFileError, FieldError
-from llem_core.discovery import Campaign
-from llem_core.grid import NoValidConfigError, expand_or_raise
-from llem_core.placement import Placement, PlacementError, campaign_placement
-from llem_core.results import write_atomic
+from llem_core.campaign.discovery import Campaign
+from llem_core.campaign.grid import NoValidConfigError, expand_or_raise
+from llem_core.campaign.loading import CampaignFileError, FieldError
+from llem_core.campaign.placement import Placement, PlacementError, campaign_placement
 
 
 class GridSummary(BaseModel):

@@ -25,9 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from llem_core import env_names
-from llem_core.host.client import alive, request
-from llem_core.host.protocol import HostError, ensure_root, host_dir, host_key, socket_path
-from llem_core.proctable import running
+from llem_core.runtime.proctable import running
+from llem_core.runtime.supervisor.client import alive, request
+from llem_core.runtime.supervisor.protocol import (
+    HostError,
+    ensure_root,
+    host_dir,
+    host_key,
+    socket_path,
+)
 
 IDLE_EXIT_S = 900.0
 START_TIMEOUT_S = 600.0

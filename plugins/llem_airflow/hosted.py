@@ -16,9 +16,9 @@ from llem_airflow import host_tasks
 from llem_airflow.links import ResultJsonLink
 from llem_airflow.operators import GPU_ORDER_ENV, HOST_ENV, ExperimentMixin, local_environment
 from llem_core import env_names
-from llem_core.host.client import alive, run_on_host
-from llem_core.host.protocol import HostError, socket_path
-from llem_core.planning import PlannedRun
+from llem_core.campaign.planning import PlannedRun
+from llem_core.runtime.supervisor.client import alive, run_on_host
+from llem_core.runtime.supervisor.protocol import HostError, socket_path
 
 
 class _HostMixin:

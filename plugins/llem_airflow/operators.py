@@ -28,9 +28,9 @@ from airflow.sdk.exceptions import AirflowException
 
 from llem_airflow.links import ResultJsonLink
 from llem_core import env_names
-from llem_core.gpu_lock import hold_gpus
-from llem_core.planning import PlannedRun
-from llem_core.results import SPEC_ENV, ExperimentResult, read_result
+from llem_core.analysis.results import SPEC_ENV, ExperimentResult, read_result
+from llem_core.campaign.planning import PlannedRun
+from llem_core.runtime.gpu_lock import hold_gpus
 
 # Airflow stores the rendered label in a VARCHAR(250) column (task_instance and its
 # history): PostgreSQL refuses a longer one, failing the task's state updates, and a name
@@ -152,7 +152,7 @@ def run_inputs(run: PlannedRun) -> list[str]:
     Only those that exist: a missing one must fail inside the container with llem's
     one-line reason, not as a Docker mount error.
     """
-    from llem_core.config import is_local_path
+    from llem_core.campaign.config import is_local_path
 
     cfg = run.spec.config
     paths = []

@@ -4,7 +4,7 @@ A report or history page over 10,000 result files takes seconds to render (readi
 validating every file, the statistics, the charts) and minutes to go stale: a run's files
 change while it runs and then never again. A page is therefore kept under a key of the
 route, its arguments, llem's version and a digest of the folder's listing
-(:func:`llem_core.untrusted_files.fingerprint`: every file's path, device, inode, size,
+(:func:`llem_core.analysis.untrusted_files.fingerprint`: every file's path, device, inode, size,
 modification and change time, read without following any link, and every problem the
 listing names). The digest is taken before the page is rendered, on every request, so:
 
@@ -31,7 +31,7 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 
 from llem_core import __version__
-from llem_core import untrusted_files as untrusted
+from llem_core.analysis import untrusted_files as untrusted
 
 MAX_BYTES = 128 * 2**20
 SETTLE_NS = 5 * 10**9  # also covers a file server whose clock is a little ahead

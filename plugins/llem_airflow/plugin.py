@@ -11,7 +11,7 @@ access to that very DAG where the request names a ``dag_id``). Within that, a us
 only the campaigns whose DAG the auth manager lets them read.
 
 Result files are written by experiments, so the results tree is untrusted input: every
-file is read through :mod:`llem_core.untrusted_files` from the campaign's
+file is read through :mod:`llem_core.analysis.untrusted_files` from the campaign's
 ``results_dir`` (no link below it followed, regular files only, size-capped, nothing
 that can block a request), and nothing from it is served as active HTML: JSON is
 ``application/json``, other files are downloads, and the report is rendered from the
@@ -37,8 +37,8 @@ from llem_airflow.links import URL_PREFIX, ReportLink, ResultJsonLink
 from llem_airflow.page_cache import PageCache
 from llem_airflow.results_view import Campaign, campaigns, read_summary, run_folders
 from llem_airflow.web_pages import SECURITY_HEADERS
-from llem_core import untrusted_files as untrusted
-from llem_core.results import safe_part
+from llem_core.analysis import untrusted_files as untrusted
+from llem_core.analysis.results import safe_part
 
 app = FastAPI(title="llem: LLM energy results", docs_url=None, redoc_url=None,
               openapi_url=None, dependencies=[Depends(requires_access_dag("GET"))])
@@ -162,8 +162,8 @@ class _NoResults(Exception):
 
 
 def _history_page(c: Campaign) -> str:
-    from llem_core.history import history
-    from llem_core.history_report import history_html
+    from llem_core.analysis.history import history
+    from llem_core.analysis.history_report import history_html
 
     h = history(c.root, trusted=c.results_dir, campaign=c.name)
     if h.runs.empty:
@@ -182,7 +182,7 @@ def report(readable: Readable, run_dir: str = Query(...)) -> HTMLResponse:
     problem = _run_folder(c, d)
     if problem:
         raise HTTPException(status_code=404, detail=f"no such run: {problem}")
-    from llem_core.report import build_report
+    from llem_core.analysis.report import build_report
 
     # Rendered from the data: a report.html in the folder could have been written by any
     # experiment (a digest of it in aggregate.json proves nothing: same folder).

@@ -1,6 +1,6 @@
 """One Airflow pool with one slot per GPU (and one per host for CPU runs).
 
-Every experiment task takes the pool of its placement (:mod:`llem_core.placement`): the
+Every experiment task takes the pool of its placement (:mod:`llem_core.campaign.placement`): the
 pool of the lowest *host* GPU it uses, so two campaigns triggered together queue up
 instead of sharing a GPU; an experiment on several GPUs also locks each of them while
 it runs. The pools count deferred tasks, so an experiment resting through its config
@@ -16,8 +16,8 @@ import subprocess
 from pathlib import Path
 
 from llem_airflow.grid_cache import grid_summary
-from llem_core.campaign_file import CampaignFileError
-from llem_core.discovery import iter_campaigns
+from llem_core.campaign.discovery import iter_campaigns
+from llem_core.campaign.loading import CampaignFileError
 
 
 def pools_of(folder: Path) -> tuple[dict[str, str], list[str]]:

@@ -3,7 +3,7 @@
 Campaigns come from the campaign files in ``$LLEM_CAMPAIGNS_DIR``; a run's counts and
 headline table come from its ``aggregate.json`` (and ``plan.json`` when present). Every
 file may be missing, half written by hand, or hostile (any experiment container can
-write the results folder): everything is read through :mod:`llem_core.untrusted_files`
+write the results folder): everything is read through :mod:`llem_core.analysis.untrusted_files`
 from the campaign's ``results_dir`` (no link below it followed, regular files only,
 size-capped, never a read that can block), and readers return a problem string instead
 of raising.
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llem_core import metrics as metric_registry
-from llem_core import untrusted_files as untrusted
-from llem_core.discovery import CAMPAIGNS_ENV, iter_campaigns
-from llem_core.results import run_dir
+from llem_core.analysis import metrics as metric_registry
+from llem_core.analysis import untrusted_files as untrusted
+from llem_core.analysis.results import run_dir
+from llem_core.campaign.discovery import CAMPAIGNS_ENV, iter_campaigns
 
 # (key in aggregate.json's table rows, column title): the registry's labels
 PAGE_METRICS = ("tokens_per_s", "j_per_token_raw", "j_per_token_adjusted", "ttft_p50_s",

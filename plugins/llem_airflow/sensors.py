@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSkipException
 
-from llem_core.config import Health
-from llem_core.health import GpuState, Thresholds, check, read_gpus
-from llem_core.planning import PlannedRun
+from llem_core.campaign.config import Health
+from llem_core.campaign.planning import PlannedRun
+from llem_core.runtime.health import GpuState, Thresholds, check, read_gpus
 
 
 class GpuReadySensor(BaseSensorOperator):
@@ -62,8 +62,8 @@ class GpuReadySensor(BaseSensorOperator):
 
     def _release_warm_host(self, context: Any) -> None:
         from llem_airflow.host_tasks import key_for
-        from llem_core.host.client import request
-        from llem_core.host.protocol import HostError, socket_path
+        from llem_core.runtime.supervisor.client import request
+        from llem_core.runtime.supervisor.protocol import HostError, socket_path
 
         ti = context["ti"]
         sock = socket_path(key_for(ti.dag_id, ti.run_id, str(self.warm_host), self.host_gpus))

@@ -4,7 +4,7 @@ Airflow's DAG list shows a timetable's ``summary`` (with its ``description`` as 
 tooltip); CronTriggerTimetable's are the bare cron expression and its English reading, so
 ``0 3 * * *`` in Europe/Berlin and in UTC looked the same. :class:`ZonedCronTimetable`
 adds the zone to both and changes nothing else: its runs are CronTriggerTimetable's
-(``llem_core.schedule`` mirrors them). The DAG processor and the scheduler rebuild a
+(``llem_core.campaign.schedule`` mirrors them). The DAG processor and the scheduler rebuild a
 timetable from the serialized DAG, which needs the class registered by a plugin:
 :class:`LlemTimetablePlugin` (entry point ``llem_airflow_timetable``).
 """

@@ -13,8 +13,8 @@ from urllib.parse import quote, urlencode
 
 from llem_airflow.results_view import HEADLINE, Campaign, Row, RunSummary
 from llem_core import env_names
-from llem_core import metrics as registry
-from llem_core.console_table import number
+from llem_core.analysis import metrics as registry
+from llem_core.analysis.console_table import number
 
 URL_PREFIX = "/llem"
 MAX_RUNS_SHOWN = 20
@@ -157,7 +157,7 @@ def charts(s: RunSummary) -> str:
     the aggregate's table; a chart that cannot be drawn says why."""
     if not s.rows:
         return ""
-    from llem_core.report_charts import bar_chart, scatter_chart
+    from llem_core.analysis.report_charts import bar_chart, scatter_chart
 
     frame = summary_frame(s)
     figures, problems = [], []
