@@ -1,4 +1,4 @@
-"""Hostile campaign files through `llem validate` and build_dags: the same verdict, one line each."""
+"""Hostile campaign files through `llem validate` and build_dags: the same verdict."""
 
 from __future__ import annotations
 
