@@ -152,6 +152,8 @@ def stack(tmp_path_factory, tiny_model):
     for name, data in (("daily", files["daily"]), ("overrun", files["overrun"])):
         (camps / f"{name}.yaml").write_text(yaml.safe_dump(data))
     seed_history(camps / "daily.yaml", results, runs=12)
+    from smtp_inbox import smtp_server
+
     inbox, smtp = smtp_server()
 
     from llem_airflow.stack import AirflowStack
@@ -174,28 +176,6 @@ def stack(tmp_path_factory, tiny_model):
     logs = root / "home"
     if os.environ.get("LLEM_KEEP_LOGS"):
         shutil.copytree(logs, Path(os.environ["LLEM_KEEP_LOGS"]), dirs_exist_ok=True)
-
-
-class Inbox:
-    """Messages an SMTP server on 127.0.0.1 received (aiosmtpd handler)."""
-
-    def __init__(self) -> None:
-        self.messages: list = []
-
-    async def handle_DATA(self, server, session, envelope):
-        from email import message_from_bytes
-
-        self.messages.append(message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-def smtp_server():
-    from aiosmtpd.controller import Controller
-
-    inbox = Inbox()
-    ctl = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    ctl.start()
-    return inbox, ctl
 
 
 def seed_history(path: Path, results: Path, runs: int) -> None:

@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import json
-import socket
-from email import message_from_bytes
 from pathlib import Path
 
 import pytest
 import yaml
-from aiosmtpd.controller import Controller
 from llem_airflow import factory
 from llem_airflow.alerts import ASSET_URI, asset_summary, send
+from smtp_inbox import free_port, smtp_server
 
 from llem_core.campaign.alerts import AlertSettings
 from llem_core.campaign.loading import CampaignFileError, load_campaign
@@ -21,27 +19,10 @@ from llem_core.campaign.trust import policy_errors
 SMTP = {"notifier": "smtp", "conn_id": "smtp_llem", "to": ["energy@lab.example"]}
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def inbox(monkeypatch):
-    box = Inbox()
-    port = free_port()
-    ctl = Controller(box, hostname="127.0.0.1", port=port)
-    ctl.start()
+    box, ctl = smtp_server()
+    port = ctl.port
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_LLEM", json.dumps({
         "conn_type": "smtp", "host": "127.0.0.1", "port": port,
         "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "llem@lab.example"}}))
