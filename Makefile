@@ -38,7 +38,7 @@ example-vllm: setup-vllm
 
 ## The tests (Docker and Airflow integration tests included).
 test: setup setup-vllm setup-llamacpp
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra --durations=25
 
 test-fast: setup
 	$(BIN)/python -m pytest -ra -m "not integration and not slow"
