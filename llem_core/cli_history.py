@@ -33,18 +33,15 @@ def _records(df: Any) -> list[dict[str, Any]]:
 
 def change_line(c: dict[str, Any]) -> str:
     """One change point as a sentence: where, how much, how sure, likely cause."""
-    rel = c.get("rel_change")
-    size = "—" if rel is None or (isinstance(rel, float) and math.isnan(rel)) else \
-        f"{rel:+.1%}"
-    lo, hi = c.get("rel_change_ci_low"), c.get("rel_change_ci_high")
-    ci = "" if lo is None or hi is None or any(isinstance(v, float) and math.isnan(v)
-                                               for v in (lo, hi)) \
-        else f" [{lo:+.1%}, {hi:+.1%}]"
+    from llem_core.analysis.regression import change_size
+
+    size = change_size(c.get("rel_change"), c.get("rel_change_ci_low"),
+                       c.get("rel_change_ci_high"))
     causes = [x for x in c.get("likely_causes") or [] if x.get("where") == "at the change"]
     cause = "; likely cause: " + ", ".join(
         f"{x['field']} {x['before']} -> {x['after']}" for x in causes) if causes else ""
     return (f"{c['config_name']} {c['metric']}: {_fmt(c['level_before'])} -> "
-            f"{_fmt(c['level_after'])} {c.get('unit') or ''} ({size}{ci}) from run "
+            f"{_fmt(c['level_after'])} {c.get('unit') or ''} ({size}) from run "
             f"{c['run_id']} on (p = {c['p_value']:.2g}, {c['runs_before']} runs before, "
             f"{c['runs_after']} after){cause}")
 

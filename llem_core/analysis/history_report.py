@@ -9,21 +9,19 @@ import html
 import io
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pandas as pd
 
+from llem_core.analysis.airflow_links import dag_run_url
 from llem_core.analysis.console_table import number
 from llem_core.analysis.history import History
 from llem_core.analysis.metrics import axis_label, display_unit, short_label
-from llem_core.analysis.regression import METHOD
+from llem_core.analysis.regression import METHOD, change_size
 from llem_core.analysis.report_charts import SVG_METADATA, drawn_as_text
 from llem_core.analysis.report_charts import text as label_text
 from llem_core.analysis.results import write_atomic
 
 RATES = ("tokens_per_s", "requests_per_s")  # drawn on a log scale: changes are relative
-# The Airflow UI's own page of a DAG run (same origin as the /llem pages).
-AIRFLOW_RUN_URL = "/dags/{dag_id}/runs/{run_id}"
 
 
 def _tick(run: dict[str, Any], same_day: bool) -> str:
@@ -120,8 +118,7 @@ def _drawn(h: History, metric: str, failed: list[str]) -> str | None:
 def _run_link(dag_id: str | None, run_id: str) -> str:
     if not dag_id:
         return html.escape(run_id)
-    href = AIRFLOW_RUN_URL.format(dag_id=quote(dag_id, safe=""), run_id=quote(run_id, safe=""))
-    return (f'<a href="{html.escape(href, quote=True)}" target="_top">'
+    return (f'<a href="{html.escape(dag_run_url(dag_id, run_id), quote=True)}" target="_top">'
             f"{html.escape(run_id)}</a>")
 
 
@@ -135,11 +132,7 @@ def _in_unit(metric: str, v: Any) -> str:
 def _change_rows(h: History, dag_id: str | None) -> list[dict[str, Any]]:
     rows = []
     for c in h.change_points.to_dict("records"):
-        rel = c["rel_change"]
-        lo, hi = c["rel_change_ci_low"], c["rel_change_ci_high"]
-        size = "—" if rel is None or pd.isna(rel) else f"{rel:+.1%}" + (
-            "" if lo is None or hi is None or pd.isna(lo) or pd.isna(hi)
-            else f" [{lo:+.1%}, {hi:+.1%}]")
+        size = change_size(c["rel_change"], c["rel_change_ci_low"], c["rel_change_ci_high"])
         causes = "; ".join(f"{x['field']} {x['before']} -> {x['after']} ({x['where']})"
                            for x in c["likely_causes"] or [])
         rows.append({"configuration": c["config_name"], "metric": short_label(c["metric"]),

@@ -24,6 +24,7 @@ soon a step is found.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,6 +53,18 @@ class SeriesChange:
     pvalue: float
     runs_before: int
     runs_after: int
+
+
+def _given(v: float | None) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def change_size(rel: float | None, low: float | None, high: float | None) -> str:
+    """A relative change as people read it: "+12.3% [+8.0%, +16.9%]", "—" if unknown."""
+    if not _given(rel):
+        return "—"
+    return f"{rel:+.1%}" + (f" [{low:+.1%}, {high:+.1%}]" if _given(low) and _given(high)
+                            else "")
 
 
 def run_values(cycles: Sequence[np.ndarray], positive: bool) -> np.ndarray | None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import html
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from llem_airflow.results_view import HEADLINE, Campaign, Row, RunSummary
 from llem_core import env_names
 from llem_core.analysis import metrics as registry
+from llem_core.analysis.airflow_links import dag_run_url
 from llem_core.analysis.console_table import number
 
 URL_PREFIX = "/llem"
@@ -33,8 +34,7 @@ font-variant-numeric:tabular-nums}.problem{color:#b91c1c}.muted{color:#64748b}
 tr.unpublishable td{background:#fffbeb}figure{margin:.5rem 0 1rem}
 .charts{display:flex;flex-wrap:wrap;gap:1rem}.charts svg{max-width:100%;height:auto}
 .defs{font-size:.85rem;color:#334155;max-width:60rem}"""
-# The Airflow UI's own page of a DAG run (same origin, behind the same login).
-AIRFLOW_RUN_URL = "/dags/{dag_id}/runs/{run_id}"
+
 
 
 def esc(value: object) -> str:
@@ -63,8 +63,8 @@ def dag_run_link(dag_id: str | None, run_id: str | None) -> str:
     """A link to the DAG run's page in Airflow's UI (the whole window, not the tab)."""
     if not dag_id or not run_id:
         return ""
-    href = AIRFLOW_RUN_URL.format(dag_id=quote(dag_id, safe=""), run_id=quote(run_id, safe=""))
-    return f'<a href="{esc(href)}" target="_top">DAG run {esc(run_id)} in Airflow</a>'
+    href = esc(dag_run_url(dag_id, run_id))
+    return f'<a href="{href}" target="_top">DAG run {esc(run_id)} in Airflow</a>'
 
 
 def counts_line(s: RunSummary) -> str:
@@ -75,16 +75,13 @@ def counts_line(s: RunSummary) -> str:
             f" · failed or missing <b>{_count(s.failed)}</b></p>")
 
 
-def _best(rows: list[Row]) -> dict[str, str]:
-    """Per headline metric, the publishable configuration with the best estimate."""
-    out = {}
-    for key, _ in HEADLINE:
-        m = registry.REGISTRY.get(key)
-        cands = [(r.cells[key].mean, r.config) for r in rows if r.publishable
-                 and key in r.cells and r.cells[key].mean is not None]
-        if m is not None and cands:
-            out[key] = (max(cands) if m.better == "higher" else min(cands))[1]
-    return out
+def _best(s: RunSummary) -> dict[str, str]:
+    """Per headline metric, the publishable configuration with the best estimate (the
+    one the charts star too)."""
+    from llem_core.analysis.report_charts import best_of
+
+    frame = summary_frame(s)
+    return {key: best for key, _ in HEADLINE if (best := best_of(frame, key))}
 
 
 def _cell(s: RunSummary, r: Row, key: str, best: dict[str, str]) -> str:
@@ -107,7 +104,7 @@ def headline_table(s: RunSummary) -> str:
     if not s.rows:
         return "" if not s.aggregated else "<p class='muted'>No configuration measured.</p>"
     head = "".join(f"<th>{esc(registry.axis_label(key))}</th>" for key, _ in HEADLINE)
-    best = _best(s.rows)
+    best = _best(s)
     body, caveats = [], {}
     for r in s.rows:
         n = esc(_count(r.n)) + ("" if r.publishable else
@@ -184,14 +181,14 @@ def change_points_section(s: RunSummary) -> str:
         return ""
     if not s.change_points:
         return "<p class='muted'>This run brought no change point.</p>"
+    from llem_core.analysis.regression import change_size  # scipy: only on this page
+
     items = []
     for c in s.change_points:
-        rel = "—" if c.rel_change is None else f"{c.rel_change:+.1%}"
-        ci = "" if c.rel_low is None or c.rel_high is None else \
-            f" [{c.rel_low:+.1%}, {c.rel_high:+.1%}]"
+        size = change_size(c.rel_change, c.rel_low, c.rel_high)
         cause = f"; likely cause: {', '.join(c.causes)}" if c.causes else ""
         items.append(f"<li><b>{esc(c.config)}</b> {esc(registry.short_label(c.metric))}: "
-                     f"{esc(rel + ci)} from run {esc(c.run_id)} on "
+                     f"{esc(size)} from run {esc(c.run_id)} on "
                      f"(p = {esc(number(c.p_value) if c.p_value is not None else '—')})"
                      f"{esc(cause)}</li>")
     return f"<h2 class='problem'>New change points</h2><ul>{''.join(items)}</ul>"
